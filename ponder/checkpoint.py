@@ -1,0 +1,102 @@
+"""Complete, resumable checkpoints, written atomically.
+
+    <run>/ckpt/step_00001234/
+      model.safetensors   raw weights + buffers (initial states, puzzle-identifier table)
+      ema.safetensors     the same with EMA weights (what evaluation loads, as the official checkpoints are EMA)
+      state.pt            optimiser state, step, RNG states, ACT carry, data position (for --resume)
+      config.yaml         the fully resolved config
+      meta.json           step, dataset shape (vocab, seq_len, identifiers), weight count, last metrics
+
+A checkpoint is written into a temporary directory and renamed into place, so a crash or Ctrl-C mid-write never
+leaves a half checkpoint under a real name, and the previous good one stays until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ponder import UserError
+from ponder.config import Config, dump_yaml, from_dict
+
+CKPT_DIR = "ckpt"
+
+
+def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: dict, cfg: Config, meta: dict,
+         keep: int = 2) -> Path:
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
+    if ema_sd is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in ema_sd.items()}, str(tmp / "ema.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    (tmp / "config.yaml").write_text(dump_yaml(cfg))
+    (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+    if final.exists():  # re-saving a step (e.g. Ctrl-C right after a periodic save): swap, then drop the old one
+        old = root / f".old-{final.name}-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+    for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / CKPT_DIR
+    return sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
+
+
+def find(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (its latest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint or run directory")
+    if (path / "meta.json").exists():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise UserError(f"{path}: not a checkpoint (no meta.json) and holds no checkpoints under {CKPT_DIR}/")
+    return found[-1]
+
+
+def load_config(ckpt: Path) -> Config:
+    try:
+        return from_dict(Config, yaml.safe_load((ckpt / "config.yaml").read_text()))
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{ckpt}/config.yaml: unreadable ({e.__class__.__name__})") from None
+
+
+def load_meta(ckpt: Path) -> dict:
+    try:
+        return json.loads((ckpt / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{ckpt}/meta.json: unreadable ({e.__class__.__name__})") from None
+
+
+def load_weights(ckpt: Path, ema: bool = True) -> dict:
+    path = ckpt / ("ema.safetensors" if ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_state(ckpt: Path) -> dict:
+    path = ckpt / "state.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise UserError(f"{path}: not a readable training state ({e.__class__.__name__})") from None

@@ -1,0 +1,205 @@
+"""The `ponder` command: thin; it parses, resolves the config and dispatches to the library.
+
+    ponder demo                          train + evaluate the embedded CPU demo (generated Sudoku), ~10 minutes
+    ponder data sudoku --out DIR ...     build a dataset directory (HRM/TRM npy layout)
+    ponder train PRESET [k=v ...]        train; --resume RUN continues a run exactly
+    ponder eval CHECKPOINT [--data DIR]  test-time scaling table, adaptive halting, JSON + PNG
+    ponder info PRESET [k=v ...]         resolved config and weight count
+    ponder bench                         throughput and GFLOP/s against the machine's matmul ceiling
+
+Bad input (missing file, malformed row, unknown preset or key, a checkpoint that is not one) prints one line on
+stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from ponder import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the whole usage block otherwise)
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _fresh_dir(path: Path) -> Path:
+    """A run directory that holds no earlier run: refuse rather than overwrite good data."""
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"{path}: already holds a run; pass --resume {path} to continue it, or another --out")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    from ponder.demo import run_demo
+
+    run_demo(Path(args.out) if args.out else Path("runs") / f"demo-{_timestamp()}", args.overrides, args.minutes)
+    return 0
+
+
+def cmd_data(args) -> int:
+    from ponder.config import DataConfig, SudokuConfig
+    from ponder.tasks import build_dataset
+
+    fields = {f.name for f in dataclasses.fields(SudokuConfig)}
+    options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    cfg = DataConfig(task=args.task, seed=args.seed, sudoku=SudokuConfig(**options))
+    out = Path(args.out)
+    if (out / "train" / "dataset.json").exists() and not args.force:
+        raise UserError(f"{out}: already holds a dataset; pass --force to rebuild it in place")
+    t = time.perf_counter()
+    build_dataset(cfg, out)
+    from ponder.tasks.dataset import read_metadata
+
+    for split in ("train", "test"):
+        m = read_metadata(out, split)
+        print(f"{out / split}: {m.total_groups} groups, vocab {m.vocab_size}, seq_len {m.seq_len}")
+    print(f"built in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ponder import checkpoint
+    from ponder.config import apply_overrides, from_dict, resolve, to_dict, Config
+    from ponder.train import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        ckpt = checkpoint.find(run_dir)
+        cfg = from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(ckpt)), args.overrides))
+        if args.preset:
+            cfg = resolve(args.preset, args.overrides) if args.preset else cfg
+    else:
+        if not args.preset:
+            raise UserError("ponder train: give a PRESET (e.g. demo) or --resume RUN_DIR")
+        cfg = resolve(args.preset, args.overrides)
+        run_dir = _fresh_dir(Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}")
+    print(f"run directory: {run_dir}")
+    run = train(cfg, run_dir, resume=bool(args.resume))
+    print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ponder.evaluate import evaluate_checkpoint, format_table
+
+    res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures)
+    print(format_table(res))
+    for key, value in res["task_metrics"].items():
+        print(f"{key} at N_sup: {100 * value:.1f}%")
+    print(f"wrote {out / 'results.json'}" + (f", {out / 'scaling.png'}" if (out / "scaling.png").exists() else ""))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ponder.config import dump_yaml, resolve
+    from ponder.models import build_model, count_params
+    from ponder.tasks import get_task
+    from ponder.tasks.dataset import read_metadata
+
+    cfg = resolve(args.preset, args.overrides)
+    print(dump_yaml(cfg), end="")
+    meta = read_metadata(cfg.data.path, "train") if cfg.data.path else get_task(cfg.data).metadata()
+    model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
+    print(f"# {cfg.model.family.upper()} ({cfg.model.mixer}), vocab {meta.vocab_size}, seq_len {meta.seq_len}: "
+          f"{count_params(model):,} weights (puzzle-identifier table excluded)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ponder.bench import run_bench
+
+    run_bench(args.out, quick=args.quick, compare=args.compare)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ponder.config import SudokuConfig, preset_names
+
+    p = _Parser(prog="ponder", description="Recurrent-depth reasoning models: train, evaluate, scale test-time depth.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    overrides = dict(nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
+
+    d = sub.add_parser("demo", help="train and evaluate the embedded CPU demo (no download, ~10 minutes)")
+    d.add_argument("overrides", **overrides)
+    d.add_argument("--out", help="run directory (default runs/demo-<time>)")
+    d.add_argument("--minutes", type=float, default=None, help="training wall-time budget (default: the preset's)")
+    d.set_defaults(func=cmd_demo)
+
+    d = sub.add_parser("data", help="build a dataset directory in the HRM/TRM npy layout")
+    d.add_argument("task", choices=["sudoku"], help="which task")
+    d.add_argument("--out", required=True, help="dataset directory to write (train/, test/, identifiers.json)")
+    d.add_argument("--seed", type=int, default=0, help="seed: same arguments -> byte-identical files")
+    d.add_argument("--force", action="store_true", help="rebuild over an existing dataset")
+    for f in dataclasses.fields(SudokuConfig):
+        d.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=f.type if isinstance(f.type, type) else
+                       {"int": int, "str": str, "float": float}[f.type], default=None,
+                       help=f"sudoku: {f.name} (default {f.default})")
+    d.set_defaults(func=cmd_data)
+
+    d = sub.add_parser("train", help="train a preset")
+    d.add_argument("preset", nargs="?", help=f"shipped preset ({', '.join(preset_names())}) or a YAML path")
+    d.add_argument("overrides", **overrides)
+    d.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
+    d.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint, exactly")
+    d.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("eval", help="evaluate a checkpoint: scaling table, adaptive halting, plot")
+    d.add_argument("checkpoint", help="a checkpoint directory or a run directory (latest checkpoint)")
+    d.add_argument("overrides", **overrides)
+    d.add_argument("--data", help="dataset directory (default: the one the run trained on)")
+    d.add_argument("--out", help="output directory (default <checkpoint>/eval)")
+    d.add_argument("--device", default="cpu")
+    d.add_argument("--pictures", type=int, default=2, help="step-by-step pictures to write")
+    d.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("info", help="print the resolved config and the weight count")
+    d.add_argument("preset", help=f"shipped preset ({', '.join(preset_names())}) or a YAML path")
+    d.add_argument("overrides", **overrides)
+    d.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("bench", help="training/eval throughput and GFLOP/s vs the matmul ceiling (not a test)")
+    d.add_argument("--out", default="bench/results.json", help="JSON file to write")
+    d.add_argument("--quick", action="store_true", help="fewer repetitions")
+    d.add_argument("--compare", help="earlier JSON to print ratios against")
+    d.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as e:
+        print(f"ponder: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ponder: interrupted (a checkpoint was saved where training was running)", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from ponder.train import TrainingDiverged
+
+        if isinstance(e, TrainingDiverged):
+            print(f"ponder: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""One config system: typed, frozen dataclasses + YAML presets + dotted `key=value` overrides.
+
+A run is described by `Config(model, data, train, eval)`. Presets in `ponder/presets/*.yaml` hold the same nesting;
+the command line adds overrides such as `model.hidden=128 train.lr=3e-4 data.sudoku.size=6`. Unknown keys and
+wrong types are `UserError`s naming the valid keys, so a typo never silently trains the wrong model.
+The fully resolved config is written beside every run and inside every checkpoint (`to_dict`/`from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ponder import UserError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The recursive model. Names follow the TRM paper; the official code's names are in the comments."""
+
+    family: str = "trm"  # key of ponder.models.MODELS
+    hidden: int = 512  # D (hidden_size)
+    n_heads: int = 8  # attention heads (num_heads), head_dim = hidden / n_heads
+    expansion: float = 4.0  # SwiGLU expansion; inter = round_up_256(expansion * hidden * 2/3)
+    n_layers: int = 2  # blocks in the one network f (L_layers)
+    n_latent: int = 6  # n in the paper: latent updates z <- f(z, x + y) per recursion (L_cycles)
+    n_cycles: int = 3  # T in the paper: recursions per supervision step, T-1 without grad (H_cycles)
+    n_supervision: int = 16  # N_sup: maximum supervision (ACT) steps per example (halt_max_steps)
+    mixer: str = "attention"  # "attention" (TRM-Att) or "mlp" (TRM-MLP: a SwiGLU across the sequence, mlp_t)
+    mlp_norm_quirk: bool = True  # official mlp_t runs the post-mixer RMSNorm over the sequence axis; keep for parity
+    pos_encoding: str = "rope"  # "rope", "learned" or "none" (TRM-MLP uses none)
+    rope_theta: float = 10000.0
+    puzzle_emb_len: int = 16  # prefix positions; only the first carries the learned puzzle vector (TRM: 16, HRM: 1)
+    puzzle_emb: bool = True  # learn a per-puzzle-identifier vector (sparse sign-SGD table) in the first prefix slot
+    halt_exploration_prob: float = 0.1  # chance a training sample gets a random minimum number of steps
+    halt_min_steps: int = 2  # exploration draws the minimum from {halt_min_steps..n_supervision}
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check(self.mixer in ("attention", "mlp"), f"model.mixer must be 'attention' or 'mlp', got {self.mixer!r}")
+        _check(self.pos_encoding in ("rope", "learned", "none"),
+               f"model.pos_encoding must be rope, learned or none, got {self.pos_encoding!r}")
+        _check(self.hidden % self.n_heads == 0, f"model.hidden ({self.hidden}) must divide by model.n_heads ({self.n_heads})")
+        for name in ("hidden", "n_layers", "n_latent", "n_cycles", "n_supervision"):
+            _check(getattr(self, name) >= 1, f"model.{name} must be >= 1")
+        _check(self.puzzle_emb_len >= (1 if self.puzzle_emb else 0),
+               "model.puzzle_emb needs model.puzzle_emb_len >= 1")
+        _check(0.0 <= self.halt_exploration_prob <= 1.0, "model.halt_exploration_prob must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class SudokuConfig:
+    """How `ponder data sudoku` (or a run with an empty data.path) builds a Sudoku dataset."""
+
+    size: int = 9  # board side: 4 (2x2 boxes), 6 (2x3 boxes) or 9 (3x3 boxes)
+    csv: str = ""  # public CSV (source,question,answer,rating) for the train set; empty = generate puzzles
+    test_csv: str = ""  # CSV for the test set; empty = a held-out slice of `csv`, or generated puzzles
+    train_size: int = 1000  # train puzzles before augmentation (paper: a 1000-puzzle subset)
+    test_size: int = 1000  # test puzzles (no augmentation)
+    num_aug: int = 1000  # augmented copies per train puzzle (paper: 1000; each group = original + copies)
+    min_blanks: int = 0  # generator: fewest blank cells (0 = no lower bound)
+    max_blanks: int = 0  # generator: most blank cells (0 = as many as uniqueness allows)
+    min_rating: int = 0  # generator: reject puzzles that the solver settles with fewer guesses than this
+
+    def __post_init__(self) -> None:
+        _check(self.size in (4, 6, 9), f"data.sudoku.size must be 4, 6 or 9, got {self.size}")
+        _check(self.train_size >= 1 and self.test_size >= 1, "data.sudoku train_size and test_size must be >= 1")
+        _check(self.num_aug >= 0, "data.sudoku.num_aug must be >= 0")
+        _check(self.min_blanks <= self.max_blanks or self.max_blanks == 0,
+               "data.sudoku.min_blanks must be <= max_blanks")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which task and where its dataset lives (the HRM/TRM npy layout, see ponder.tasks.dataset)."""
+
+    task: str = "sudoku"  # key of ponder.tasks.TASKS
+    path: str = ""  # dataset directory with train/ and test/; empty = build it into the run directory
+    seed: int = 0  # seed of the dataset build (same seed and options -> byte-identical files)
+    sudoku: SudokuConfig = field(default_factory=SudokuConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation. Defaults are the official cfg_pretrain.yaml values."""
+
+    steps: int = 65000  # optimiser steps (each = one supervision step for every slot of the batch)
+    max_minutes: float = 0.0  # wall-time budget; > 0 stops training early (the demo's 10-minute promise)
+    batch_size: int = 768  # global batch (slots of the persistent carry)
+    lr: float = 1e-4
+    lr_warmup_steps: int = 2000  # linear warm-up from 0
+    lr_min_ratio: float = 1.0  # cosine decay towards lr * ratio after warm-up; 1.0 = constant (official default)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1  # decoupled, lr * wd per step
+    optimizer: str = "adam_atan2"  # "adam_atan2" (official update, pure PyTorch) or "adamw"
+    puzzle_emb_lr: float = 1e-2  # sign-SGD learning rate of the puzzle-identifier table
+    puzzle_emb_weight_decay: float = 0.1
+    loss: str = "stablemax"  # "stablemax" (TRM) or "softmax" cross-entropy
+    halt_loss_weight: float = 0.5  # total = lm + w * BCE(halt logit, sequence exactly right)
+    ema: bool = True  # exponential moving average of the weights, used for eval and checkpoints
+    ema_rate: float = 0.999
+    grad_clip: float = 0.0  # > 0 clips the global grad norm (official: none)
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    dtype: str = "float32"  # "float32" or "bfloat16" (autocast; master weights stay float32)
+    threads: int = 0  # torch CPU threads; 0 = PyTorch's default
+    augment: bool = False  # re-augment each training example on the fly (task.augment), on top of stored copies
+    log_every: int = 50
+    eval_every: int = 0  # steps between evaluations during training (0 = only at the end)
+    checkpoint_every: int = 1000  # steps between checkpoints (the last one is always written)
+    keep_checkpoints: int = 2  # most recent checkpoints kept on disk
+
+    def __post_init__(self) -> None:
+        _check(self.optimizer in ("adam_atan2", "adamw"), f"train.optimizer must be adam_atan2 or adamw, got {self.optimizer!r}")
+        _check(self.loss in ("stablemax", "softmax"), f"train.loss must be stablemax or softmax, got {self.loss!r}")
+        _check(self.dtype in ("float32", "bfloat16"), f"train.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        _check(self.batch_size >= 1 and self.steps >= 1, "train.batch_size and train.steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 512
+    max_steps: int = 0  # supervision steps to run at test time; 0 = 2 * N_sup (beyond what was trained)
+    max_examples: int = 0  # evaluate on the first N test examples; 0 = all
+    plot: bool = True  # write the accuracy-vs-steps PNG
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass, with validation
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise UserError."""
+    if not isinstance(data, dict):
+        raise UserError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            valid = ", ".join(prefix + k for k in fields)
+            raise UserError(f"unknown config key '{prefix}{key}'; valid keys: {valid}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = from_dict(kind, value, prefix + key + ".")
+        else:
+            kwargs[key] = _coerce(value, kind, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        for option in typing.get_args(kind):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, option, name)
+            except UserError:
+                pass
+        raise UserError(f"config key '{name}' expects {kind}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"config key '{name}' expects {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def _parse_scalar(text: str) -> Any:
+    """`key=value` values are read as YAML scalars: 3e-4 -> float, true -> bool, 'abc' -> str."""
+    value = yaml.safe_load(text) if text != "" else ""
+    # YAML reads "1e-4" as a string (it wants "1.0e-4"); accept the form everyone types.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") and value.lower() not in ("nan", "inf") else value
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings to a nested dict (validation happens in from_dict)."""
+    data = _deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not of the form key=value (e.g. train.lr=3e-4)")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {key!r}: '{part}' is not a config section")
+        node[parts[-1]] = _parse_scalar(text)
+    return data
+
+
+def _deepcopy(d: dict) -> dict:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    """A preset is a shipped name (`demo`) or a path to a YAML file of the same shape."""
+    path = Path(name)
+    if not (name.endswith((".yaml", ".yml")) and path.exists()):
+        path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise UserError(f"unknown preset '{name}'; shipped presets: {', '.join(preset_names())} (or a path to a .yaml file)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a preset must be a mapping of sections (model, data, train, eval)")
+    return data
+
+
+def resolve(preset: str | dict, overrides: list[str] = ()) -> Config:
+    """Preset name (or an already-loaded dict, e.g. from a checkpoint) + overrides -> validated Config."""
+    data = load_preset(preset) if isinstance(preset, str) else preset
+    return from_dict(Config, apply_overrides(data, list(overrides)))
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,231 @@
+"""Evaluation: exact and cell accuracy, the test-time scaling table, adaptive halting, plots and pictures.
+
+One pass runs every test example for `max_steps` supervision steps (default 2 x N_sup, i.e. beyond what was
+trained) and records, after each step, whether the whole answer is right (exact), the fraction of right cells and
+the halting logit. From that single trace come:
+- the scaling table: accuracy after 1, 2, 4, ..., max_steps steps (and every step in the JSON and the plot);
+- adaptive halting: each example stops at the first step whose halting logit is > 0 (at the latest after N_sup)
+  and is scored there; the mean number of steps used is reported beside its accuracy.
+The official evaluator always runs the full N_sup steps; ponder reports that figure too (the row at N_sup).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ponder import checkpoint
+from ponder.config import Config, from_dict, to_dict
+from ponder.models import build_model
+from ponder.models.act import IGNORE
+from ponder.tasks import get_task
+from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
+
+
+@torch.inference_mode()
+def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
+                   keep: int = 0) -> dict:
+    """Run the trace. `keep` > 0 also returns the predictions after every step of the first `keep` examples."""
+    from ponder.train import autocast, batch_tensors
+
+    model.eval()
+    n_sup = cfg.model.n_supervision
+    max_steps = max_steps or cfg.eval.max_steps or 2 * n_sup
+    n = arrays.num_examples if not cfg.eval.max_examples else min(cfg.eval.max_examples, arrays.num_examples)
+    exact = np.zeros((n, max_steps), bool)
+    cell = np.zeros((n, max_steps), np.float32)
+    q_halt = np.zeros((n, max_steps), np.float32)
+    kept = np.zeros((min(keep, n), max_steps, meta.seq_len), np.int64)
+    task_scores: dict[str, list] = {}
+    task = get_task(cfg.data) if cfg.data.task else None
+    adaptive_preds = np.zeros((n, meta.seq_len), np.int64)
+    for lo in range(0, n, cfg.eval.batch_size):
+        idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
+        inputs, labels, pids = batch_tensors(arrays, idx, meta.ignore_label_id, device)
+        state = model.initial_state(len(idx), device)
+        mask = labels != IGNORE
+        counts = mask.sum(-1).clamp_min(1)
+        halted = torch.zeros(len(idx), dtype=torch.bool, device=device)
+        chosen = torch.zeros_like(labels)
+        for s in range(max_steps):
+            with autocast(cfg, device):
+                out = model(state, inputs, pids)
+            state = out.state
+            pred = out.logits.argmax(-1)
+            correct = (pred == labels) & mask
+            exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
+            cell[idx, s] = (correct.sum(-1) / counts).cpu().numpy()
+            q_halt[idx, s] = out.q_halt.float().cpu().numpy()
+            stop = ~halted & ((out.q_halt > 0) | (s + 1 >= n_sup))
+            chosen[stop] = pred[stop]
+            halted |= stop
+            if s + 1 == n_sup and task is not None:
+                for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
+                    task_scores.setdefault(key, []).append(v)
+            if lo < len(kept):
+                kept[lo:len(kept), s] = pred[: len(kept) - lo].cpu().numpy()
+        adaptive_preds[idx] = chosen.cpu().numpy()
+
+    halt_step = np.where((q_halt[:, :n_sup] > 0).any(1), (q_halt[:, :n_sup] > 0).argmax(1), n_sup - 1)
+    rows = np.arange(n)
+    result = {
+        "n": n,
+        "n_supervision": n_sup,
+        "steps": list(range(1, max_steps + 1)),
+        "exact": exact.mean(0).tolist(),
+        "cell": cell.mean(0).tolist(),
+        "adaptive": {"exact": float(exact[rows, halt_step].mean()), "cell": float(cell[rows, halt_step].mean()),
+                     "mean_steps": float((halt_step + 1).mean())},
+        "task_metrics": {k: float(np.concatenate(v).mean()) for k, v in task_scores.items()},
+    }
+    if keep:
+        result["_kept_predictions"] = kept
+    return result
+
+
+def scaling_rows(result: dict) -> list[tuple[int, float, float]]:
+    """(steps, exact, cell) at 1, 2, 4, ... and at N_sup and the last step."""
+    steps = result["steps"]
+    picks = sorted({s for s in [2**i for i in range(12)] + [result["n_supervision"], steps[-1]] if s <= steps[-1]})
+    return [(s, result["exact"][s - 1], result["cell"][s - 1]) for s in picks]
+
+
+def format_table(result: dict) -> str:
+    lines = [f"test-time scaling on {result['n']} held-out puzzles (trained with N_sup = {result['n_supervision']})",
+             f"{'supervision steps':>18} | {'exact':>7} | {'cell':>7}", "-" * 38]
+    for s, e, c in scaling_rows(result):
+        mark = "  <- N_sup" if s == result["n_supervision"] else ("  (beyond training)" if s > result["n_supervision"] else "")
+        lines.append(f"{s:>18} | {100 * e:6.1f}% | {100 * c:6.1f}%{mark}")
+    a = result["adaptive"]
+    lines.append(f"{'adaptive halting':>18} | {100 * a['exact']:6.1f}% | {100 * a['cell']:6.1f}%  "
+                 f"(mean {a['mean_steps']:.2f} steps)")
+    return "\n".join(lines)
+
+
+def plot_scaling(result: dict, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    steps = result["steps"]
+    ax.plot(steps, [100 * v for v in result["exact"]], "o-", ms=3, label="exact (whole puzzle)")
+    ax.plot(steps, [100 * v for v in result["cell"]], "s-", ms=3, label="cell")
+    a = result["adaptive"]
+    ax.plot([a["mean_steps"]], [100 * a["exact"]], "r*", ms=14, label=f"adaptive halting ({a['mean_steps']:.1f} steps)")
+    ax.axvline(result["n_supervision"], color="grey", ls="--", lw=1, label="N_sup (trained)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("supervision steps at test time")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or f"Test-time scaling ({result['n']} held-out puzzles)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray, path: Path,
+                 steps: list[int] | None = None) -> None:
+    """One puzzle being solved: the decoded answer after each supervision step; changed cells highlighted,
+    wrong cells in red, givens in black."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = steps or list(range(1, preds.shape[0] + 1))
+    given = task.grid(inputs)
+    truth = task.grid(labels)
+    cols = len(steps) + 1
+    fig, axes = plt.subplots(1, cols, figsize=(2.1 * cols, 2.4))
+    size = given.shape[0]
+    prev = given
+    for ax, s in zip(axes, [0] + steps):
+        grid = given if s == 0 else task.grid(preds[s - 1])
+        ax.set_xlim(0, size)
+        ax.set_ylim(size, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for r in range(size):
+            for c in range(size):
+                if s and grid[r, c] != prev[r, c]:
+                    ax.add_patch(plt.Rectangle((c, r), 1, 1, color="#ffe08a"))
+                v = grid[r, c]
+                if v:
+                    color = "black" if given[r, c] else ("#1a7f37" if v == truth[r, c] else "#d1242f")
+                    ax.text(c + 0.5, r + 0.55, str(v), ha="center", va="center", fontsize=max(6, 60 // size),
+                            color=color, weight="bold" if given[r, c] else "normal")
+        for i in range(size + 1):
+            ax.axhline(i, color="grey", lw=0.4)
+            ax.axvline(i, color="grey", lw=0.4)
+        box_r, box_c = getattr(task, "box", (size, size))  # thick lines between Sudoku boxes
+        for i in range(0, size + 1, box_r):
+            ax.axhline(i, color="black", lw=1.4)
+        for i in range(0, size + 1, box_c):
+            ax.axvline(i, color="black", lw=1.4)
+        right = int((grid == truth).all())
+        ax.set_title("puzzle" if s == 0 else f"step {s}" + (" (solved)" if right else ""), fontsize=9)
+        prev = grid
+    fig.suptitle("answer after each supervision step (yellow: changed, red: wrong)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
+                        device: str = "cpu", pictures: int = 1) -> tuple[dict, Path]:
+    """`ponder eval`: load a checkpoint (EMA weights), evaluate on a dataset's test split, write JSON/PNG."""
+    from ponder.config import apply_overrides
+
+    ckpt = checkpoint.find(path)
+    cfg = checkpoint.load_config(ckpt)
+    cfg = from_dict(Config, apply_overrides(to_dict(cfg), list(overrides)))
+    meta_ck = checkpoint.load_meta(ckpt)
+    data_dir = Path(data) if data else Path(meta_ck["data"])
+    arrays, meta = read_split(data_dir, "test")
+    from ponder import UserError
+
+    if (meta.vocab_size, meta.seq_len) != (meta_ck["vocab_size"], meta_ck["seq_len"]):
+        raise UserError(f"{data_dir}: vocabulary/length ({meta.vocab_size}, {meta.seq_len}) do not match the "
+                        f"checkpoint's ({meta_ck['vocab_size']}, {meta_ck['seq_len']})")
+    model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
+    try:
+        model.load_state_dict(checkpoint.load_weights(ckpt))
+    except RuntimeError as e:
+        raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
+    model.to(device)
+    res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures, 0) * 8)
+    kept = res.pop("_kept_predictions", None)
+    out_dir = Path(out_dir) if out_dir else ckpt / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res["checkpoint"] = str(ckpt)
+    res["data"] = str(data_dir)
+    (out_dir / "results.json").write_text(json.dumps(res, indent=2))
+    if cfg.eval.plot:
+        plot_scaling(res, out_dir / "scaling.png")
+        if pictures and kept is not None and len(kept):
+            write_pictures(cfg, arrays, meta, kept, out_dir, pictures)
+    return res, out_dir
+
+
+def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.ndarray, out_dir: Path,
+                   count: int) -> list[Path]:
+    """Step-by-step pictures of up to `count` kept examples, preferring ones whose answer changed over the steps."""
+    task = get_task(cfg.data)
+    n_sup = cfg.model.n_supervision
+    labels = np.asarray(arrays.labels[: len(kept)])
+    changed = [i for i in range(len(kept)) if len({tuple(p) for p in kept[i, :n_sup]}) > 1]
+    order = changed + [i for i in range(len(kept)) if i not in changed]
+    paths = []
+    for j, i in enumerate(order[:count]):
+        steps = sorted({s for s in [1, 2, 3, 4, 6, 8, 12, 16, n_sup] if s <= n_sup})
+        path = out_dir / f"solving_{j}.png"
+        plot_solving(task, np.asarray(arrays.inputs[i]), labels[i], kept[i], path, steps)
+        paths.append(path)
+    return paths

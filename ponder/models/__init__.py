@@ -1,0 +1,23 @@
+"""Model families by name. Each takes (ModelConfig, vocab_size, seq_len, num_puzzle_ids) and implements one
+supervision step: initial_state / reset / forward(state, inputs, puzzle_ids) -> StepOutput."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ponder import UserError
+from ponder.config import ModelConfig
+from ponder.models.trm import TRM
+
+MODELS = {"trm": TRM}
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int = 1) -> nn.Module:
+    if cfg.family not in MODELS:
+        raise UserError(f"unknown model.family '{cfg.family}'; known: {', '.join(MODELS)}")
+    return MODELS[cfg.family](cfg, vocab_size, seq_len, num_puzzle_ids)
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable weights; buffers (initial states, the puzzle-identifier table) are not counted, as in the papers."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,97 @@
+"""Optimisers, schedule and EMA, in plain PyTorch (no CUDA-only packages).
+
+- `AdamAtan2`: the update of the `adam-atan2` package the official code uses (a fused CUDA-only kernel there):
+      p <- p (1 - lr wd);  m <- lerp(m, g, 1 - b1);  v <- lerp(v, g^2, 1 - b2)
+      p <- p - lr atan2(m / (1 - b1^t), sqrt(v) / sqrt(1 - b2^t))
+  No eps and no a/b scaling (lucidrains' adam-atan2-pytorch defaults to a=1.27, b=1 and differs). Written with
+  torch._foreach ops: the small configs are dominated by per-tensor call overhead otherwise.
+- `SignSGD`: the sparse puzzle-embedding update, p <- p (1 - lr wd) - lr sign(g), on the batch's rows only.
+- `lr_at`: linear warm-up from 0, then cosine towards lr_min_ratio * lr (ratio 1.0 = constant, the official default).
+- `EMA`: shadow <- rate * shadow + (1 - rate) * param, on trainable parameters only (buffers are not averaged).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ponder.models.layers import SparseEmbedding
+
+
+class AdamAtan2(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            b1, b2 = group["betas"]
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in params:
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float32)
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_avg_sq"] = torch.zeros_like(p)
+            grads = [p.grad for p in params]
+            m = [self.state[p]["exp_avg"] for p in params]
+            v = [self.state[p]["exp_avg_sq"] for p in params]
+            step = self.state[params[0]]["step"] + 1
+            for p in params:
+                self.state[p]["step"] = step
+            t = step.item()
+            if wd != 0:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_lerp_(m, grads, 1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+            c1, c2 = 1 - b1**t, math.sqrt(1 - b2**t)
+            num = torch._foreach_div(m, c1)
+            den = torch._foreach_sqrt(v)
+            torch._foreach_div_(den, c2)
+            for p, a, b in zip(params, num, den):
+                p.add_(torch.atan2(a, b), alpha=-lr)
+
+
+class SignSGD:
+    """Sign-SGD for a `SparseEmbedding`: touches only the rows of the last training batch."""
+
+    def __init__(self, emb: SparseEmbedding, lr: float, weight_decay: float):
+        self.emb, self.lr, self.weight_decay = emb, lr, weight_decay
+
+    @torch.no_grad()
+    def step(self) -> None:
+        local, ids = self.emb.local, self.emb.local_ids
+        if local is None or local.grad is None:
+            return
+        uniq, inverse = ids.unique(return_inverse=True)
+        g = torch.zeros(uniq.shape[0], local.shape[1], dtype=local.grad.dtype, device=local.device)
+        g.index_add_(0, inverse, local.grad)  # sum of the grads of each id in the batch
+        w = self.emb.weight
+        rows = w[uniq] * (1 - self.lr * self.weight_decay) - self.lr * torch.sign(g)
+        w[uniq] = rows.to(w.dtype)
+        self.emb.local = self.emb.local_ids = None
+
+
+def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 1.0) -> float:
+    """Learning rate for optimiser step `step` (1-based, as the official loop increments before computing it)."""
+    if step < warmup:
+        return base * step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))))
+
+
+class EMA:
+    def __init__(self, params: list[Tensor], rate: float):
+        self.params = list(params)
+        self.rate = rate
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.rate)

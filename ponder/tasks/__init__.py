@@ -1,0 +1,62 @@
+"""Tasks: one module per task, each implementing the small `Task` protocol below.
+
+A task knows its tokens (vocabulary, sequence length), builds train/test splits in the shared on-disk format
+(`ponder.tasks.dataset`), augments an example without breaking it, scores predictions beyond exact/cell accuracy,
+and renders an example as text. Sudoku is the first; Maze, ARC and 1D cellular automata follow the same shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ponder.config import DataConfig
+from ponder.tasks.dataset import Metadata, PuzzleArrays
+
+
+class Task(Protocol):
+    name: str
+
+    def metadata(self) -> Metadata:
+        """vocab_size, seq_len and token conventions of the built dataset."""
+
+    def build(self, split: str, seed: int) -> PuzzleArrays:
+        """Make split 'train' or 'test' from the task's options; same seed and options -> same arrays."""
+
+    def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A random validity-preserving transform of a batch of examples (B, L) -> (B, L)."""
+
+    def score(self, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Task-specific per-example metrics (each a (B,) array in [0, 1]); exact/cell accuracy are generic."""
+
+    def render(self, inputs: np.ndarray, preds: np.ndarray | None = None, labels: np.ndarray | None = None) -> str:
+        """One example as text."""
+
+    def grid(self, tokens: np.ndarray) -> np.ndarray:
+        """(L,) tokens -> 2-D array of display values, for pictures (0 = empty)."""
+
+
+def get_task(cfg: DataConfig) -> Task:
+    from ponder.tasks.sudoku import SudokuTask
+
+    tasks = {"sudoku": lambda: SudokuTask(cfg.sudoku)}
+    if cfg.task not in tasks:
+        from ponder import UserError
+
+        raise UserError(f"unknown task '{cfg.task}'; known tasks: {', '.join(tasks)}")
+    return tasks[cfg.task]()
+
+
+def build_dataset(cfg: DataConfig, out: str | Path) -> Path:
+    """Build train/ and test/ of `cfg.task` into `out` (the one path used by `ponder data` and by training)."""
+    from ponder.tasks.dataset import write_identifiers, write_split
+
+    task = get_task(cfg)
+    out = Path(out)
+    meta = task.metadata()
+    for split in ("train", "test"):
+        write_split(out, split, task.build(split, cfg.seed), meta)
+    write_identifiers(out, ["<blank>"])
+    return out

@@ -1,0 +1,212 @@
+"""The on-disk dataset format shared by every task: the HRM/TRM layout, read and written.
+
+    <root>/
+      identifiers.json              # puzzle identifier -> name; 0 = "<blank>"
+      <split>/dataset.json          # metadata (below)
+      <split>/all__inputs.npy       # (E, L) uint8/int  token ids of each example's input
+      <split>/all__labels.npy       # (E, L)            token ids of the answer; ignore_label_id (0) = not scored
+      <split>/all__puzzle_identifiers.npy  # (P,) int32 embedding id of each puzzle
+      <split>/all__puzzle_indices.npy      # (P+1,) int32 CSR offsets: puzzle p owns examples [pi[p], pi[p+1])
+      <split>/all__group_indices.npy       # (G+1,) int32 CSR offsets: group g owns puzzles [gi[g], gi[g+1])
+
+A *group* is an original puzzle together with all its augmented versions; the official sampler draws one puzzle per
+group per epoch. Directories written by the official `dataset/build_*_dataset.py` scripts load here unchanged, and
+directories written here load in the official code (same file names, dtypes and `dataset.json` keys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ponder import UserError
+
+FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """`dataset.json`, with the official `PuzzleDatasetMetadata` keys."""
+
+    seq_len: int
+    vocab_size: int
+    pad_id: int = 0
+    ignore_label_id: int | None = 0
+    blank_identifier_id: int = 0
+    num_puzzle_identifiers: int = 1
+    total_groups: int = 0
+    mean_puzzle_examples: float = 1.0
+    sets: tuple[str, ...] = ("all",)
+
+
+@dataclass
+class PuzzleArrays:
+    """One split in memory (or memory-mapped)."""
+
+    inputs: np.ndarray  # (E, L)
+    labels: np.ndarray  # (E, L)
+    puzzle_identifiers: np.ndarray  # (P,)
+    puzzle_indices: np.ndarray  # (P+1,)
+    group_indices: np.ndarray  # (G+1,)
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.group_indices.shape[0] - 1)
+
+    def validate(self, where: str = "dataset") -> None:
+        e, p, g = self.inputs.shape[0], self.puzzle_identifiers.shape[0], self.group_indices.shape[0] - 1
+        checks = [
+            (self.inputs.ndim == 2 and self.labels.shape == self.inputs.shape, "inputs and labels must be (E, L) of one shape"),
+            (self.puzzle_indices.shape == (p + 1,), "puzzle_indices must have one entry per puzzle + 1"),
+            (p == 0 or (self.puzzle_indices[0] == 0 and self.puzzle_indices[-1] == e), "puzzle_indices must run from 0 to the number of examples"),
+            (g >= 0 and (g == 0 or (self.group_indices[0] == 0 and self.group_indices[-1] == p)), "group_indices must run from 0 to the number of puzzles"),
+            (bool(np.all(np.diff(self.puzzle_indices) >= 0)) and bool(np.all(np.diff(self.group_indices) >= 0)), "index arrays must be non-decreasing"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"{where}: {message}")
+
+    def example_puzzle_ids(self) -> np.ndarray:
+        """(E,) the puzzle identifier of every example."""
+        counts = np.diff(self.puzzle_indices)
+        return np.repeat(self.puzzle_identifiers, counts).astype(np.int32)
+
+
+def from_pairs(inputs: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
+               puzzle_identifiers: np.ndarray | None = None) -> PuzzleArrays:
+    """One example per puzzle (Sudoku, Maze, 1dCA). `groups[i]` = group index of puzzle i (non-decreasing)."""
+    n = inputs.shape[0]
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    assert np.all(np.diff(groups) >= 0), "puzzles of one group must be contiguous"
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if n else np.zeros(0, int)
+    return PuzzleArrays(
+        inputs=inputs, labels=labels,
+        puzzle_identifiers=np.zeros(n, np.int32) if puzzle_identifiers is None else puzzle_identifiers.astype(np.int32),
+        puzzle_indices=np.arange(n + 1, dtype=np.int32),
+        group_indices=np.r_[starts, n].astype(np.int32),
+    )
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def write_split(root: str | Path, split: str, arrays: PuzzleArrays, meta: Metadata) -> None:
+    """Write `<root>/<split>/` in the official layout (files written to a temp name, then renamed)."""
+    arrays.validate(f"{root}/{split}")
+    d = Path(root) / split
+    d.mkdir(parents=True, exist_ok=True)
+    for name in FIELDS:
+        a = getattr(arrays, name)
+        if name in ("inputs", "labels"):
+            a = a.astype(np.uint8) if meta.vocab_size <= 256 else a.astype(np.int32)
+        else:
+            a = a.astype(np.int32)
+        _atomic_save_npy(d / f"all__{name}.npy", a)
+    meta = Metadata(**{**asdict(meta), "total_groups": arrays.num_groups,
+                       "mean_puzzle_examples": float(arrays.num_examples / max(1, len(arrays.puzzle_identifiers)))})
+    body = asdict(meta)
+    body["sets"] = list(body["sets"])
+    atomic_write_text(d / "dataset.json", json.dumps(body, indent=2))
+
+
+def write_identifiers(root: str | Path, names: list[str]) -> None:
+    atomic_write_text(Path(root) / "identifiers.json", json.dumps(names))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_metadata(root: str | Path, split: str) -> Metadata:
+    path = Path(root) / split / "dataset.json"
+    if not path.exists():
+        raise UserError(f"{path}: not found (a dataset directory holds train/ and test/, each with dataset.json)")
+    try:
+        body = json.loads(path.read_text())
+        body["sets"] = tuple(body.get("sets", ["all"]))
+        known = set(Metadata.__dataclass_fields__)
+        return Metadata(**{k: v for k, v in body.items() if k in known})
+    except (json.JSONDecodeError, TypeError) as e:
+        raise UserError(f"{path}: malformed dataset.json ({e})") from None
+
+
+def read_split(root: str | Path, split: str, mmap: bool = True) -> tuple[PuzzleArrays, Metadata]:
+    """Load a split; inputs/labels memory-mapped as the official loader does."""
+    meta = read_metadata(root, split)
+    d = Path(root) / split
+    arrays = {}
+    for name in FIELDS:
+        path = d / f"all__{name}.npy"
+        if not path.exists():
+            raise UserError(f"{path}: not found")
+        try:
+            arrays[name] = np.load(path, mmap_mode="r" if mmap and name in ("inputs", "labels") else None)
+        except (ValueError, OSError) as e:
+            raise UserError(f"{path}: not a readable .npy file ({e})") from None
+    out = PuzzleArrays(**arrays)
+    out.validate(str(d))
+    if out.inputs.shape[1] != meta.seq_len:
+        raise UserError(f"{d}: inputs have length {out.inputs.shape[1]} but dataset.json says seq_len {meta.seq_len}")
+    return out, meta
+
+
+class Sampler:
+    """An endless, seeded, resumable stream of training example indices.
+
+    Each epoch visits the groups in a random order, takes one random puzzle per group (an original or one of its
+    augmented copies, as the official sampler does) and yields that puzzle's examples. Epoch e is a pure function
+    of (seed, e), so the stream position `(epoch, offset)` is the whole state: resuming is exact. Unlike the
+    official loader, no draw uses the global unseeded numpy RNG.
+    """
+
+    def __init__(self, arrays: PuzzleArrays, seed: int):
+        self.arrays, self.seed = arrays, seed
+        self.epoch, self.offset = 0, 0
+        self._order: np.ndarray | None = None
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        gi, pi = self.arrays.group_indices, self.arrays.puzzle_indices
+        groups = rng.permutation(len(gi) - 1)
+        sizes = gi[groups + 1] - gi[groups]
+        puzzles = gi[groups] + (rng.random(len(groups)) * sizes).astype(np.int64)
+        starts, counts = pi[puzzles], pi[puzzles + 1] - pi[puzzles]
+        # examples of each chosen puzzle, concatenated: starts repeated + a running index within each puzzle
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return np.repeat(starts, counts) + within
+
+    def take(self, k: int) -> np.ndarray:
+        out = []
+        while k > 0:
+            if self._order is None:
+                self._order = self._epoch_order(self.epoch)
+            chunk = self._order[self.offset:self.offset + k]
+            out.append(chunk)
+            k -= len(chunk)
+            self.offset += len(chunk)
+            if self.offset >= len(self._order):
+                self.epoch, self.offset, self._order = self.epoch + 1, 0, None
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.offset, self._order = int(state["epoch"]), int(state["offset"]), None

@@ -1,0 +1,282 @@
+"""The training loop: a plain function, in a fixed order per step:
+refill halted slots -> lr -> one supervision step (forward) -> loss -> backward -> clip -> step -> EMA -> log -> eval/ckpt.
+
+Each optimiser step is ONE supervision step of every slot of the persistent ACT carry (`ponder.models.act`), as in
+the official TRM/HRM code. Everything a resumed run needs is in the checkpoint: on CPU, N steps straight and
+N/2 + `--resume` + N/2 give bit-identical weights (tests/test_train.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ponder import UserError, checkpoint
+from ponder.config import Config, dump_yaml
+from ponder.models import build_model, count_params
+from ponder.models.act import IGNORE, Carry, act_loss, act_step, empty_carry, refill
+from ponder.optim import EMA, AdamAtan2, SignSGD, lr_at
+from ponder.tasks import build_dataset, get_task
+from ponder.tasks.dataset import PuzzleArrays, Sampler, atomic_write_text, read_split
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
+
+
+def autocast(cfg: Config, device: torch.device):
+    if cfg.train.dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but CUDA is not available here (use train.device=cpu)")
+    return device
+
+
+def prepare_data(cfg: Config, run_dir: Path) -> Path:
+    """The dataset directory of a run: data.path, or built once into <run>/data from the data config."""
+    if cfg.data.path:
+        return Path(cfg.data.path)
+    out = run_dir / "data"
+    if not (out / "test" / "dataset.json").exists():
+        build_dataset(cfg.data, out)
+    return out
+
+
+def batch_tensors(arrays: PuzzleArrays, idx: np.ndarray, ignore_id: int | None, device, task=None,
+                  rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows `idx` as (inputs, labels with IGNORE, puzzle ids); optionally re-augmented by the task."""
+    order = np.argsort(idx, kind="stable")  # sorted reads from the memory map, then back to stream order
+    inputs = np.empty((len(idx), arrays.inputs.shape[1]), np.int64)
+    labels = np.empty_like(inputs)
+    inputs[order], labels[order] = arrays.inputs[idx[order]], arrays.labels[idx[order]]
+    if task is not None:
+        inputs, labels = task.augment(rng, inputs, labels)
+    pids = arrays.example_puzzle_ids()[idx] if arrays.puzzle_identifiers.any() else np.zeros(len(idx), np.int64)
+    labels = torch.from_numpy(np.ascontiguousarray(labels)).long()
+    if ignore_id is not None:
+        labels[labels == ignore_id] = IGNORE
+    return (torch.from_numpy(np.ascontiguousarray(inputs)).long().to(device), labels.to(device),
+            torch.from_numpy(np.asarray(pids)).long().to(device))
+
+
+@dataclass
+class Run:
+    """What a finished `train` call hands back."""
+
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    seconds: float
+    metrics: dict
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Run:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tc, mc = cfg.train, cfg.model
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)
+
+    data_dir = prepare_data(cfg, run_dir)
+    arrays, meta = read_split(data_dir, "train")
+    task = get_task(cfg.data) if tc.augment else None
+    model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
+    params = list(model.parameters())
+    if tc.optimizer == "adam_atan2":
+        opt = AdamAtan2(params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    emb_opt = SignSGD(model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay) if model.puzzle_emb else None
+    ema = EMA(params, tc.ema_rate) if tc.ema else None
+    sampler = Sampler(arrays, tc.seed)
+    gen = torch.Generator(device=device).manual_seed(tc.seed)  # halting exploration draws
+    aug_rng = np.random.default_rng([tc.seed, 1])  # on-the-fly augmentation
+    carry = empty_carry(model, tc.batch_size, meta.seq_len, device)
+    step, elapsed_before = 0, 0.0
+
+    if resume:
+        found = checkpoint.list_checkpoints(run_dir)
+        if not found:
+            raise UserError(f"{run_dir}: --resume given but the run holds no checkpoint")
+        ckpt = found[-1]
+        model.load_state_dict(checkpoint.load_weights(ckpt, ema=False))
+        st = checkpoint.load_state(ckpt)
+        opt.load_state_dict(st["optimizer"])
+        if ema is not None:
+            ema.shadow = [t.to(device) for t in st["ema"]]
+        sampler.load_state_dict(st["sampler"])
+        gen.set_state(st["generator"])
+        aug_rng.bit_generator.state = st["aug_rng"]
+        carry = Carry.from_tensors({k: v.to(device) for k, v in st["carry"].items()}, type(carry.state))
+        step, elapsed_before = st["step"], st["elapsed"]
+
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    n_params = count_params(model)
+    meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
+                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": n_params, "data": str(data_dir)}
+    log_file = open(run_dir / "metrics.jsonl", "a")
+    tb = _tensorboard(run_dir)
+
+    def ema_state() -> dict | None:
+        if ema is None:
+            return None
+        sd = model.state_dict()
+        names = [n for n, _ in model.named_parameters()]
+        return {**sd, **dict(zip(names, ema.shadow))}
+
+    def save(metrics: dict) -> Path:
+        state = {"optimizer": opt.state_dict(), "ema": [t.cpu() for t in ema.shadow] if ema else None,
+                 "sampler": sampler.state_dict(), "generator": gen.get_state(), "aug_rng": aug_rng.bit_generator.state,
+                 "carry": {k: v.cpu() for k, v in carry.tensors().items()}, "step": step,
+                 "elapsed": elapsed_before + time.perf_counter() - t0}
+        return checkpoint.save(run_dir, step, model.state_dict(), ema_state(), state, cfg,
+                               {**meta_out, "metrics": metrics}, keep=tc.keep_checkpoints)
+
+    model.train()
+    t0 = time.perf_counter()
+    budget = tc.max_minutes * 60
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+    acc = _Meter()
+    last = {}
+    ckpt_path = None
+    interrupted = False
+    try:
+        while step < tc.steps:
+            if budget and elapsed_before + time.perf_counter() - t0 >= budget:
+                break
+            step += 1
+            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if emb_opt is not None:
+                emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
+
+            k = int(carry.halted.sum())
+            if k:
+                carry = refill(model, carry, *batch_tensors(arrays, sampler.take(k), meta.ignore_label_id, device,
+                                                            task, aug_rng))
+            with autocast(cfg, device):
+                out, carry = act_step(model, carry, mc.n_supervision, mc.halt_exploration_prob, mc.halt_min_steps, gen)
+                loss = act_loss(out, carry.labels, tc.loss, tc.halt_loss_weight)
+            if not torch.isfinite(loss.total):
+                raise TrainingDiverged(f"loss is {loss.total.item()} at step {step}; stopped, the last good checkpoint "
+                                       f"is kept (try a lower train.lr or train.dtype=float32)")
+            (loss.total / tc.batch_size).backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            if emb_opt is not None:
+                emb_opt.step()
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update()
+
+            acc.add(loss, carry, tc.batch_size)
+            bar.update(1)
+            if step % tc.log_every == 0 or step == tc.steps:
+                last = {"step": step, "lr": lr, **acc.flush(), "elapsed": elapsed_before + time.perf_counter() - t0}
+                log_file.write(json.dumps(last) + "\n")
+                log_file.flush()
+                for key, v in last.items():
+                    if key != "step" and tb is not None:
+                        tb.add_scalar(f"train/{key}", v, step)
+                bar.set_postfix_str(f"loss {last['loss']:.3f} exact {last['exact']:.3f} steps {last['halt_steps']:.1f} "
+                                    f"{last['examples_per_s']:.0f} ex/s")
+            if tc.eval_every and step % tc.eval_every == 0:
+                last.update(_eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb))
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                ckpt_path = save(last)
+    except KeyboardInterrupt:
+        interrupted = True
+        bar.write(f"interrupted at step {step}: saving a checkpoint")
+    finally:
+        bar.close()
+    if ckpt_path is None or not ckpt_path.name.endswith(f"{step:08d}"):
+        ckpt_path = save(last)
+    log_file.close()
+    if tb is not None:
+        tb.close()
+    if interrupted:
+        raise KeyboardInterrupt
+    return Run(run_dir, ckpt_path, step, elapsed_before + time.perf_counter() - t0, last)
+
+
+class _Meter:
+    """Training metrics over the slots that halted since the last flush (as the official loop reports them)."""
+
+    def __init__(self):
+        self.t = time.perf_counter()
+        self.sums = dict(loss=0.0, lm=0.0, halt=0.0, count=0, exact=0.0, cell=0.0, steps=0.0, n=0, examples=0)
+
+    def add(self, loss, carry: Carry, batch: int) -> None:
+        s = self.sums
+        h = carry.halted
+        s["loss"] += loss.total.item() / batch
+        s["lm"] += loss.lm.item() / batch
+        s["halt"] += loss.halt.item() / batch
+        s["n"] += 1
+        s["examples"] += batch
+        mask = carry.labels != IGNORE
+        cell = (loss.correct.sum(-1) / mask.sum(-1).clamp_min(1))[h]
+        s["count"] += int(h.sum())
+        s["exact"] += float(loss.seq_correct[h].sum())
+        s["cell"] += float(cell.sum())
+        s["steps"] += float(carry.steps[h].sum())
+
+    def flush(self) -> dict:
+        s, dt = self.sums, time.perf_counter() - self.t
+        c, n = max(1, s["count"]), max(1, s["n"])
+        out = {"loss": s["loss"] / n, "lm_loss": s["lm"] / n, "halt_loss": s["halt"] / n, "exact": s["exact"] / c,
+               "cell": s["cell"] / c, "halt_steps": s["steps"] / c, "examples_per_s": s["examples"] / dt}
+        self.__init__()
+        return out
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a missing optional logger must not stop training
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb) -> dict:
+    from ponder.evaluate import evaluate_model
+
+    arrays, meta = read_split(data_dir, "test")
+    backup = None
+    if ema is not None:  # evaluate the EMA weights, as the official code does
+        backup = [p.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), ema.shadow):
+                p.copy_(s)
+    res = evaluate_model(cfg, model, arrays, meta, device, max_steps=cfg.model.n_supervision)
+    if backup is not None:
+        with torch.no_grad():
+            for p, b in zip(model.parameters(), backup):
+                p.copy_(b)
+    model.train()
+    out = {"eval_exact": res["exact"][-1], "eval_cell": res["cell"][-1],
+           "eval_adaptive_exact": res["adaptive"]["exact"], "eval_adaptive_steps": res["adaptive"]["mean_steps"]}
+    log_file.write(json.dumps({"step": step, **out}) + "\n")
+    if tb is not None:
+        for k, v in out.items():
+            tb.add_scalar(k.replace("eval_", "eval/"), v, step)
+    tqdm.write(f"step {step}: eval exact {out['eval_exact']:.3f} (adaptive {out['eval_adaptive_exact']:.3f} "
+               f"at {out['eval_adaptive_steps']:.1f} steps)")
+    return out

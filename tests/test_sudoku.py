@@ -1,0 +1,352 @@
+"""Sudoku task: solver against published answers, generator guarantees, augmentation invariants, CSV validation,
+and the determinism and layout of built splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ponder import UserError
+from ponder.config import DataConfig, SudokuConfig
+from ponder.tasks import build_dataset
+from ponder.tasks.sudoku import (SudokuTask, augment_grids, generate, geometry, is_unique, is_valid_solution,
+                                 load_csv, solve, valid_solutions)
+from ponder.tasks.sudoku import _random_transforms
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sudoku"
+SIZES = (4, 6, 9)
+
+
+def data_file(name: str) -> Path:
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not available (the shared data folder sits beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def generated() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """A few minimal puzzles per size: (puzzles (k, n*n), solutions (k, n*n))."""
+    out = {}
+    for size, count in ((4, 8), (6, 8), (9, 3)):
+        rng = np.random.default_rng(123)
+        pairs = [generate(rng, size)[:2] for _ in range(count)]
+        out[size] = (np.stack([p for p, _ in pairs]), np.stack([s for _, s in pairs]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Geometry and solver
+
+
+@pytest.mark.parametrize("size, peers", [(4, 7), (6, 12), (9, 20)])
+def test_geometry(size: int, peers: int) -> None:
+    geo = geometry(size)
+    assert len(geo.units) == 3 * size and all(len(u) == size for u in geo.units)
+    # Every cell lies in exactly one row, one column and one box.
+    assert np.array_equal(np.bincount([c for u in geo.units for c in u]), np.full(size * size, 3))
+    assert all(len(p) == peers for p in geo.peers)
+    with pytest.raises(UserError, match="size"):
+        geometry(5)
+
+
+def test_solver_matches_published_answers() -> None:
+    for name, rows in (("magictour-top1465.csv", 25), ("tdoku-17clue.csv", 10), ("tdoku-hard.csv", 10)):
+        questions, answers, _ = load_csv(data_file(name))
+        for i in np.random.default_rng(0).choice(len(questions), rows, replace=False):
+            result = solve(questions[i], 9)
+            assert len(result.solutions) == 1, f"{name} row {i} should be unique"
+            assert np.array_equal(result.solutions[0], answers[i])
+            assert result.guesses >= 0
+
+
+def test_solver_finds_multiple_solutions() -> None:
+    for size in SIZES:
+        empty = np.zeros(size * size, np.uint8)
+        result = solve(empty, size, limit=3)
+        assert len(result.solutions) == 3 and not is_unique(empty, size)
+        assert all(is_valid_solution(s, size) for s in result.solutions)
+        assert len({s.tobytes() for s in result.solutions}) == 3
+    # A 17-clue puzzle is minimal: without any one clue it has several solutions.
+    questions, answers, _ = load_csv(data_file("tdoku-17clue.csv"))
+    puzzle = questions[0].copy()
+    puzzle[np.flatnonzero(puzzle)[0]] = 0
+    result = solve(puzzle, 9)
+    assert len(result.solutions) == 2 and result.guesses > 0
+    assert all(is_valid_solution(s, 9) and np.all((puzzle == 0) | (s == puzzle)) for s in result.solutions)
+
+
+def test_solver_detects_unsolvable() -> None:
+    clash = np.zeros(16, np.uint8)
+    clash[[0, 1]] = 1  # two 1s in a row
+    assert solve(clash, 4).solutions == []
+    # No repeated given, yet cell (0, 2) has no candidate: 1 and 2 in its row, 3 and 4 in its column.
+    dead = np.zeros(16, np.uint8)
+    dead[[0, 1, 10, 14]] = [1, 2, 3, 4]
+    assert solve(dead, 4).solutions == [] and not is_unique(dead, 4)
+
+
+def test_is_valid_solution(generated) -> None:
+    for size in SIZES:
+        solution = generated[size][1][0]
+        assert is_valid_solution(solution, size)
+        swapped = solution.copy()
+        swapped[[0, 1]] = swapped[[1, 0]]  # rows still hold every digit, columns no longer do
+        assert not is_valid_solution(swapped, size)
+        blanked = solution.copy()
+        blanked[5] = 0
+        assert not is_valid_solution(blanked, size)
+        assert not is_valid_solution(solution[:-1], size)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generator
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_generate_deterministic_unique_minimal(size: int) -> None:
+    a = generate(np.random.default_rng(7), size)
+    b = generate(np.random.default_rng(7), size)
+    c = generate(np.random.default_rng(8), size)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+    puzzle, solution, rating = a
+    assert puzzle.dtype == np.uint8 and puzzle.shape == (size * size,)
+    assert is_valid_solution(solution, size) and np.all((puzzle == 0) | (puzzle == solution))
+    result = solve(puzzle, size)
+    assert len(result.solutions) == 1 and np.array_equal(result.solutions[0], solution) and result.guesses == rating
+    # Minimal: every remaining given is needed for uniqueness.
+    for cell in np.flatnonzero(puzzle):
+        fewer = puzzle.copy()
+        fewer[cell] = 0
+        assert not is_unique(fewer, size)
+
+
+@pytest.mark.parametrize("size, lo, hi", [(4, 3, 7), (6, 10, 20), (9, 30, 45), (6, 15, 15)])
+def test_generate_blank_bounds(size: int, lo: int, hi: int) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(10 if size < 9 else 3):
+        puzzle, solution, _ = generate(rng, size, min_blanks=lo, max_blanks=hi)
+        assert lo <= np.count_nonzero(puzzle == 0) <= hi
+        assert is_unique(puzzle, size) and np.all((puzzle == 0) | (puzzle == solution))
+
+
+def test_generate_min_rating_and_bad_options() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        puzzle, _, rating = generate(rng, 6, min_rating=1)
+        assert rating >= 1 and solve(puzzle, 6).guesses == rating
+    with pytest.raises(UserError, match="min_blanks"):
+        generate(rng, 9, min_blanks=70)  # no 9x9 puzzle with 11 givens is unique
+    with pytest.raises(UserError, match="max_blanks"):
+        generate(rng, 4, max_blanks=17)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Augmentation
+
+
+def _box_counts(grids: np.ndarray, size: int) -> np.ndarray:
+    """(B, n*n) -> (B, n) sorted counts of givens per box."""
+    geo = geometry(size)
+    boxes = np.array(geo.units[2 * size:])  # (n, n) cells of each box
+    return np.sort((grids[:, boxes] != 0).sum(axis=2), axis=1)
+
+
+def _line_counts(grids: np.ndarray, size: int) -> np.ndarray:
+    """(B, n*n) -> (B, 2n) sorted counts of givens per row and per column together (a transpose swaps the two)."""
+    board = grids.reshape(-1, size, size) != 0
+    return np.sort(np.concatenate([board.sum(axis=2), board.sum(axis=1)], axis=1), axis=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.sampled_from(SIZES))
+def test_augment_grids_keeps_validity(generated, seed: int, size: int) -> None:
+    puzzles, solutions = (np.repeat(a, 4, axis=0) for a in generated[size])
+    aug_p, aug_s = augment_grids(np.random.default_rng(seed), puzzles, solutions, size)
+    assert aug_p.dtype == puzzles.dtype and aug_p.shape == puzzles.shape
+    assert valid_solutions(aug_s, size).all()
+    assert np.all((aug_p == 0) | (aug_p == aug_s))  # givens still agree with the solution
+    # Invariants of the symmetry group, checked without inverting the transform: the per-digit given counts up to
+    # relabelling, the per-box counts, and the per-line counts (rows and columns together).
+    digit_counts = lambda g: np.sort(np.stack([(g == d).sum(axis=1) for d in range(size + 1)], axis=1)[:, 1:], axis=1)
+    assert np.array_equal(digit_counts(aug_p), digit_counts(puzzles))
+    assert np.array_equal(_box_counts(aug_p, size), _box_counts(puzzles, size))
+    assert np.array_equal(_line_counts(aug_p, size), _line_counts(puzzles, size))
+    assert not np.array_equal(aug_s, solutions)
+
+
+def test_augment_6x6_never_transposes() -> None:
+    rng = np.random.default_rng(0)
+    _, source = _random_transforms(rng, 2000, 6)
+    # Each output row reads a single source row (a transpose would read a source column).
+    rows = source.reshape(-1, 6, 6) // 6
+    assert np.all(rows == rows[:, :, :1])
+    _, source = _random_transforms(rng, 2000, 9)
+    rows = source.reshape(-1, 9, 9) // 9
+    transposed = ~np.all(rows == rows[:, :, :1], axis=(1, 2))
+    assert 0.4 < transposed.mean() < 0.6  # square boxes: a transpose half of the time, as the official builder
+
+
+def test_task_augment_tokens(generated) -> None:
+    task = SudokuTask(SudokuConfig(size=6))
+    puzzles, solutions = generated[6]
+    inputs, labels = puzzles + 1, solutions + 1
+    inputs[0] = 0  # a PAD row stays PAD
+    out_in, out_lab = task.augment(np.random.default_rng(1), inputs, labels)
+    assert out_in.dtype == inputs.dtype and out_in.shape == inputs.shape
+    assert np.all(out_in[0] == 0)
+    assert valid_solutions(out_lab - 1, 6).all()
+    assert np.all((out_in[1:] == 1) | (out_in[1:] == out_lab[1:]))
+    assert np.array_equal((out_in == 1).sum(axis=1), (inputs == 1).sum(axis=1))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CSV
+
+
+GOOD_Q = "4...3.......6..8..........1....5..9..8....6...7.2........1.27..5.3....4.9........"
+GOOD_A = "468931527751624839392578461134756298289413675675289314846192753513867942927345186"
+
+
+def write_csv(tmp_path: Path, rows: list[str], header: str = "source,question,answer,rating") -> Path:
+    path = tmp_path / "puzzles.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_load_csv_good(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, [f"x,{GOOD_Q},{GOOD_A},600", f"y,{GOOD_Q.replace('.', '0')},{GOOD_A},0", ""])
+    questions, answers, ratings = load_csv(path)
+    assert questions.shape == answers.shape == (2, 81) and questions.dtype == answers.dtype == np.uint8
+    assert np.array_equal(questions[0], questions[1]) and questions[0, 0] == 4 and questions[0, 1] == 0
+    assert "".join(map(str, answers[0])) == GOOD_A and ratings.tolist() == [600, 0]
+    no_rating = write_csv(tmp_path, [f"{GOOD_Q},{GOOD_A}"], header="question,answer")
+    assert load_csv(no_rating)[2].tolist() == [0]
+
+
+def test_load_csv_real_file() -> None:
+    questions, answers, ratings = load_csv(data_file("magictour-top1465.csv"))
+    assert questions.shape == (1465, 81) and valid_solutions(answers, 9).all() and (ratings > 0).all()
+
+
+BAD_ANSWER = GOOD_A[:9][::-1] + GOOD_A[9:]  # row 1 reversed: rows still complete, columns and boxes are not
+BAD_ROWS = [
+    (f"x,{GOOD_Q[:-1]},{GOOD_A},1", "question has 80 characters"),
+    (f"x,{GOOD_Q},{GOOD_A}5,1", "answer has 82 characters"),
+    (f"x,{GOOD_Q[:5]}x{GOOD_Q[6:]},{GOOD_A},1", "question has 'x' at position 6"),
+    (f"x,{GOOD_Q},{GOOD_A[:3]}.{GOOD_A[4:]},1", "answer has '.' at position 4"),
+    (f"x,5{GOOD_Q[1:]},{GOOD_A},1", "given 5 at row 1, column 1 disagrees with the answer's 4"),
+    (f"x,{'.' * 81},{BAD_ANSWER},1", "answer is not a valid Sudoku: column 1 repeats"),
+    (f"x,{GOOD_Q},{GOOD_A}", "expected 4 fields"),
+    (f"x,{GOOD_Q},{GOOD_A},1,extra", "expected 4 fields"),
+    (f"x,{GOOD_Q},{GOOD_A},hard", "rating 'hard' is not a non-negative integer"),
+]
+
+
+@pytest.mark.parametrize("row, problem", BAD_ROWS)
+def test_load_csv_names_first_bad_row(tmp_path: Path, row: str, problem: str) -> None:
+    good = f"x,{GOOD_Q},{GOOD_A},1"
+    path = write_csv(tmp_path, [good, good, row, good, row])
+    with pytest.raises(UserError) as info:
+        load_csv(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:4: ") and problem in message, message
+    assert "\n" not in message
+
+
+def test_load_csv_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        load_csv(tmp_path / "missing.csv")
+    with pytest.raises(UserError, match=r":1: the header must name the columns question and answer"):
+        load_csv(write_csv(tmp_path, [f"x,{GOOD_Q}"], header="source,question"))
+    with pytest.raises(UserError, match="no puzzles"):
+        load_csv(write_csv(tmp_path, []))
+    with pytest.raises(UserError, match="81 characters, expected 16"):
+        load_csv(write_csv(tmp_path, [f"x,{GOOD_Q},{GOOD_A},1"]), size=4)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Task: building, scoring, rendering
+
+
+def test_build_generated_layout_and_determinism(tmp_path: Path) -> None:
+    cfg = SudokuConfig(size=6, train_size=12, test_size=10, num_aug=3)
+    task = SudokuTask(cfg)
+    assert task.metadata().vocab_size == 8 and task.metadata().seq_len == 36
+    train, test = task.build("train", 5), task.build("test", 5)
+    fresh = SudokuTask(cfg)
+    again_test, again_train = fresh.build("test", 5), fresh.build("train", 5)  # order of builds does not matter
+    for a, b in ((train, again_train), (test, again_test)):
+        for name in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert not np.array_equal(SudokuTask(cfg).build("test", 6).inputs, test.inputs)
+
+    # Train: 12 groups of 1 + 3 puzzles (original first), ids all 0; test: one unaugmented puzzle per group.
+    assert train.inputs.shape == (48, 36) and train.inputs.dtype == np.uint8
+    assert np.array_equal(train.group_indices, np.arange(0, 49, 4))
+    assert np.array_equal(train.puzzle_indices, np.arange(49)) and not train.puzzle_identifiers.any()
+    assert test.inputs.shape == (10, 36) and np.array_equal(test.group_indices, np.arange(11))
+    for split in (train, test):
+        assert valid_solutions(split.labels - 1, 6).all() and split.inputs.min() >= 1
+        assert np.all((split.inputs == 1) | (split.inputs == split.labels))
+    originals = train.inputs[::4]
+    assert all(is_unique(p - 1, 6) for p in originals[:3])
+    groups = train.inputs.reshape(12, 4, 36)
+    assert np.all((groups == 1).sum(axis=2) == (groups[:, :1] == 1).sum(axis=2))  # copies keep the blank count
+    # Disjoint splits, no repeats.
+    assert not {p.tobytes() for p in originals} & {p.tobytes() for p in test.inputs}
+    assert len({p.tobytes() for p in test.inputs}) == 10
+
+    # Same config and seed -> byte-identical files.
+    data = DataConfig(seed=3, sudoku=SudokuConfig(size=4, train_size=6, test_size=4, num_aug=2))
+    a, b = build_dataset(data, tmp_path / "a"), build_dataset(data, tmp_path / "b")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 13 and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_build_from_csv() -> None:
+    path = str(data_file("magictour-top1465.csv"))
+    cfg = SudokuConfig(csv=path, train_size=20, test_size=15, num_aug=2)
+    train, test = SudokuTask(cfg).build("train", 0), SudokuTask(cfg).build("test", 0)
+    assert train.inputs.shape == (60, 81) and test.inputs.shape == (15, 81)
+    assert np.array_equal(train.inputs, SudokuTask(cfg).build("train", 0).inputs)
+    questions, answers, _ = load_csv(path)
+    known = {q.tobytes(): a for q, a in zip(questions + 1, answers + 1)}
+    for puzzle, label in zip(train.inputs[::3], train.labels[::3]):
+        assert np.array_equal(known[puzzle.tobytes()], label)  # originals are CSV rows, with their answers
+    assert not {p.tobytes() for p in train.inputs[::3]} & {p.tobytes() for p in test.inputs}
+    assert np.all((train.inputs == 1) | (train.inputs == train.labels))
+    assert valid_solutions(train.labels - 1, 9).all()
+
+    other = SudokuTask(SudokuConfig(csv=path, test_csv=str(data_file("tdoku-17clue.csv")), train_size=5,
+                                    test_size=7, num_aug=0)).build("test", 0)
+    assert other.inputs.shape == (7, 81) and np.all((other.inputs > 1).sum(axis=1) == 17)
+    with pytest.raises(UserError, match="fewer than data.sudoku.train_size"):
+        SudokuTask(SudokuConfig(csv=path, train_size=2000)).build("train", 0)
+    with pytest.raises(UserError, match="all 1465 puzzles go to train"):
+        SudokuTask(SudokuConfig(csv=path, train_size=1465)).build("test", 0)
+
+
+def test_score_and_render(generated) -> None:
+    task = SudokuTask(SudokuConfig(size=4))
+    puzzles, solutions = generated[4]
+    inputs, labels = puzzles + 1, solutions + 1
+    preds = labels.copy()
+    relabelled = np.array([0, 1, 3, 4, 5, 2])[labels[1]]  # a valid grid, but it changes the givens
+    preds[1] = relabelled
+    preds[2, 0] = 0  # PAD is never a digit
+    valid = task.score(inputs, preds, labels)["valid"]
+    assert valid.shape == (len(inputs),) and valid.tolist() == [1.0, 0.0, 0.0] + [1.0] * (len(inputs) - 3)
+
+    text = task.render(inputs[1], preds[1], labels[1])
+    assert text.isascii() and "-+-" in text and "|" in text
+    wrong = int((preds[1] != labels[1]).sum())
+    assert text.count("*") == wrong + 1 and f"{wrong} of 16 cells wrong" in text  # +1: the legend
+    assert "solved" in task.render(inputs[0], preds[0], labels[0])
+    assert "solution" in task.render(inputs[0], labels=labels[0])
+    assert np.array_equal(task.grid(inputs[0]), puzzles[0].reshape(4, 4))
