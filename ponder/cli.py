@@ -112,7 +112,8 @@ def cmd_info(args) -> int:
 
     cfg = resolve(args.preset, args.overrides)
     print(dump_yaml(cfg), end="")
-    meta = read_metadata(cfg.data.path, "train") if cfg.data.path else get_task(cfg.data).metadata()
+    built = cfg.data.path and (Path(cfg.data.path) / "train" / "dataset.json").exists()
+    meta = read_metadata(cfg.data.path, "train") if built else get_task(cfg.data).metadata()
     model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
     print(f"# {cfg.model.family.upper()} ({cfg.model.mixer}), vocab {meta.vocab_size}, seq_len {meta.seq_len}: "
           f"{count_params(model):,} weights (puzzle-identifier table excluded)")

@@ -21,7 +21,7 @@ from ponder import checkpoint
 from ponder.config import Config, from_dict, to_dict
 from ponder.models import build_model
 from ponder.models.act import IGNORE
-from ponder.tasks import get_task
+from ponder.tasks import get_task, task_for
 from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
 
 
@@ -194,6 +194,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     if (meta.vocab_size, meta.seq_len) != (meta_ck["vocab_size"], meta_ck["seq_len"]):
         raise UserError(f"{data_dir}: vocabulary/length ({meta.vocab_size}, {meta.seq_len}) do not match the "
                         f"checkpoint's ({meta_ck['vocab_size']}, {meta_ck['seq_len']})")
+    task_for(cfg.data, meta, data_dir)
     model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
     try:
         model.load_state_dict(checkpoint.load_weights(ckpt))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from ponder.config import Config, dump_yaml
 from ponder.models import build_model, count_params
 from ponder.models.act import IGNORE, Carry, act_loss, act_step, empty_carry, refill
 from ponder.optim import EMA, AdamAtan2, SignSGD, lr_at
-from ponder.tasks import build_dataset, get_task
+from ponder.tasks import build_dataset, task_for
 from ponder.tasks.dataset import PuzzleArrays, Sampler, atomic_write_text, read_split
 
 
@@ -82,7 +83,8 @@ class Run:
     metrics: dict
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Run:
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True, until: int | None = None) -> Run:
+    """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tc, mc = cfg.train, cfg.model
@@ -93,7 +95,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
 
     data_dir = prepare_data(cfg, run_dir)
     arrays, meta = read_split(data_dir, "train")
-    task = get_task(cfg.data) if tc.augment else None
+    task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
     params = list(model.parameters())
     if tc.optimizer == "adam_atan2":
@@ -154,9 +156,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     acc = _Meter()
     last = {}
     ckpt_path = None
-    interrupted = False
-    try:
-        while step < tc.steps:
+    with _StopOnSigint() as stop:
+        while step < min(tc.steps, until or tc.steps):
+            if stop.requested:  # Ctrl-C: finish at a step boundary so the checkpoint below is consistent
+                bar.write(f"interrupted at step {step}: saving a checkpoint")
+                break
             if budget and elapsed_before + time.perf_counter() - t0 >= budget:
                 break
             step += 1
@@ -169,7 +173,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             k = int(carry.halted.sum())
             if k:
                 carry = refill(model, carry, *batch_tensors(arrays, sampler.take(k), meta.ignore_label_id, device,
-                                                            task, aug_rng))
+                                                            task if tc.augment else None, aug_rng))
             with autocast(cfg, device):
                 out, carry = act_step(model, carry, mc.n_supervision, mc.halt_exploration_prob, mc.halt_min_steps, gen)
                 loss = act_loss(out, carry.labels, tc.loss, tc.halt_loss_weight)
@@ -201,19 +205,40 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                 last.update(_eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb))
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 ckpt_path = save(last)
-    except KeyboardInterrupt:
-        interrupted = True
-        bar.write(f"interrupted at step {step}: saving a checkpoint")
-    finally:
-        bar.close()
+    bar.close()
     if ckpt_path is None or not ckpt_path.name.endswith(f"{step:08d}"):
         ckpt_path = save(last)
     log_file.close()
     if tb is not None:
         tb.close()
-    if interrupted:
+    if stop.requested:
         raise KeyboardInterrupt
     return Run(run_dir, ckpt_path, step, elapsed_before + time.perf_counter() - t0, last)
+
+
+class _StopOnSigint:
+    """The first Ctrl-C asks the loop to stop at the next step boundary (then a checkpoint is saved);
+    a second one interrupts at once, leaving the last periodic checkpoint as it was."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave the default behaviour
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 class _Meter:

@@ -49,6 +49,19 @@ def get_task(cfg: DataConfig) -> Task:
     return tasks[cfg.task]()
 
 
+def task_for(cfg: DataConfig, meta: Metadata, where: str | Path) -> Task:
+    """The task of `cfg`, checked against a dataset's metadata (a 4x4 dataset with data.sudoku.size=6 is an error)."""
+    from ponder import UserError
+
+    task = get_task(cfg)
+    want = task.metadata()
+    if (want.seq_len, want.vocab_size) != (meta.seq_len, meta.vocab_size):
+        raise UserError(f"{where}: dataset has seq_len {meta.seq_len} and vocab {meta.vocab_size}, but the "
+                        f"{cfg.task} options of the config give {want.seq_len} and {want.vocab_size} "
+                        f"(check the data.{cfg.task}.* keys, e.g. data.sudoku.size)")
+    return task
+
+
 def build_dataset(cfg: DataConfig, out: str | Path) -> Path:
     """Build train/ and test/ of `cfg.task` into `out` (the one path used by `ponder data` and by training)."""
     from ponder.tasks.dataset import write_identifiers, write_split

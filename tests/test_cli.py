@@ -1,0 +1,93 @@
+"""The CLI as a user meets it: --help, exit codes, one-line errors, nothing good overwritten."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ponder.cli import main
+from test_train import TINY
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str, needle: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ponder: error:") and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_help_runs():
+    for cmd in ([], ["demo"], ["data"], ["train"], ["eval"], ["info"], ["bench"]):
+        r = subprocess.run([sys.executable, "-m", "ponder", *cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: ponder" in r.stdout
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["info", "nope"], "unknown preset 'nope'"),
+    (["info", "demo", "model.hiden=3"], "unknown config key 'model.hiden'; valid keys:"),
+    (["info", "demo", "train.lr=fast"], "'train.lr' expects float"),
+    (["train"], "give a PRESET"),
+    (["frobnicate"], "invalid choice"),
+    (["eval", "/no/such/run"], "/no/such/run: no such checkpoint or run directory"),
+    (["data", "sudoku", "--out", "x", "--size", "7"], "data.sudoku.size must be 4, 6 or 9"),
+    (["data", "sudoku", "--out", "x", "--csv", "/no/such.csv"], "/no/such.csv"),
+    (["train", "--resume", "/no/such/run"], "/no/such/run"),
+])
+def test_bad_input_exits_2(capsys, argv, needle):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    one_line_error(err, needle)
+
+
+def test_info_prints_weight_count(capsys):
+    code, out, _ = run(capsys, "info", "sudoku-extreme-trm-mlp")
+    assert code == 0 and "5,028,866 weights" in out and "mixer: mlp" in out
+
+
+def test_malformed_csv_row(capsys, tmp_path):
+    good = "1" * 81
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source,question,answer,rating\nx," + "." * 80 + "," + good + ",0\n")
+    code, _, err = run(capsys, "data", "sudoku", "--out", str(tmp_path / "d"), "--csv", str(bad))
+    assert code == 2
+    one_line_error(err, f"{bad}:2:")
+
+
+def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
+    d = tmp_path / "data"
+    code, out, _ = run(capsys, "data", "sudoku", "--out", str(d), "--size", "4", "--train-size", "40",
+                       "--test-size", "8", "--num-aug", "1")
+    assert code == 0 and "train: 40 groups" in out
+    before = (d / "train" / "all__inputs.npy").read_bytes()
+    code, _, err = run(capsys, "data", "sudoku", "--out", str(d), "--size", "4")
+    assert code == 2 and "already holds a dataset" in err  # nothing overwritten
+    assert (d / "train" / "all__inputs.npy").read_bytes() == before
+
+    overrides = TINY + [f"data.path={d}", "train.steps=4"]
+    run_dir = tmp_path / "run"
+    code, out, _ = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
+    assert code == 0 and "trained 4 steps" in out
+    code, _, err = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
+    assert code == 2 and "already holds a run" in err  # a second run never overwrites the first
+
+    code, _, err = run(capsys, "train", "demo", *overrides, "data.sudoku.size=6", "--out", str(tmp_path / "r2"))
+    assert code == 2 and "dataset has seq_len 16 and vocab 6" in err
+
+    code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "1")
+    assert code == 0 and "adaptive halting" in out and "valid at N_sup" in out
+    ck = sorted((run_dir / "ckpt").iterdir())[-1]
+    assert (ck / "eval" / "results.json").exists() and (ck / "eval" / "scaling.png").exists()
+    assert (ck / "eval" / "solving_0.png").exists()
+
+    (ck / "ema.safetensors").write_bytes(b"this is not a checkpoint")
+    code, _, err = run(capsys, "eval", str(run_dir))
+    assert code == 2
+    one_line_error(err, "ema.safetensors: not a readable safetensors file")
+    code, _, err = run(capsys, "eval", str(tmp_path))
+    assert code == 2
+    one_line_error(err, "not a checkpoint")

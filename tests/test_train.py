@@ -1,0 +1,112 @@
+"""Training: the loss falls, resume is bit-identical, Ctrl-C and NaN leave good checkpoints."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from ponder import checkpoint
+from ponder.config import resolve
+from ponder.train import TrainingDiverged, train
+from ponder.tasks import build_dataset
+
+TINY = ["model.hidden=16", "model.n_heads=2", "model.n_latent=2", "model.n_cycles=2", "model.n_supervision=4",
+        "model.puzzle_emb=true", "model.puzzle_emb_len=2", "data.sudoku.size=4", "data.sudoku.train_size=64",
+        "data.sudoku.test_size=16", "data.sudoku.num_aug=1", "train.batch_size=16", "train.lr=3e-3",
+        "train.lr_warmup_steps=2", "train.log_every=2", "train.checkpoint_every=0", "train.max_minutes=0",
+        "train.augment=true", "train.threads=0", "eval.max_steps=6"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    cfg = resolve("demo", TINY)
+    return build_dataset(cfg.data, tmp_path_factory.mktemp("data"))
+
+
+def tiny(data_dir, *extra):
+    return resolve("demo", TINY + [f"data.path={data_dir}", *extra])
+
+
+def weights(run_dir):
+    ck = checkpoint.list_checkpoints(run_dir)[-1]
+    return checkpoint.load_weights(ck, ema=False), checkpoint.load_weights(ck, ema=True)
+
+
+def test_resume_is_bit_identical(tmp_path, data_dir):
+    cfg = tiny(data_dir, "train.steps=8", "train.lr_min_ratio=0.1")  # cosine decay: the schedule must resume too
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, until=4)
+    assert checkpoint.list_checkpoints(tmp_path / "b")[-1].name == "step_00000004"
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    (wa, ea), (wb, eb) = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert wa.keys() == wb.keys() and "puzzle_emb.weight" in wa
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+        assert torch.equal(ea[k], eb[k]), k
+    sa = checkpoint.load_state(checkpoint.list_checkpoints(tmp_path / "a")[-1])
+    sb = checkpoint.load_state(checkpoint.list_checkpoints(tmp_path / "b")[-1])
+    for k in sa["carry"]:
+        assert torch.equal(sa["carry"][k], sb["carry"][k]), k
+    assert sa["sampler"] == sb["sampler"]
+
+
+def test_loss_falls_and_artifacts(tmp_path, data_dir):
+    run = train(tiny(data_dir, "train.steps=60", "train.log_every=10"), tmp_path / "r", progress=False)
+    logs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert logs[-1]["lm_loss"] < 0.8 * logs[0]["lm_loss"], (logs[0], logs[-1])
+    ck = run.checkpoint
+    for name in ("model.safetensors", "ema.safetensors", "state.pt", "config.yaml", "meta.json"):
+        assert (ck / name).exists()
+    assert checkpoint.load_config(ck) == tiny(data_dir, "train.steps=60", "train.log_every=10")
+    assert (tmp_path / "r" / "config.yaml").exists() and any((tmp_path / "r" / "tb").iterdir())
+    # EMA weights differ from the raw ones, and evaluation loads the EMA ones
+    raw, ema = weights(tmp_path / "r")
+    assert not torch.equal(raw["lm_head.weight"], ema["lm_head.weight"])
+
+
+def test_sigint_saves_a_consistent_checkpoint(tmp_path, data_dir, monkeypatch):
+    import ponder.train as T
+
+    real = T.act_step
+    calls = {"n": 0}
+
+    def act_step(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during step 3
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "act_step", act_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(data_dir, "train.steps=50"), tmp_path / "r", progress=False)
+    assert checkpoint.list_checkpoints(tmp_path / "r")[-1].name == "step_00000003"
+    # and the run resumes from there to the same weights as an uninterrupted run
+    monkeypatch.setattr(T, "act_step", real)
+    train(tiny(data_dir, "train.steps=6"), tmp_path / "r", resume=True, progress=False)
+    train(tiny(data_dir, "train.steps=6"), tmp_path / "s", progress=False)
+    (wa, _), (wb, _) = weights(tmp_path / "r"), weights(tmp_path / "s")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
+    import ponder.train as T
+
+    real = T.act_loss
+    calls = {"n": 0}
+
+    def act_loss(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        if calls["n"] == 5:
+            out.total = out.total * float("nan")
+        return out
+
+    monkeypatch.setattr(T, "act_loss", act_loss)
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 5"):
+        train(tiny(data_dir, "train.steps=50", "train.checkpoint_every=2"), tmp_path / "r", progress=False)
+    found = checkpoint.list_checkpoints(tmp_path / "r")
+    assert found[-1].name == "step_00000004"
+    w, _ = weights(tmp_path / "r")
+    assert all(torch.isfinite(v).all() for v in w.values())
