@@ -151,7 +151,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     model.train()
     t0 = time.perf_counter()
     budget = tc.max_minutes * 60
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True,
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True, mininterval=1.0,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
     acc = _Meter()
     last = {}
