@@ -78,10 +78,10 @@ def cmd_train(args) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        ckpt = checkpoint.find(run_dir)
-        cfg = from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(ckpt)), args.overrides))
-        if args.preset:
-            cfg = resolve(args.preset, args.overrides) if args.preset else cfg
+        overrides = ([args.preset] if args.preset else []) + args.overrides  # with --resume, all are overrides
+        if any("=" not in o for o in overrides):
+            raise UserError("ponder train --resume RUN takes only key=value overrides (the run keeps its preset)")
+        cfg = from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(checkpoint.find(run_dir))), overrides))
     else:
         if not args.preset:
             raise UserError("ponder train: give a PRESET (e.g. demo) or --resume RUN_DIR")
@@ -96,6 +96,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from ponder.evaluate import evaluate_checkpoint, format_table
 
+    from ponder.train import resolve_device
+
+    resolve_device(args.device)
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures)
     print(format_table(res))
     for key, value in res["task_metrics"].items():

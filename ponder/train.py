@@ -64,7 +64,7 @@ def batch_tensors(arrays: PuzzleArrays, idx: np.ndarray, ignore_id: int | None, 
     inputs[order], labels[order] = arrays.inputs[idx[order]], arrays.labels[idx[order]]
     if task is not None:
         inputs, labels = task.augment(rng, inputs, labels)
-    pids = arrays.example_puzzle_ids()[idx] if arrays.puzzle_identifiers.any() else np.zeros(len(idx), np.int64)
+    pids = arrays.example_puzzle_ids[idx]
     labels = torch.from_numpy(np.ascontiguousarray(labels)).long()
     if ignore_id is not None:
         labels[labels == ignore_id] = IGNORE
@@ -115,6 +115,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         if not found:
             raise UserError(f"{run_dir}: --resume given but the run holds no checkpoint")
         ckpt = found[-1]
+        saved = checkpoint.load_config(ckpt)
+        if saved.model != cfg.model or saved.train.batch_size != tc.batch_size:
+            raise UserError(f"{ckpt}: a resumed run keeps its model config and train.batch_size; start a new run "
+                            f"to change them")
         model.load_state_dict(checkpoint.load_weights(ckpt, ema=False))
         st = checkpoint.load_state(ckpt)
         opt.load_state_dict(st["optimizer"])
@@ -129,7 +133,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     n_params = count_params(model)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
-                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": n_params, "data": str(data_dir)}
+                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": n_params,
+                "data": str(data_dir.resolve())}
     log_file = open(run_dir / "metrics.jsonl", "a")
     tb = _tensorboard(run_dir)
 

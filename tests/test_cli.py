@@ -75,6 +75,11 @@ def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
     code, _, err = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
     assert code == 2 and "already holds a run" in err  # a second run never overwrites the first
 
+    code, out, _ = run(capsys, "train", "--resume", str(run_dir), "train.steps=6")
+    assert code == 0 and "trained 6 steps" in out
+    code, _, err = run(capsys, "train", "--resume", str(run_dir), "model.hidden=48")
+    assert code == 2 and "keeps its model config" in err
+
     code, _, err = run(capsys, "train", "demo", *overrides, "data.sudoku.size=6", "--out", str(tmp_path / "r2"))
     assert code == 2 and "dataset has seq_len 16 and vocab 6" in err
 

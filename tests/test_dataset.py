@@ -31,7 +31,7 @@ def test_round_trip_official_layout(tmp_path):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
     assert np.load(tmp_path / "train" / "all__inputs.npy").dtype == np.uint8
     assert np.load(tmp_path / "train" / "all__puzzle_indices.npy").dtype == np.int32
-    np.testing.assert_array_equal(b.example_puzzle_ids(), [0, 3, 3, 1, 1, 1, 2, 2, 2, 2])
+    np.testing.assert_array_equal(b.example_puzzle_ids, [0, 3, 3, 1, 1, 1, 2, 2, 2, 2])
 
 
 def test_from_pairs_groups():

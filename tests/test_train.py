@@ -12,7 +12,7 @@ from ponder.config import resolve
 from ponder.train import TrainingDiverged, train
 from ponder.tasks import build_dataset
 
-TINY = ["model.hidden=16", "model.n_heads=2", "model.n_latent=2", "model.n_cycles=2", "model.n_supervision=4",
+TINY = ["model.hidden=32", "model.n_heads=2", "model.n_latent=2", "model.n_cycles=2", "model.n_supervision=4",
         "model.puzzle_emb=true", "model.puzzle_emb_len=2", "data.sudoku.size=4", "data.sudoku.train_size=64",
         "data.sudoku.test_size=16", "data.sudoku.num_aug=1", "train.batch_size=16", "train.lr=3e-3",
         "train.lr_warmup_steps=2", "train.log_every=2", "train.checkpoint_every=0", "train.max_minutes=0",
@@ -53,13 +53,14 @@ def test_resume_is_bit_identical(tmp_path, data_dir):
 
 
 def test_loss_falls_and_artifacts(tmp_path, data_dir):
-    run = train(tiny(data_dir, "train.steps=60", "train.log_every=10"), tmp_path / "r", progress=False)
+    run = train(tiny(data_dir, "train.steps=120", "train.log_every=10"), tmp_path / "r", progress=False)
     logs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert logs[-1]["lm_loss"] < 0.8 * logs[0]["lm_loss"], (logs[0], logs[-1])
+    assert logs[-1]["lm_loss"] < 0.85 * logs[0]["lm_loss"], (logs[0], logs[-1])
+    assert logs[-1]["cell"] > logs[0]["cell"] + 0.15  # beyond copying the givens
     ck = run.checkpoint
     for name in ("model.safetensors", "ema.safetensors", "state.pt", "config.yaml", "meta.json"):
         assert (ck / name).exists()
-    assert checkpoint.load_config(ck) == tiny(data_dir, "train.steps=60", "train.log_every=10")
+    assert checkpoint.load_config(ck) == tiny(data_dir, "train.steps=120", "train.log_every=10")
     assert (tmp_path / "r" / "config.yaml").exists() and any((tmp_path / "r" / "tb").iterdir())
     # EMA weights differ from the raw ones, and evaluation loads the EMA ones
     raw, ema = weights(tmp_path / "r")

@@ -16,6 +16,7 @@ directories written here load in the official code (same file names, dtypes and 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -75,8 +76,9 @@ class PuzzleArrays:
             if not ok:
                 raise UserError(f"{where}: {message}")
 
+    @functools.cached_property
     def example_puzzle_ids(self) -> np.ndarray:
-        """(E,) the puzzle identifier of every example."""
+        """(E,) the puzzle identifier of every example (computed once: training reads it every step)."""
         counts = np.diff(self.puzzle_indices)
         return np.repeat(self.puzzle_identifiers, counts).astype(np.int32)
 
