@@ -34,11 +34,13 @@ def trunc_normal_(tensor: Tensor, std: float = 1.0, lower: float = -2.0, upper: 
         return tensor.clip_(lower * comp_std, upper * comp_std)
 
 
-def rms_norm(x: Tensor, eps: float) -> Tensor:
-    """Weightless RMSNorm over the last axis, in float32."""
+def rms_norm(x: Tensor, eps: float, dim: int = -1) -> Tensor:
+    """Weightless RMSNorm over axis `dim`, in float32 (the fused F.rms_norm kernel for the last axis)."""
     dtype = x.dtype
     x = x.float()
-    return (x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)).to(dtype)
+    if dim in (-1, x.ndim - 1):
+        return F.rms_norm(x, (x.shape[-1],), eps=eps).to(dtype)
+    return (x * torch.rsqrt(x.square().mean(dim, keepdim=True) + eps)).to(dtype)
 
 
 def linear(d_in: int, d_out: int, bias: bool = False) -> nn.Linear:
@@ -56,6 +58,13 @@ def swiglu_width(d: int, expansion: float) -> int:
     return -(-inter // 256) * 256
 
 
+def _glu(gate: Tensor, up: Tensor) -> Tensor:
+    """silu(gate) * up; in place when no graph is recorded (the T-1 no-grad recursions), saving two buffers."""
+    if torch.is_grad_enabled():
+        return F.silu(gate) * up
+    return F.silu(gate, inplace=True).mul_(up)
+
+
 class SwiGLU(nn.Module):
     def __init__(self, d: int, expansion: float):
         super().__init__()
@@ -63,9 +72,9 @@ class SwiGLU(nn.Module):
         self.gate_up = linear(d, 2 * inter)
         self.down = linear(inter, d)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(_glu(gate, up))
 
 
 class Rotary(nn.Module):
