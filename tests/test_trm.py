@@ -35,6 +35,15 @@ def test_initial_state_and_heads():
     assert not any(b is m.y_init for b in m.parameters())  # fixed buffers, not learned
 
 
+def unroll(model, x, y, z, recursions: int):
+    """The TRM recursion written out by hand: per recursion n updates of z, then one of y."""
+    for _ in range(recursions):
+        for _ in range(model.cfg.n_latent):
+            z = model.f(z, y + x)
+        y = model.f(y, z)
+    return y, z
+
+
 def _loss(model, state, inputs, ids):
     out = model(state, inputs, ids)
     return out.logits.square().mean() + out.q_halt.square().mean(), out
@@ -59,12 +68,7 @@ def test_gradient_only_through_last_recursion():
     m1.zero_grad()
     object.__setattr__(m1, "cfg", m.cfg.__class__(**{**m.cfg.__dict__, "n_cycles": 1}))
     with torch.no_grad():
-        x = m.embed(inputs, ids)
-        y, z = state.y, state.z
-        for _ in range(2):
-            for _ in range(n):
-                z = m.f(z, y + x)
-            y = m.f(y, z)
+        y, z = unroll(m, m.embed(inputs, ids), state.y, state.z, recursions=2)
     m1.train()
     loss1, _ = _loss(m1, State(y, z), inputs, ids)
     loss1.backward()
@@ -75,12 +79,7 @@ def test_gradient_only_through_last_recursion():
     # (3) and they differ from full backpropagation through all recursions (the no_grad matters)
     m2 = copy.deepcopy(m)
     m2.zero_grad()
-    x = m2.embed(inputs, ids)
-    y, z = state.y, state.z
-    for _ in range(3):
-        for _ in range(n):
-            z = m2.f(z, y + x)
-        y = m2.f(y, z)
+    y, z = unroll(m2, m2.embed(inputs, ids), state.y, state.z, recursions=3)
     (m2.lm_head(y[:, m2.prefix:]).square().mean() + m2.q_head(y[:, 0])[:, 0].float().square().mean()).backward()
     w = "blocks.0.mlp.gate_up.weight"
     assert not torch.allclose(m2.get_parameter(w).grad, g_model[w])
