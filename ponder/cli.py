@@ -99,7 +99,8 @@ def cmd_eval(args) -> int:
     from ponder.train import resolve_device
 
     resolve_device(args.device)
-    res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures)
+    res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
+                                   ema=not args.raw)
     print(format_table(res))
     for key, value in res["task_metrics"].items():
         print(f"{key} at N_sup: {100 * value:.1f}%")
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="output directory (default <checkpoint>/eval)")
     d.add_argument("--device", default="cpu")
     d.add_argument("--pictures", type=int, default=2, help="step-by-step pictures to write")
+    d.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA ones")
     d.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("info", help="print the resolved config and the weight count")

@@ -179,8 +179,8 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
-                        device: str = "cpu", pictures: int = 1) -> tuple[dict, Path]:
-    """`ponder eval`: load a checkpoint (EMA weights), evaluate on a dataset's test split, write JSON/PNG."""
+                        device: str = "cpu", pictures: int = 1, ema: bool = True) -> tuple[dict, Path]:
+    """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a test split, write JSON/PNG."""
     from ponder.config import apply_overrides
 
     ckpt = checkpoint.find(path)
@@ -197,7 +197,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     task_for(cfg.data, meta, data_dir)
     model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
     try:
-        model.load_state_dict(checkpoint.load_weights(ckpt))
+        model.load_state_dict(checkpoint.load_weights(ckpt, ema=ema))
     except RuntimeError as e:
         raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
     model.to(device)
@@ -206,6 +206,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     out_dir = Path(out_dir) if out_dir else ckpt / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     res["checkpoint"] = str(ckpt)
+    res["weights"] = "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
     res["data"] = str(data_dir)
     (out_dir / "results.json").write_text(json.dumps(res, indent=2))
     if cfg.eval.plot:
