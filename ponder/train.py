@@ -48,7 +48,11 @@ def resolve_device(name: str) -> torch.device:
 def prepare_data(cfg: Config, run_dir: Path) -> Path:
     """The dataset directory of a run: data.path, or built once into <run>/data from the data config."""
     if cfg.data.path:
-        return Path(cfg.data.path)
+        path = Path(cfg.data.path)
+        if not (path / "train" / "dataset.json").exists():
+            raise UserError(f"{path}: no dataset here (data.path); build one with `ponder data {cfg.data.task} --out "
+                            f"{path} ...` or leave data.path empty to build it from the data.{cfg.data.task} options")
+        return path
     out = run_dir / "data"
     if not (out / "test" / "dataset.json").exists():
         build_dataset(cfg.data, out)
@@ -86,11 +90,13 @@ class Run:
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True, until: int | None = None) -> Run:
     """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     tc, mc = cfg.train, cfg.model
+    device = resolve_device(tc.device)  # bad device or data path: fail before anything is written
+    if cfg.data.path:
+        prepare_data(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
 
     data_dir = prepare_data(cfg, run_dir)

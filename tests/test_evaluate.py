@@ -1,0 +1,56 @@
+"""The evaluator's bookkeeping on a scripted model: per-step accuracy, adaptive halting, the table."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ponder.config import resolve
+from ponder.evaluate import evaluate_model, format_table, scaling_rows
+from ponder.models.trm import StepOutput
+from ponder.tasks.dataset import Metadata, from_pairs
+
+
+@dataclass
+class Counter:
+    step: torch.Tensor
+
+
+class Scripted(torch.nn.Module):
+    """Example i answers right from step solve_at[i] on, and its halt logit turns positive at step halt_at[i]."""
+
+    def __init__(self, labels: np.ndarray, solve_at: list[int], halt_at: list[int]):
+        super().__init__()
+        self.labels = torch.as_tensor(labels.astype(np.int64))
+        self.solve_at, self.halt_at = torch.tensor(solve_at), torch.tensor(halt_at)
+
+    def initial_state(self, batch_size, device):
+        return Counter(torch.zeros(batch_size, dtype=torch.long))
+
+    def forward(self, state, inputs, puzzle_ids):
+        step = state.step + 1
+        rows = torch.arange(len(step))  # eval batches start at example 0 here (one batch)
+        right = step >= self.solve_at[rows]
+        answer = torch.where(right[:, None], self.labels[rows], (self.labels[rows] + 1) % 4)
+        logits = torch.nn.functional.one_hot(answer, 4).float()
+        q = torch.where(step >= self.halt_at[rows], 1.0, -1.0)
+        return StepOutput(Counter(step), logits, q)
+
+
+def test_scaling_and_adaptive_halting():
+    labels = np.array([[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 1, 2]], np.uint8)
+    arrays = from_pairs(labels.copy(), labels.copy())
+    meta = Metadata(seq_len=3, vocab_size=4, ignore_label_id=None)
+    cfg = resolve("demo", ["model.n_supervision=4", "eval.max_steps=8", "eval.batch_size=8", "data.sudoku.size=4"])
+    # solved from steps 1, 2, 5, never (99); halting fires at steps 1, 3, 2, 6 (capped at N_sup = 4)
+    model = Scripted(labels, solve_at=[1, 2, 5, 99], halt_at=[1, 3, 2, 6])
+    cfg_task_free = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
+    res = evaluate_model(cfg_task_free, model, arrays, meta, torch.device("cpu"))
+    assert res["steps"] == list(range(1, 9))
+    np.testing.assert_allclose(res["exact"], [0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 0.75, 0.75])
+    # adaptive: ex0 stops at 1 (right), ex1 at 3 (right), ex2 at 2 (wrong), ex3 at the cap 4 (wrong)
+    assert res["adaptive"]["exact"] == 0.5
+    assert res["adaptive"]["mean_steps"] == (1 + 3 + 2 + 4) / 4
+    assert [r[0] for r in scaling_rows(res)] == [1, 2, 4, 8]
+    table = format_table(res)
+    assert "<- N_sup" in table and "(beyond training)" in table and "mean 2.50 steps" in table
