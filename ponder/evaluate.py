@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder import checkpoint
-from ponder.config import Config, from_dict, to_dict
+from ponder import UserError, checkpoint
+from ponder.config import Config, apply_overrides, from_dict, to_dict
 from ponder.models import build_model
 from ponder.models.act import IGNORE
 from ponder.tasks import get_task, task_for
@@ -180,17 +180,14 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
                         device: str = "cpu", pictures: int = 1, ema: bool = True) -> tuple[dict, Path]:
-    """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a test split, write JSON/PNG."""
-    from ponder.config import apply_overrides
-
+    """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a test split, write JSON/PNG.
+    Overrides may change test-time settings, including the recursion (model.n_latent, model.n_cycles)."""
     ckpt = checkpoint.find(path)
     cfg = checkpoint.load_config(ckpt)
     cfg = from_dict(Config, apply_overrides(to_dict(cfg), list(overrides)))
     meta_ck = checkpoint.load_meta(ckpt)
     data_dir = Path(data) if data else Path(meta_ck["data"])
     arrays, meta = read_split(data_dir, "test")
-    from ponder import UserError
-
     if (meta.vocab_size, meta.seq_len) != (meta_ck["vocab_size"], meta_ck["seq_len"]):
         raise UserError(f"{data_dir}: vocabulary/length ({meta.vocab_size}, {meta.seq_len}) do not match the "
                         f"checkpoint's ({meta_ck['vocab_size']}, {meta_ck['seq_len']})")
