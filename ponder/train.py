@@ -92,14 +92,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     run_dir = Path(run_dir)
     tc, mc = cfg.train, cfg.model
     device = resolve_device(tc.device)  # bad device or data path: fail before anything is written
-    if cfg.data.path:
-        prepare_data(cfg, run_dir)
+    data_dir = prepare_data(cfg, run_dir) if cfg.data.path else None
     run_dir.mkdir(parents=True, exist_ok=True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
 
-    data_dir = prepare_data(cfg, run_dir)
+    data_dir = data_dir or prepare_data(cfg, run_dir)  # an empty data.path builds into the run directory
     arrays, meta = read_split(data_dir, "train")
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
