@@ -1,7 +1,7 @@
 """The `ponder` command: thin; it parses, resolves the config and dispatches to the library.
 
     ponder demo                          train + evaluate the embedded CPU demo (generated Sudoku), ~10 minutes
-    ponder data sudoku --out DIR ...     build a dataset directory (HRM/TRM npy layout)
+    ponder data TASK --out DIR ...       build a dataset directory (sudoku | maze | ca1d; HRM/TRM npy layout)
     ponder train PRESET [k=v ...]        train; --resume RUN continues a run exactly
     ponder eval CHECKPOINT [--data DIR]  test-time scaling table, adaptive halting, JSON + PNG
     ponder info PRESET [k=v ...]         resolved config and weight count
@@ -40,6 +40,15 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
+def _task_sections() -> dict:
+    from ponder.config import Ca1dConfig, MazeConfig, SudokuConfig
+
+    return {"sudoku": SudokuConfig, "maze": MazeConfig, "ca1d": Ca1dConfig}
+
+
+_TASK_SECTIONS = _task_sections()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -51,12 +60,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from ponder.config import DataConfig, SudokuConfig
+    from ponder.config import DataConfig
     from ponder.tasks import build_dataset
 
-    fields = {f.name for f in dataclasses.fields(SudokuConfig)}
+    section = _TASK_SECTIONS[args.task]
+    fields = {f.name for f in dataclasses.fields(section)}
     options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    cfg = DataConfig(task=args.task, seed=args.seed, sudoku=SudokuConfig(**options))
+    cfg = DataConfig(task=args.task, seed=args.seed, **{args.task: section(**options)})
     out = Path(args.out)
     if (out / "train" / "dataset.json").exists() and not args.force:
         raise UserError(f"{out}: already holds a dataset; pass --force to rebuild it in place")
@@ -99,6 +109,17 @@ def cmd_eval(args) -> int:
     from ponder.train import resolve_device
 
     resolve_device(args.device)
+    if args.sweep:
+        from ponder.evaluate import format_sweep, sweep_checkpoint
+
+        key, sep, values = args.sweep.partition("=")
+        if not sep:
+            raise UserError(f"--sweep expects KEY=V1,V2,..., got {args.sweep!r}")
+        sweep, out = sweep_checkpoint(args.checkpoint, key, [v for v in values.split(",") if v], args.data,
+                                      args.overrides, args.out, args.device, ema=not args.raw)
+        print(format_sweep(sweep))
+        print(f"wrote {out / 'sweep.json'}, {out / 'sweep.png'}")
+        return 0
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
                                    ema=not args.raw)
     print(format_table(res))
@@ -135,7 +156,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ponder.config import SudokuConfig, preset_names
+    from ponder.config import field_docs, preset_names
 
     p = _Parser(prog="ponder", description="Recurrent-depth reasoning models: train, evaluate, scale test-time depth.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -148,15 +169,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     d = sub.add_parser("data", help="build a dataset directory in the HRM/TRM npy layout")
-    d.add_argument("task", choices=["sudoku"], help="which task")
-    d.add_argument("--out", required=True, help="dataset directory to write (train/, test/, identifiers.json)")
-    d.add_argument("--seed", type=int, default=0, help="seed: same arguments -> byte-identical files")
-    d.add_argument("--force", action="store_true", help="rebuild over an existing dataset")
-    for f in dataclasses.fields(SudokuConfig):
-        d.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=f.type if isinstance(f.type, type) else
-                       {"int": int, "str": str, "float": float}[f.type], default=None,
-                       help=f"sudoku: {f.name} (default {f.default})")
-    d.set_defaults(func=cmd_data)
+    tasks = d.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK")
+    summaries = {"sudoku": "generated n x n Sudoku (4, 6, 9) or the public CSV files",
+                 "maze": "generated N x N mazes with a unique shortest path (Maze-Hard: 30x30, >= 110) or the CSV",
+                 "ca1d": "1dCA-Reasoning: predict a hidden cellular-automaton rule's state k steps ahead"}
+    for name, section in _TASK_SECTIONS.items():
+        docs = field_docs(section)
+        t = tasks.add_parser(name, help=summaries[name], description=section.__doc__.split("\n\n")[0])
+        t.add_argument("--out", required=True, help="dataset directory to write (train/, test/, identifiers.json)")
+        t.add_argument("--seed", type=int, default=0, help="seed: same arguments -> byte-identical files")
+        t.add_argument("--force", action="store_true", help="rebuild over an existing dataset")
+        for f in dataclasses.fields(section):
+            kind = {"int": int, "str": str, "float": float, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+            flag = "--" + f.name.replace("_", "-")
+            if kind is bool:
+                t.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{docs.get(f.name, '')} (default {f.default})")
+            else:
+                t.add_argument(flag, dest=f.name, type=kind, default=None,
+                               help=f"{docs.get(f.name, '')} (default {f.default!r})")
+        t.set_defaults(func=cmd_data)
 
     d = sub.add_parser("train", help="train a preset")
     d.add_argument("preset", nargs="?", help=f"shipped preset ({', '.join(preset_names())}) or a YAML path")
@@ -173,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu")
     d.add_argument("--pictures", type=int, default=2, help="step-by-step pictures to write")
     d.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA ones")
+    d.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                   help="evaluate once per value of a test-time setting, e.g. model.n_latent=1,2,4,8 (recursion depth)")
     d.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("info", help="print the resolved config and the weight count")

@@ -79,6 +79,52 @@ class SudokuConfig:
 
 
 @dataclass(frozen=True)
+class MazeConfig:
+    """How `ponder data maze` builds a maze dataset (HRM/TRM Maze-Hard: 30x30, shortest path >= 110 moves)."""
+
+    size: int = 30  # grid side N; the sequence is N*N cells
+    min_path: int = 110  # generator: fewest moves on the shortest S->G path (Maze-Hard: 110)
+    loops: float = 0.05  # generator: fraction of the walls between two corridors knocked down (0 = perfect maze)
+    csv: str = ""  # public CSV (source,question,answer,rating) for the train set; empty = generate mazes
+    test_csv: str = ""  # CSV for the test set; empty = a held-out slice of `csv`, or generated mazes
+    train_size: int = 1000  # train mazes (Maze-Hard: 1000)
+    test_size: int = 1000  # test mazes (Maze-Hard: 1000)
+    aug: bool = False  # store the 8 dihedral versions of every train maze (official --aug; off by default there too)
+
+    def __post_init__(self) -> None:
+        _check(3 <= self.size <= 64, f"data.maze.size must be in 3..64, got {self.size}")
+        _check(self.min_path >= 1, "data.maze.min_path must be >= 1")
+        _check(0.0 <= self.loops <= 1.0, "data.maze.loops must be in [0, 1]")
+        _check(self.train_size >= 1 and self.test_size >= 1, "data.maze train_size and test_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class Ca1dConfig:
+    """How `ponder data ca1d` builds a 1dCA-Reasoning dataset ("Beyond Memorization": predict s_{9+k} of a hidden
+    rule from s_0..s_9). Paper defaults: radius 2, width 20, 10 given states, 950k train / 100k test examples."""
+
+    radius: int = 2  # neighbourhood radius r; a rule is a random truth table of 2^(2r+1) entries (r=1: the 256 ECA)
+    width: int = 20  # cells per state (periodic boundary)
+    context: int = 10  # given states s_0..s_{context-1}
+    k: int = 1  # predict s_{context-1+k}; 0 = mixed: every example draws k from 1..max_k
+    max_k: int = 4  # largest k of the mixed mode
+    layout: str = "puzzle"  # "puzzle" (fixed-length, for TRM/HRM/URM) or "causal" (sep/gen/mask, for causal LMs)
+    train_size: int = 950000  # train examples
+    test_size: int = 100000  # test examples (rules disjoint from the train rules)
+    train_rules: int = 0  # distinct train rules (examples cycle over them); 0 = a fresh rule for every example
+    test_rules: int = 0  # distinct test rules; 0 = a fresh rule for every example
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.radius <= 4, f"data.ca1d.radius must be in 1..4, got {self.radius}")
+        _check(self.width >= 2 * self.radius + 1, "data.ca1d.width must be >= 2 * radius + 1")
+        _check(self.context >= 2, "data.ca1d.context must be >= 2 (at least one example transition)")
+        _check(1 <= self.max_k <= 16 and 0 <= self.k <= 16, "data.ca1d.k must be in 0..16 and max_k in 1..16")
+        _check(self.layout in ("puzzle", "causal"), f"data.ca1d.layout must be puzzle or causal, got {self.layout!r}")
+        _check(self.train_size >= 1 and self.test_size >= 1, "data.ca1d train_size and test_size must be >= 1")
+        _check(self.train_rules >= 0 and self.test_rules >= 0, "data.ca1d train_rules and test_rules must be >= 0")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which task and where its dataset lives (the HRM/TRM npy layout, see ponder.tasks.dataset)."""
 
@@ -86,6 +132,8 @@ class DataConfig:
     path: str = ""  # dataset directory with train/ and test/; empty = build it into the run directory
     seed: int = 0  # seed of the dataset build (same seed and options -> byte-identical files)
     sudoku: SudokuConfig = field(default_factory=SudokuConfig)
+    maze: MazeConfig = field(default_factory=MazeConfig)
+    ca1d: Ca1dConfig = field(default_factory=Ca1dConfig)
 
 
 @dataclass(frozen=True)
@@ -260,3 +308,16 @@ def resolve(preset: str | dict, overrides: list[str] = ()) -> Config:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The trailing `# comment` of every field of a config dataclass, for --help texts."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m:
+            docs[m.group(1)] = m.group(2)
+    return docs

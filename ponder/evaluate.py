@@ -42,9 +42,12 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     task_scores: dict[str, list] = {}
     task = get_task(cfg.data) if cfg.data.task else None
     adaptive_preds = np.zeros((n, meta.seq_len), np.int64)
+    strata = np.empty(n, object)
     for lo in range(0, n, cfg.eval.batch_size):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
         inputs, labels, pids = batch_tensors(arrays, idx, meta.ignore_label_id, device)
+        if hasattr(task, "strata"):
+            strata[idx] = task.strata(np.asarray(arrays.inputs[idx]))
         state = model.initial_state(len(idx), device)
         mask = labels != IGNORE
         counts = mask.sum(-1).clamp_min(1)
@@ -70,17 +73,17 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         adaptive_preds[idx] = chosen.cpu().numpy()
 
     halt_step = np.where((q_halt[:, :n_sup] > 0).any(1), (q_halt[:, :n_sup] > 0).argmax(1), n_sup - 1)
-    rows = np.arange(n)
-    result = {
-        "n": n,
-        "n_supervision": n_sup,
-        "steps": list(range(1, max_steps + 1)),
-        "exact": exact.mean(0).tolist(),
-        "cell": cell.mean(0).tolist(),
-        "adaptive": {"exact": float(exact[rows, halt_step].mean()), "cell": float(cell[rows, halt_step].mean()),
-                     "mean_steps": float((halt_step + 1).mean())},
-        "task_metrics": {k: float(np.concatenate(v).mean()) for k, v in task_scores.items()},
-    }
+
+    def summary(rows: np.ndarray) -> dict:
+        return {"n": int(len(rows)), "exact": exact[rows].mean(0).tolist(), "cell": cell[rows].mean(0).tolist(),
+                "adaptive": {"exact": float(exact[rows, halt_step[rows]].mean()),
+                             "cell": float(cell[rows, halt_step[rows]].mean()),
+                             "mean_steps": float((halt_step[rows] + 1).mean())}}
+
+    result = {"n_supervision": n_sup, "steps": list(range(1, max_steps + 1)), **summary(np.arange(n)),
+              "task_metrics": {k: float(np.concatenate(v).mean()) for k, v in task_scores.items()}}
+    if hasattr(task, "strata"):  # e.g. 1dCA: every metric per k
+        result["groups"] = {str(g): summary(np.flatnonzero(strata == g)) for g in sorted(set(strata.tolist()))}
     if keep:
         result["_kept_predictions"] = kept
     return result
@@ -94,13 +97,18 @@ def scaling_rows(result: dict) -> list[tuple[int, float, float]]:
 
 
 def format_table(result: dict) -> str:
-    lines = [f"test-time scaling on {result['n']} held-out puzzles (trained with N_sup = {result['n_supervision']})",
-             f"{'supervision steps':>18} | {'exact':>7} | {'cell':>7}", "-" * 38]
+    """The scaling table; with groups (e.g. 1dCA's k), one exact-accuracy column per group after the overall ones."""
+    groups = result.get("groups", {})
+    head = f"{'supervision steps':>18} | {'exact':>7} | {'cell':>7}" + "".join(f" | {g:>7}" for g in groups)
+    lines = [f"test-time scaling on {result['n']} held-out puzzles (trained with N_sup = {result['n_supervision']})"
+             + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
     for s, e, c in scaling_rows(result):
         mark = "  <- N_sup" if s == result["n_supervision"] else ("  (beyond training)" if s > result["n_supervision"] else "")
-        lines.append(f"{s:>18} | {100 * e:6.1f}% | {100 * c:6.1f}%{mark}")
+        per = "".join(f" | {100 * g['exact'][s - 1]:6.1f}%" for g in groups.values())
+        lines.append(f"{s:>18} | {100 * e:6.1f}% | {100 * c:6.1f}%{per}{mark}")
     a = result["adaptive"]
-    lines.append(f"{'adaptive halting':>18} | {100 * a['exact']:6.1f}% | {100 * a['cell']:6.1f}%  "
+    per = "".join(f" | {100 * g['adaptive']['exact']:6.1f}%" for g in groups.values())
+    lines.append(f"{'adaptive halting':>18} | {100 * a['exact']:6.1f}% | {100 * a['cell']:6.1f}%{per}  "
                  f"(mean {a['mean_steps']:.2f} steps)")
     return "\n".join(lines)
 
@@ -113,8 +121,10 @@ def plot_scaling(result: dict, path: Path, title: str = "") -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     steps = result["steps"]
-    ax.plot(steps, [100 * v for v in result["exact"]], "o-", ms=3, label="exact (whole puzzle)")
+    ax.plot(steps, [100 * v for v in result["exact"]], "o-", ms=3, label="exact (whole answer)")
     ax.plot(steps, [100 * v for v in result["cell"]], "s-", ms=3, label="cell")
+    for name, g in result.get("groups", {}).items():
+        ax.plot(steps, [100 * v for v in g["exact"]], "--", lw=1.2, label=f"exact, {name}")
     a = result["adaptive"]
     ax.plot([a["mean_steps"]], [100 * a["exact"]], "r*", ms=14, label=f"adaptive halting ({a['mean_steps']:.1f} steps)")
     ax.axvline(result["n_supervision"], color="grey", ls="--", lw=1, label="N_sup (trained)")
@@ -123,8 +133,8 @@ def plot_scaling(result: dict, path: Path, title: str = "") -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or f"Test-time scaling ({result['n']} held-out puzzles)")
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title(title or f"Test-time scaling ({result['n']} held-out examples)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -132,8 +142,9 @@ def plot_scaling(result: dict, path: Path, title: str = "") -> None:
 
 def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray, path: Path,
                  steps: list[int] | None = None) -> None:
-    """One puzzle being solved: the decoded answer after each supervision step; changed cells highlighted,
-    wrong cells in red, givens in black."""
+    """One example being solved: the decoded answer after each supervision step. Cells without a label show the
+    input. Changed cells are highlighted (yellow), wrong ones in red; tasks with a `palette` are drawn as coloured
+    cells (wrong ones outlined in red), others as digits with the givens in black."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,38 +152,52 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
 
     steps = steps or list(range(1, preds.shape[0] + 1))
     given = task.grid(inputs)
-    truth = task.grid(labels)
+    scored = task.grid(labels) != 0  # cells that carry a label
+    truth = np.where(scored, task.grid(labels), given)
+    palette = getattr(task, "palette", None)
+    rows, cols_ = given.shape
     cols = len(steps) + 1
-    fig, axes = plt.subplots(1, cols, figsize=(2.1 * cols, 2.4))
-    size = given.shape[0]
+    width = 2.1 * min(3.0, max(0.5, cols_ / rows))
+    fig, axes = plt.subplots(1, cols, figsize=(width * cols, 2.4))
     prev = given
-    for ax, s in zip(axes, [0] + steps):
-        grid = given if s == 0 else task.grid(preds[s - 1])
-        ax.set_xlim(0, size)
-        ax.set_ylim(size, 0)
+    for ax, s in zip(np.atleast_1d(axes), [0] + steps):
+        grid = given if s == 0 else np.where(scored, task.grid(preds[s - 1]), given)
+        ax.set_xlim(0, cols_)
+        ax.set_ylim(rows, 0)
         ax.set_xticks([])
         ax.set_yticks([])
-        for r in range(size):
-            for c in range(size):
+        if palette is not None:
+            ax.imshow(np.clip(grid, 0, len(palette) - 1), cmap=matplotlib.colors.ListedColormap(palette),
+                      vmin=0, vmax=len(palette) - 1, extent=(0, cols_, rows, 0), interpolation="nearest")
+        for r in range(rows):
+            for c in range(cols_):
+                wrong = s and scored[r, c] and grid[r, c] != truth[r, c]
+                if palette is not None:
+                    if wrong:
+                        ax.add_patch(plt.Rectangle((c + 0.08, r + 0.08), 0.84, 0.84, fill=False, ec="#d1242f", lw=1.2))
+                    continue
                 if s and grid[r, c] != prev[r, c]:
                     ax.add_patch(plt.Rectangle((c, r), 1, 1, color="#ffe08a"))
                 v = grid[r, c]
                 if v:
-                    color = "black" if given[r, c] else ("#1a7f37" if v == truth[r, c] else "#d1242f")
-                    ax.text(c + 0.5, r + 0.55, str(v), ha="center", va="center", fontsize=max(6, 60 // size),
+                    color = "black" if given[r, c] else ("#d1242f" if wrong else "#1a7f37")
+                    ax.text(c + 0.5, r + 0.55, str(v), ha="center", va="center", fontsize=max(6, 60 // rows),
                             color=color, weight="bold" if given[r, c] else "normal")
-        for i in range(size + 1):
-            ax.axhline(i, color="grey", lw=0.4)
-            ax.axvline(i, color="grey", lw=0.4)
-        box_r, box_c = getattr(task, "box", (size, size))  # thick lines between Sudoku boxes
-        for i in range(0, size + 1, box_r):
-            ax.axhline(i, color="black", lw=1.4)
-        for i in range(0, size + 1, box_c):
-            ax.axvline(i, color="black", lw=1.4)
-        right = int((grid == truth).all())
-        ax.set_title("puzzle" if s == 0 else f"step {s}" + (" (solved)" if right else ""), fontsize=9)
+        if palette is None:
+            for i in range(rows + 1):
+                ax.axhline(i, color="grey", lw=0.4)
+            for i in range(cols_ + 1):
+                ax.axvline(i, color="grey", lw=0.4)
+            box_r, box_c = getattr(task, "box", (rows, cols_))  # thick lines between Sudoku boxes
+            for i in range(0, rows + 1, box_r):
+                ax.axhline(i, color="black", lw=1.4)
+            for i in range(0, cols_ + 1, box_c):
+                ax.axvline(i, color="black", lw=1.4)
+        right = bool((grid[scored] == truth[scored]).all())
+        ax.set_title("input" if s == 0 else f"step {s}" + (" (right)" if right else ""), fontsize=9)
         prev = grid
-    fig.suptitle("answer after each supervision step (yellow: changed, red: wrong)", fontsize=9)
+    fig.suptitle("answer after each supervision step (" + ("red outline" if palette is not None else "red") +
+                 ": wrong" + ("" if palette is not None else ", yellow: changed") + ")", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -228,3 +253,68 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
         plot_solving(task, np.asarray(arrays.inputs[i]), labels[i], kept[i], path, steps)
         paths.append(path)
     return paths
+
+
+def sweep_checkpoint(path: str | Path, key: str, values: list[str], data: str | None = None,
+                     overrides: list[str] = (), out_dir: str | Path | None = None, device: str = "cpu",
+                     ema: bool = True) -> tuple[dict, Path]:
+    """`ponder eval --sweep KEY=V1,V2,..`: evaluate one checkpoint once per value of a test-time setting (the
+    recursion depth model.n_latent / model.n_cycles, or eval.max_steps) and collect accuracy against it."""
+    if not values:
+        raise UserError(f"--sweep {key}=: give at least one value, e.g. --sweep model.n_latent=1,2,4,8")
+    ckpt = checkpoint.find(path)
+    out_dir = Path(out_dir) if out_dir else ckpt / f"sweep-{key}"
+    runs = []
+    for value in values:
+        res, _ = evaluate_checkpoint(ckpt, data, [*overrides, f"{key}={value}"], out_dir / f"{key}={value}", device,
+                                     pictures=0, ema=ema)
+        runs.append({"value": value, **res})
+    sweep = {"key": key, "checkpoint": str(ckpt), "runs": runs}
+    (out_dir / "sweep.json").write_text(json.dumps(sweep, indent=2))
+    plot_sweep(sweep, out_dir / "sweep.png")
+    return sweep, out_dir
+
+
+def format_sweep(sweep: dict) -> str:
+    """Exact accuracy at N_sup (and per group) against the swept value; the last column is the best over steps."""
+    groups = list(sweep["runs"][0].get("groups", {}))
+    head = f"{sweep['key']:>18} | {'exact':>7} | {'cell':>7}" + "".join(f" | {g:>7}" for g in groups) + \
+        f" | {'best over steps':>15}"
+    lines = [f"exact accuracy at N_sup against {sweep['key']} ({sweep['runs'][0]['n']} held-out examples)"
+             + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
+    for run in sweep["runs"]:
+        at = run["n_supervision"] - 1
+        per = "".join(f" | {100 * run['groups'][g]['exact'][at]:6.1f}%" for g in groups)
+        best = int(np.argmax(run["exact"]))
+        lines.append(f"{run['value']:>18} | {100 * run['exact'][at]:6.1f}% | {100 * run['cell'][at]:6.1f}%{per} | "
+                     f"{100 * run['exact'][best]:6.1f}% @ {best + 1:>3}")
+    return "\n".join(lines)
+
+
+def plot_sweep(sweep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sweep["runs"]
+    x = np.arange(len(runs))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+
+    def at_nsup(series: list[dict], what: str = "exact") -> list[float]:
+        return [100 * r[what][run["n_supervision"] - 1] for r, run in zip(series, runs)]
+
+    ax.plot(x, at_nsup(runs), "o-", label="exact (all)")
+    ax.plot(x, at_nsup(runs, "cell"), "s-", label="cell (all)")
+    for g in runs[0].get("groups", {}):
+        ax.plot(x, at_nsup([run["groups"][g] for run in runs]), "--", marker=".", label=f"exact, {g}")
+    ax.set_xticks(x, [str(run["value"]) for run in runs])
+    ax.set_xlabel(f"{sweep['key']} at test time")
+    ax.set_ylabel("accuracy at N_sup (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"Accuracy against {sweep['key']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -2,7 +2,9 @@
 
 A task knows its tokens (vocabulary, sequence length), builds train/test splits in the shared on-disk format
 (`ponder.tasks.dataset`), augments an example without breaking it, scores predictions beyond exact/cell accuracy,
-and renders an example as text. Sudoku is the first; Maze, ARC and 1D cellular automata follow the same shape.
+and renders an example as text. Tasks: Sudoku, Maze, 1D cellular automata (1dCA-Reasoning); ARC follows the same shape.
+A task may also define `strata(inputs) -> (B,) labels` (the evaluator then reports every metric per label, e.g.
+per k for 1dCA) and `palette` (colours per display value: pictures draw coloured cells instead of digits).
 """
 
 from __future__ import annotations
@@ -38,15 +40,25 @@ class Task(Protocol):
         """(L,) tokens -> 2-D array of display values, for pictures (0 = empty)."""
 
 
-def get_task(cfg: DataConfig) -> Task:
-    from ponder.tasks.sudoku import SudokuTask
+TASKS = ("sudoku", "maze", "ca1d")  # each name is a module ponder.tasks.<name> and a sub-config DataConfig.<name>
 
-    tasks = {"sudoku": lambda: SudokuTask(cfg.sudoku)}
-    if cfg.task not in tasks:
+
+def get_task(cfg: DataConfig) -> Task:
+    if cfg.task not in TASKS:
         from ponder import UserError
 
-        raise UserError(f"unknown task '{cfg.task}'; known tasks: {', '.join(tasks)}")
-    return tasks[cfg.task]()
+        raise UserError(f"unknown task '{cfg.task}'; known tasks: {', '.join(TASKS)}")
+    if cfg.task == "sudoku":
+        from ponder.tasks.sudoku import SudokuTask
+
+        return SudokuTask(cfg.sudoku)
+    if cfg.task == "maze":
+        from ponder.tasks.maze import MazeTask
+
+        return MazeTask(cfg.maze)
+    from ponder.tasks.ca1d import Ca1dTask
+
+    return Ca1dTask(cfg.ca1d)
 
 
 def task_for(cfg: DataConfig, meta: Metadata, where: str | Path) -> Task:
@@ -58,7 +70,7 @@ def task_for(cfg: DataConfig, meta: Metadata, where: str | Path) -> Task:
     if (want.seq_len, want.vocab_size) != (meta.seq_len, meta.vocab_size):
         raise UserError(f"{where}: dataset has seq_len {meta.seq_len} and vocab {meta.vocab_size}, but the "
                         f"{cfg.task} options of the config give {want.seq_len} and {want.vocab_size} "
-                        f"(check the data.{cfg.task}.* keys, e.g. data.sudoku.size)")
+                        f"(check the data.{cfg.task}.* keys)")
     return task
 
 

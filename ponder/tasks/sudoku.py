@@ -31,6 +31,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import zlib
+
 import numpy as np
 
 from ponder import UserError
@@ -481,9 +483,10 @@ MAX_DUPLICATES = 10_000  # consecutive repeats before giving up: the board has t
 
 
 def _rng(seed: int, purpose: str) -> np.random.Generator:
+    """An independent seeded stream per purpose (other tasks import this: their purposes hash to a stream id)."""
     if seed < 0:
         raise UserError(f"data.seed must be >= 0, got {seed}")
-    return np.random.default_rng([seed, _STREAMS[purpose]])
+    return np.random.default_rng([seed, _STREAMS.get(purpose, zlib.crc32(purpose.encode()))])
 
 
 class SudokuTask:
