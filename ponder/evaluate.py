@@ -223,6 +223,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     except RuntimeError as e:
         raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
     model.to(device)
+    if cfg.train.threads:  # the run's CPU thread count (e.g. 1 when two runs share a 2-core machine)
+        torch.set_num_threads(cfg.train.threads)
     res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures, 0) * 8)
     kept = res.pop("_kept_predictions", None)
     out_dir = Path(out_dir) if out_dir else ckpt / "eval"

@@ -57,7 +57,10 @@ def test_rules_are_disjoint_and_complete() -> None:
     assert train.shape == (5000, 32) and test.shape == (2000, 32)
     assert not {r.tobytes() for r in train} & {r.tobytes() for r in test}
     train, test = draw_rules(Ca1dConfig(radius=1, train_rules=200, test_rules=56, **SMALL), seed=3)
-    numbers = lambda t: {int((row << np.arange(8)).sum()) for row in t}  # noqa: E731
+
+    def numbers(tables: np.ndarray) -> set[int]:
+        return {int((row << np.arange(8)).sum()) for row in tables}
+
     assert len(numbers(train)) == 200 and len(numbers(test)) == 56
     assert numbers(train) | numbers(test) == set(range(256))  # all elementary rules, split in two
     with pytest.raises(UserError, match="only 256 rules"):

@@ -96,3 +96,48 @@ def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
     code, _, err = run(capsys, "eval", str(tmp_path))
     assert code == 2
     one_line_error(err, "not a checkpoint")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["data", "maze", "--out", "x", "--size", "9", "--min-path", "70"], "min_path"),
+    (["data", "maze", "--out", "x", "--csv", "/no/such/maze.csv"], "/no/such/maze.csv"),
+    (["data", "ca1d", "--out", "x", "--radius", "1"], "only 256 rules"),
+    (["data", "ca1d", "--out", "x", "--layout", "diagonal"], "data.ca1d.layout must be puzzle or causal"),
+    (["data", "chess", "--out", "x"], "invalid choice"),
+])
+def test_bad_task_data_exits_2(capsys, argv, needle):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    one_line_error(err, needle)
+
+
+@pytest.mark.parametrize("task, data_args, groups", [
+    ("maze", ["--size", "7", "--min-path", "10", "--train-size", "64", "--test-size", "16"], None),
+    ("ca1d", ["--radius", "1", "--width", "8", "--context", "3", "--k", "0", "--max-k", "2", "--train-size", "64",
+              "--test-size", "32", "--train-rules", "200", "--test-rules", "56"], ["k=1", "k=2"]),
+])
+def test_task_data_train_eval_sweep(capsys, tmp_path, task, data_args, groups):
+    """Every task goes through the same commands: data, train, eval (per-group columns), eval --sweep."""
+    d = tmp_path / "data"
+    code, out, _ = run(capsys, "data", task, "--out", str(d), *data_args)
+    assert code == 0 and "train: 64 groups" in out
+    overrides = TINY + [f"data.path={d}", f"data.task={task}", "train.steps=3", "model.pos_encoding=rope"]
+    overrides += [f"data.{task}.{a[2:].replace('-', '_')}={b}" for a, b in zip(data_args[::2], data_args[1::2])]
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
+    assert code == 0 and "trained 3 steps" in out, err
+    code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "1")
+    assert code == 0 and "adaptive halting" in out
+    header = out.splitlines()[1]
+    if groups:
+        assert all(g in header for g in groups)
+    else:
+        assert "path_valid at N_sup" in out and "path_optimal at N_sup" in out
+    ck = sorted((run_dir / "ckpt").iterdir())[-1]
+    assert (ck / "eval" / "solving_0.png").exists()
+    code, out, _ = run(capsys, "eval", str(run_dir), "--sweep", "model.n_latent=1,3")
+    assert code == 0 and "against model.n_latent" in out
+    assert [line.split("|")[0].strip() for line in out.splitlines()[3:5]] == ["1", "3"]
+    assert (ck / "sweep-model.n_latent" / "sweep.png").exists()
+    code, _, err = run(capsys, "eval", str(run_dir), "--sweep", "model.n_latent")
+    assert code == 2 and "KEY=V1,V2" in err

@@ -12,8 +12,9 @@ significant bit indexes the table, `next[i] = rule[index]`. For r = 1 this is Wo
 bit v of the rule number (rule 30: 00011110 -> 111, 110, 101, 100, 011, 010, 001, 000 -> 0, 0, 0, 1, 1, 1, 1, 0).
 
 Two token layouts over one vocabulary (PAD 0, cells 0/1 -> 1/2, SEP 3, GEN 4, MASK 5, K tokens 6.. for k = 1, 2, ..):
-- `puzzle` (fixed length, for TRM/HRM/URM): s_0 .. s_{c-1} as c*W cells, one K token, W MASK tokens whose labels are
-  the target cells; 10*20 + 1 + 20 = 221 tokens at paper size.
+- `puzzle` (fixed length, for TRM/HRM/URM): one K token, s_0 .. s_{c-1} as c*W cells, then W MASK tokens whose labels
+  are the target cells; 1 + 10*20 + 20 = 221 tokens at paper size. The target row follows s_{c-1} at the same
+  offset as every given transition, so one relative-position pattern (RoPE) serves all of them.
 - `causal` (the reference's GPT-NeoX / Mamba / LSTM layout with `--predict_from_mask`): SEP s_0 SEP s_1 .. SEP s_{c-1}
   [K] GEN then W MASK tokens; 10*21 + 1 + 20 = 231 tokens (232 with the K token, present in the mixed-k mode as the
   reference's `ca_adaptive` shift token). The target cells are predicted in parallel from the masks: no teacher
@@ -29,7 +30,7 @@ import numpy as np
 from ponder import UserError
 from ponder.config import Ca1dConfig
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
-from ponder.tasks.sudoku import _rng
+from ponder.tasks.splits import seeded_rng
 
 PAD, CELL0, CELL1, SEP, GEN, MASK, K_BASE = 0, 1, 2, 3, 4, 5, 6  # K token of step count k is K_BASE + k - 1
 REFERENCE_IDS = {PAD: 102, CELL0: 0, CELL1: 1, SEP: 100, GEN: 101, MASK: 104}  # + K tokens -> 106 + k - 1
@@ -82,12 +83,12 @@ def draw_rules(cfg: Ca1dConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
             raise UserError(f"radius {cfg.radius} has only {space} rules, fewer than {n_train} train + {n_test} test "
                             f"rules; set data.ca1d.train_rules and data.ca1d.test_rules (e.g. {space * 4 // 5} and "
                             f"{space - space * 4 // 5}): examples then cycle over the rules")
-        numbers = _rng(seed, "ca1d_rules").permutation(space)[: n_train + n_test]
+        numbers = seeded_rng(seed, "ca1d_rules").permutation(space)[: n_train + n_test]
         tables = ((numbers[:, None] >> np.arange(bits)) & 1).astype(np.uint8)
         return tables[:n_train], tables[n_train:]
-    train = _rng(seed, "ca1d_train_rules").integers(0, 2, (n_train, bits), dtype=np.uint8)
+    train = seeded_rng(seed, "ca1d_train_rules").integers(0, 2, (n_train, bits), dtype=np.uint8)
     seen = {row.tobytes() for row in train}
-    rng = _rng(seed, "ca1d_test_rules")
+    rng = seeded_rng(seed, "ca1d_test_rules")
     test = rng.integers(0, 2, (n_test, bits), dtype=np.uint8)
     clash = np.array([row.tobytes() in seen for row in test], bool)
     while clash.any():  # (for radius 2 and a million rules, a clash has probability ~2e-4 per test rule)
@@ -104,16 +105,16 @@ class Ca1dTask:
     """Predict a cellular automaton's state k steps ahead from `context` states of an unseen rule."""
 
     name = "ca1d"
-    palette = ["#d9d9d9", "#ffffff", "#202020"]  # display values: 0 masked/unknown, 1 cell 0, 2 cell 1
+    palette = ("#d9d9d9", "#ffffff", "#202020")  # display values: 0 masked/unknown, 1 cell 0, 2 cell 1
 
     def __init__(self, cfg: Ca1dConfig) -> None:
         self.cfg = cfg
         self.ks = list(range(1, cfg.max_k + 1)) if cfg.k == 0 else [cfg.k]
         c, w = cfg.context, cfg.width
-        if cfg.layout == "puzzle":
-            self.state_pos = np.arange(c * w).reshape(c, w)  # position of cell j of state t
-            self.k_pos: int | None = c * w
-            self.target_pos = np.arange(c * w + 1, c * w + 1 + w)
+        if cfg.layout == "puzzle":  # K first, so that the target row is simply the row after s_{c-1}
+            self.k_pos: int | None = 0
+            self.state_pos = 1 + np.arange(c * w).reshape(c, w)  # position of cell j of state t
+            self.target_pos = 1 + np.arange(c * w, (c + 1) * w)
         else:
             self.state_pos = np.arange(c)[:, None] * (w + 1) + 1 + np.arange(w)
             self.k_pos = c * (w + 1) if cfg.k == 0 else None  # the reference's shift token, before GEN
@@ -134,7 +135,7 @@ class Ca1dTask:
         train_rules, test_rules = draw_rules(cfg, seed)
         rules = train_rules if split == "train" else test_rules
         size = cfg.train_size if split == "train" else cfg.test_size
-        rng = _rng(seed, f"ca1d_{split}_examples")
+        rng = seeded_rng(seed, f"ca1d_{split}_examples")
         inputs = np.empty((size, self.seq_len), np.uint8)
         labels = np.empty_like(inputs)
         for lo in range(0, size, CHUNK):

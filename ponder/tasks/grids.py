@@ -29,3 +29,11 @@ def dihedral(grid: np.ndarray, t: int) -> np.ndarray:
     if t == 7:
         return np.rot90(grid, k=1, axes=(-2, -1))[..., :, ::-1]
     raise ValueError(f"dihedral transform id must be in 0..7, got {t}")
+
+
+def side_by_side(panels: list[tuple[str, list[str]]], footer: str = "") -> str:
+    """Text panels (title, lines of equal width) next to each other, titles above, an optional footer line below."""
+    width = len(panels[0][1][0])
+    lines = ["    ".join(title.ljust(width) for title, _ in panels).rstrip()]
+    lines += ["    ".join(rows[i] for _, rows in panels).rstrip() for i in range(len(panels[0][1]))]
+    return "\n".join(lines + ([footer] if footer else []))

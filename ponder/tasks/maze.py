@@ -31,7 +31,6 @@ Design choices:
 
 from __future__ import annotations
 
-import csv
 import functools
 from pathlib import Path
 
@@ -40,8 +39,8 @@ import numpy as np
 from ponder import UserError
 from ponder.config import MazeConfig
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
-from ponder.tasks.grids import dihedral
-from ponder.tasks.sudoku import _rng
+from ponder.tasks.grids import dihedral, side_by_side
+from ponder.tasks.splits import CsvPairs, GeneratedPairs, check_rows, read_pair_csv
 
 CHARSET = "# SGo"  # official character set; character i is token i + 1
 PAD, WALL, OPEN, START, GOAL, PATH = range(6)  # tokens
@@ -237,34 +236,7 @@ def load_csv(path: str | Path, size: int = 30) -> tuple[np.ndarray, np.ndarray, 
     """
     path = Path(path)
     cells = size * size
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (expected a maze CSV with header source,question,answer,rating)")
-    questions, answers, ratings, lines = [], [], [], []
-    field_error = None  # (line, message) of a row with the wrong number of fields; rows before it are checked first
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [name.strip() for name in next(reader, [])]
-            if "question" not in header or "answer" not in header:
-                raise UserError(f"{path}:1: the header must name the columns question and answer "
-                                f"(e.g. source,question,answer,rating), got {','.join(header)!r}")
-            qi, ai = header.index("question"), header.index("answer")
-            ri = header.index("rating") if "rating" in header else None
-            for row in reader:
-                if not row:
-                    continue  # blank lines carry no maze
-                if len(row) != len(header):
-                    field_error = (reader.line_num, f"expected {len(header)} fields ({','.join(header)}), got "
-                                                    + str(len(row)))
-                    break
-                questions.append(row[qi])  # not stripped: spaces are open cells
-                answers.append(row[ai])
-                ratings.append(row[ri].strip() if ri is not None else "0")
-                lines.append(reader.line_num)
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except csv.Error as e:
-        raise UserError(f"{path}: not a readable CSV ({e})") from None
+    questions, answers, ratings, lines, field_error = read_pair_csv(path, "maze", strip=False)  # spaces are open cells
 
     # Vectorised checks over all rows; rows of the wrong length get a stand-in so the rest stays rectangular.
     right_length = np.array([len(q) == cells and len(a) == cells for q, a in zip(questions, answers)], dtype=bool)
@@ -278,13 +250,8 @@ def load_csv(path: str | Path, size: int = 30) -> tuple[np.ndarray, np.ndarray, 
     adds_path = np.all((a == q) | ((q == OPEN) & (a == PATH)), axis=1)
     good_rating = np.array([r.isascii() and r.isdigit() for r in ratings], dtype=bool)
     good = right_length & good_chars & ends & adds_path & good_rating
-    if not good.all():
-        i = int(np.argmin(good))
-        raise UserError(f"{path}:{lines[i]}: {_explain(questions[i], answers[i], ratings[i], size)}")
-    if field_error is not None:
-        raise UserError(f"{path}:{field_error[0]}: {field_error[1]}")
-    if not questions:
-        raise UserError(f"{path}: no mazes after the header")
+    check_rows(path, good, lines, lambda i: _explain(questions[i], answers[i], ratings[i], size), field_error,
+               "mazes")
     return q, a, np.array([int(r) for r in ratings], dtype=np.int64)
 
 
@@ -376,7 +343,6 @@ def check_paths(questions: np.ndarray, preds: np.ndarray, size: int) -> tuple[np
 # ---------------------------------------------------------------------------------------------------------------------
 # The task
 
-MAX_DUPLICATES = 10_000  # consecutive repeats before giving up: the options allow too few distinct mazes
 _SHOWN = np.array(list("." + CHARSET + "?"))  # token -> character in text pictures; '?' = out of range
 
 
@@ -385,13 +351,14 @@ class MazeTask:
 
     name = "maze"
     # Colours per display value (= token): pad, wall, open, start, goal, path.
-    palette = ["#ffffff", "#3b3b3b", "#f4f4f4", "#2ca02c", "#d62728", "#4c8ed9"]
+    palette = ("#ffffff", "#3b3b3b", "#f4f4f4", "#2ca02c", "#d62728", "#4c8ed9")  # pad, wall, open, S, G, path
 
     def __init__(self, cfg: MazeConfig) -> None:
         self.cfg = cfg
         self.size = cfg.size
-        self._csv: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # path -> (questions, answers); both splits read it
-        self._stream: tuple[int, np.random.Generator, list[np.ndarray], list[np.ndarray], set[bytes]] | None = None
+        self._csv = CsvPairs(lambda path: load_csv(path, self.size)[:2], "mazes", "data.maze")
+        self._generator = GeneratedPairs(lambda rng: generate(rng, self.size, cfg.min_path, cfg.loops),
+                                         f"{self.size}x{self.size} mazes", "data.maze")
 
     def metadata(self) -> Metadata:
         return Metadata(seq_len=self.size * self.size, vocab_size=VOCAB)
@@ -401,8 +368,11 @@ class MazeTask:
     def build(self, split: str, seed: int) -> PuzzleArrays:
         if split not in ("train", "test"):
             raise UserError(f"unknown split {split!r}; expected 'train' or 'test'")
-        from_csv = self.cfg.csv or (split == "test" and self.cfg.test_csv)
-        questions, answers = self._from_csv(split, seed) if from_csv else self._generated(split, seed)
+        cfg = self.cfg
+        if cfg.csv or (split == "test" and cfg.test_csv):  # generated train mazes may be tested on the public set
+            questions, answers = self._csv.split(split, seed, cfg.csv, cfg.test_csv, cfg.train_size, cfg.test_size)
+        else:
+            questions, answers = self._generator.split(split, seed, cfg.train_size, cfg.test_size)
         if split == "test" or not self.cfg.aug:
             return from_pairs(questions, answers)
         # Train with aug: each maze's 8 dihedral versions, identity first, as one group (official --aug).
@@ -411,55 +381,6 @@ class MazeTask:
         out_q = np.stack([dihedral(q, t) for t in range(8)], axis=1).reshape(count * 8, n * n)
         out_a = np.stack([dihedral(a, t) for t in range(8)], axis=1).reshape(count * 8, n * n)
         return from_pairs(out_q, out_a, np.repeat(np.arange(count), 8))
-
-    def _read(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        if path not in self._csv:
-            questions, answers, _ = load_csv(path, self.size)
-            self._csv[path] = (questions, answers)
-        return self._csv[path]
-
-    def _from_csv(self, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Train = the first train_size rows of a seeded permutation of `csv`; test = the first test_size of a seeded
-        permutation of `test_csv`, or else the next test_size rows of `csv` (disjoint from train)."""
-        cfg = self.cfg
-        if split == "test" and cfg.test_csv:
-            questions, answers = self._read(cfg.test_csv)
-            rows = _rng(seed, "shuffle_test").permutation(len(questions))[:cfg.test_size]
-            return questions[rows], answers[rows]
-        questions, answers = self._read(cfg.csv)
-        if cfg.train_size > len(questions):
-            raise UserError(f"{cfg.csv} has {len(questions)} mazes, fewer than data.maze.train_size={cfg.train_size}")
-        order = _rng(seed, "shuffle").permutation(len(questions))
-        rows = order[:cfg.train_size] if split == "train" else order[cfg.train_size:cfg.train_size + cfg.test_size]
-        if len(rows) == 0:
-            raise UserError(f"{cfg.csv}: all {len(questions)} mazes go to train (data.maze.train_size="
-                            f"{cfg.train_size}); lower it or set data.maze.test_csv")
-        return questions[rows], answers[rows]
-
-    def _generated(self, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct generated mazes from one seeded stream: train = the first train_size, test = the next test_size.
-        Both splits read one stream, so they are disjoint by construction and building test never changes train; the
-        stream is kept between calls so that building both splits generates each maze once."""
-        cfg = self.cfg
-        if self._stream is None or self._stream[0] != seed:
-            self._stream = (seed, _rng(seed, "generate"), [], [], set())
-        _, rng, questions, answers, seen = self._stream
-        need = cfg.train_size + (cfg.test_size if split == "test" else 0)
-        repeats = 0
-        while len(questions) < need:
-            question, answer = generate(rng, self.size, cfg.min_path, cfg.loops)
-            if question.tobytes() in seen:  # the answer follows from the question (unique shortest path)
-                repeats += 1
-                if repeats >= MAX_DUPLICATES:
-                    raise UserError(f"found only {len(questions)} distinct {self.size}x{self.size} mazes with these "
-                                    f"options; lower data.maze.train_size + test_size ({need})")
-                continue
-            repeats = 0
-            seen.add(question.tobytes())
-            questions.append(question)
-            answers.append(answer)
-        part = slice(0, cfg.train_size) if split == "train" else slice(cfg.train_size, need)
-        return np.stack(questions[part]), np.stack(answers[part])
 
     # -- training and evaluation helpers
 
@@ -508,10 +429,7 @@ class MazeTask:
         elif labels is not None:
             solution = self.grid(labels).reshape(-1)
             panels.append(("solution", self._panel(solution, np.zeros(solution.shape, bool))))
-        width = len(panels[0][1][0])
-        lines = ["    ".join(title.ljust(width) for title, _ in panels).rstrip()]
-        lines += ["    ".join(rows[i] for _, rows in panels).rstrip() for i in range(len(panels[0][1]))]
-        return "\n".join(lines + ([footer] if footer else []))
+        return side_by_side(panels, footer)
 
     def _verdict(self, maze: np.ndarray, pred: np.ndarray) -> str:
         valid, _ = check_paths(maze[None], pred[None], self.size)

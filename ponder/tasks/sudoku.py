@@ -26,18 +26,17 @@ Design choices:
 
 from __future__ import annotations
 
-import csv
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-
-import zlib
 
 import numpy as np
 
 from ponder import UserError
 from ponder.config import SudokuConfig
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
+from ponder.tasks.grids import side_by_side
+from ponder.tasks.splits import CsvPairs, GeneratedPairs, check_rows, read_pair_csv, seeded_rng
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Geometry
@@ -378,34 +377,7 @@ def load_csv(path: str | Path, size: int = 9) -> tuple[np.ndarray, np.ndarray, n
     """
     path = Path(path)
     cells = geometry(size).cells
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (expected a Sudoku CSV with header source,question,answer,rating)")
-    questions, answers, ratings, lines = [], [], [], []
-    field_error = None  # (line, message) of a row with the wrong number of fields; rows before it are checked first
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [name.strip() for name in next(reader, [])]
-            if "question" not in header or "answer" not in header:
-                raise UserError(f"{path}:1: the header must name the columns question and answer "
-                                f"(e.g. source,question,answer,rating), got {','.join(header)!r}")
-            qi, ai = header.index("question"), header.index("answer")
-            ri = header.index("rating") if "rating" in header else None
-            for row in reader:
-                if not row:
-                    continue  # blank lines carry no puzzle
-                if len(row) != len(header):
-                    field_error = (reader.line_num, f"expected {len(header)} fields ({','.join(header)}), "
-                                                    f"got {len(row)}")
-                    break
-                questions.append(row[qi].strip())
-                answers.append(row[ai].strip())
-                ratings.append(row[ri].strip() if ri is not None else "0")
-                lines.append(reader.line_num)
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except csv.Error as e:
-        raise UserError(f"{path}: not a readable CSV ({e})") from None
+    questions, answers, ratings, lines, field_error = read_pair_csv(path, "Sudoku")
 
     # Vectorised checks over all rows; rows of the wrong length get a stand-in so the rest stays rectangular.
     right_length = np.array([len(q) == cells and len(a) == cells for q, a in zip(questions, answers)], dtype=bool)
@@ -420,13 +392,8 @@ def load_csv(path: str | Path, size: int = 9) -> tuple[np.ndarray, np.ndarray, n
     agrees = np.all((q == 0) | (q == a) | (q == 255), axis=1)
     good_rating = np.array([r.isascii() and r.isdigit() for r in ratings], dtype=bool)
     good = right_length & good_chars & agrees & valid_solutions(np.where(a == 255, 0, a), size) & good_rating
-    if not good.all():
-        i = int(np.argmin(good))
-        raise UserError(f"{path}:{lines[i]}: {_explain(questions[i], answers[i], ratings[i], size)}")
-    if field_error is not None:
-        raise UserError(f"{path}:{field_error[0]}: {field_error[1]}")
-    if not questions:
-        raise UserError(f"{path}: no puzzles after the header")
+    check_rows(path, good, lines, lambda i: _explain(questions[i], answers[i], ratings[i], size), field_error,
+               "puzzles")
     return q, a, np.array([int(r) for r in ratings], dtype=np.int64)
 
 
@@ -477,16 +444,7 @@ def augment_grids(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.n
 # The task
 
 PAD, BLANK = 0, 1  # tokens; digit d is token d + 1 (official layout)
-_STREAMS = {"generate": 0, "shuffle": 1, "shuffle_test": 2, "augment": 3}  # independent seeded streams per purpose
 AUG_CHUNK = 1 << 16  # augmented examples per vectorised call (bounds memory; fixed so that results never depend on it)
-MAX_DUPLICATES = 10_000  # consecutive repeats before giving up: the board has too few distinct puzzles
-
-
-def _rng(seed: int, purpose: str) -> np.random.Generator:
-    """An independent seeded stream per purpose (other tasks import this: their purposes hash to a stream id)."""
-    if seed < 0:
-        raise UserError(f"data.seed must be >= 0, got {seed}")
-    return np.random.default_rng([seed, _STREAMS.get(purpose, zlib.crc32(purpose.encode()))])
 
 
 class SudokuTask:
@@ -498,8 +456,10 @@ class SudokuTask:
         self.cfg = cfg
         self.size = cfg.size
         self.box = BOX_SHAPES[cfg.size]  # (rows, cols) of a box, for pictures
-        self._csv: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # path -> (questions, answers); both splits read it
-        self._stream: tuple[int, np.random.Generator, list[np.ndarray], list[np.ndarray], set[bytes]] | None = None
+        self._csv = CsvPairs(lambda path: load_csv(path, self.size)[:2], "puzzles", "data.sudoku")
+        self._generator = GeneratedPairs(
+            lambda rng: generate(rng, self.size, cfg.min_blanks, cfg.max_blanks, cfg.min_rating)[:2],
+            f"{self.size}x{self.size} puzzles", "data.sudoku")
 
     def metadata(self) -> Metadata:
         return Metadata(seq_len=self.size * self.size, vocab_size=self.size + 2)
@@ -509,7 +469,11 @@ class SudokuTask:
     def build(self, split: str, seed: int) -> PuzzleArrays:
         if split not in ("train", "test"):
             raise UserError(f"unknown split {split!r}; expected 'train' or 'test'")
-        puzzles, solutions = self._from_csv(split, seed) if self.cfg.csv else self._generated(split, seed)
+        cfg = self.cfg
+        if cfg.csv:
+            puzzles, solutions = self._csv.split(split, seed, cfg.csv, cfg.test_csv, cfg.train_size, cfg.test_size)
+        else:
+            puzzles, solutions = self._generator.split(split, seed, cfg.train_size, cfg.test_size)
         if split == "test":
             return from_pairs(puzzles + 1, solutions + 1)
         # Train: each puzzle, then its num_aug augmented copies, all in the puzzle's group (official layout).
@@ -517,7 +481,7 @@ class SudokuTask:
         out_p = np.empty((len(puzzles), 1 + copies, puzzles.shape[1]), np.uint8)
         out_s = np.empty_like(out_p)
         out_p[:, 0], out_s[:, 0] = puzzles, solutions
-        rng = _rng(seed, "augment")
+        rng = seeded_rng(seed, "augment")
         step = max(1, AUG_CHUNK // max(1, copies))  # puzzles per call
         for start in range(0, len(puzzles) if copies else 0, step):  # num_aug = 0: originals only
             stop = start + step
@@ -527,55 +491,6 @@ class SudokuTask:
             out_s[start:stop, 1:] = aug_s.reshape(-1, copies, puzzles.shape[1])
         groups = np.repeat(np.arange(len(puzzles)), 1 + copies)
         return from_pairs(out_p.reshape(-1, puzzles.shape[1]) + 1, out_s.reshape(-1, puzzles.shape[1]) + 1, groups)
-
-    def _read(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        if path not in self._csv:
-            questions, answers, _ = load_csv(path, self.size)
-            self._csv[path] = (questions, answers)
-        return self._csv[path]
-
-    def _from_csv(self, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Train = the first train_size rows of a seeded permutation of `csv`; test = the first test_size of a seeded
-        permutation of `test_csv`, or else the next test_size rows of `csv` (disjoint from train)."""
-        cfg = self.cfg
-        if split == "test" and cfg.test_csv:
-            questions, answers = self._read(cfg.test_csv)
-            rows = _rng(seed, "shuffle_test").permutation(len(questions))[:cfg.test_size]
-            return questions[rows], answers[rows]
-        questions, answers = self._read(cfg.csv)
-        if cfg.train_size > len(questions):
-            raise UserError(f"{cfg.csv} has {len(questions)} puzzles, fewer than data.sudoku.train_size={cfg.train_size}")
-        order = _rng(seed, "shuffle").permutation(len(questions))
-        rows = order[:cfg.train_size] if split == "train" else order[cfg.train_size:cfg.train_size + cfg.test_size]
-        if len(rows) == 0:
-            raise UserError(f"{cfg.csv}: all {len(questions)} puzzles go to train (data.sudoku.train_size="
-                            f"{cfg.train_size}); lower it or set data.sudoku.test_csv")
-        return questions[rows], answers[rows]
-
-    def _generated(self, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct generated puzzles from one seeded stream: train = the first train_size, test = the next test_size.
-        Both splits read one stream, so they are disjoint by construction and building test never changes train; the
-        stream is kept between calls so that building both splits generates each puzzle once."""
-        cfg = self.cfg
-        if self._stream is None or self._stream[0] != seed:
-            self._stream = (seed, _rng(seed, "generate"), [], [], set())
-        _, rng, puzzles, solutions, seen = self._stream
-        need = cfg.train_size + (cfg.test_size if split == "test" else 0)
-        repeats = 0
-        while len(puzzles) < need:
-            puzzle, solution, _ = generate(rng, self.size, cfg.min_blanks, cfg.max_blanks, cfg.min_rating)
-            if puzzle.tobytes() in seen:
-                repeats += 1
-                if repeats >= MAX_DUPLICATES:
-                    raise UserError(f"found only {len(puzzles)} distinct {self.size}x{self.size} puzzles with these "
-                                    f"options; lower data.sudoku.train_size + test_size ({need})")
-                continue
-            repeats = 0
-            seen.add(puzzle.tobytes())
-            puzzles.append(puzzle)
-            solutions.append(solution)
-        part = slice(0, cfg.train_size) if split == "train" else slice(cfg.train_size, need)
-        return np.stack(puzzles[part]), np.stack(solutions[part])
 
     # -- training and evaluation helpers
 
@@ -618,10 +533,7 @@ class SudokuTask:
         elif labels is not None:
             solution = self.grid(labels).reshape(-1)
             panels.append(("solution", self._panel(solution, np.zeros(solution.shape, bool))))
-        width = len(panels[0][1][0])
-        lines = ["    ".join(title.ljust(width) for title, _ in panels).rstrip()]
-        lines += ["    ".join(rows[i] for _, rows in panels).rstrip() for i in range(len(panels[0][1]))]
-        return "\n".join(lines + ([footer] if footer else []))
+        return side_by_side(panels, footer)
 
     def _panel(self, digits: np.ndarray, wrong: np.ndarray) -> list[str]:
         """One grid as text lines: 'd ' per cell ('d*' if wrong, '.' for blank), '|' between stacks, a rule between
