@@ -121,7 +121,9 @@ def cmd_eval(args) -> int:
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.png'}")
         return 0
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
-                                   ema=not args.raw)
+                                   ema=not args.raw, show=args.show)
+    for text in res.pop("_examples", []):
+        print(text, end="\n\n")
     print(format_table(res))
     for key, value in res["task_metrics"].items():
         print(f"{key} at N_sup: {100 * value:.1f}%")
@@ -205,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu")
     d.add_argument("--pictures", type=int, default=2, help="step-by-step pictures to write")
     d.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA ones")
+    d.add_argument("--show", type=int, default=0, metavar="K",
+                   help="print the first K test examples with the answer after N_sup steps (also in examples.txt)")
     d.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="evaluate once per value of a test-time setting, e.g. model.n_latent=1,2,4,8 (recursion depth)")
     d.set_defaults(func=cmd_eval)

@@ -204,7 +204,7 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
-                        device: str = "cpu", pictures: int = 1, ema: bool = True) -> tuple[dict, Path]:
+                        device: str = "cpu", pictures: int = 1, ema: bool = True, show: int = 0) -> tuple[dict, Path]:
     """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a test split, write JSON/PNG.
     Overrides may change test-time settings, including the recursion (model.n_latent, model.n_cycles)."""
     ckpt = checkpoint.find(path)
@@ -225,14 +225,21 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     model.to(device)
     if cfg.train.threads:  # the run's CPU thread count (e.g. 1 when two runs share a 2-core machine)
         torch.set_num_threads(cfg.train.threads)
-    res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures, 0) * 8)
+    res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures * 8, show, 0))
     kept = res.pop("_kept_predictions", None)
     out_dir = Path(out_dir) if out_dir else ckpt / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     res["checkpoint"] = str(ckpt)
     res["weights"] = "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
     res["data"] = str(data_dir)
-    (out_dir / "results.json").write_text(json.dumps(res, indent=2))
+    (out_dir / "results.json").write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
+    if show and kept is not None:  # the first `show` test examples as text, answered after N_sup steps
+        task = get_task(cfg.data)
+        step = min(cfg.model.n_supervision, kept.shape[1]) - 1
+        texts = [f"test example {i}:\n" + task.render(np.asarray(arrays.inputs[i]), kept[i, step],
+                                                      np.asarray(arrays.labels[i])) for i in range(min(show, len(kept)))]
+        res["_examples"] = texts
+        (out_dir / "examples.txt").write_text("\n\n".join(texts) + "\n")
     if cfg.eval.plot:
         plot_scaling(res, out_dir / "scaling.png")
         if pictures and kept is not None and len(kept):

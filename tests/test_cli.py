@@ -126,15 +126,17 @@ def test_task_data_train_eval_sweep(capsys, tmp_path, task, data_args, groups):
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
     assert code == 0 and "trained 3 steps" in out, err
-    code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "1")
+    code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "1", "--show", "2")
     assert code == 0 and "adaptive halting" in out
+    assert out.count("test example ") == 2 and ("maze" in out if task == "maze" else "<- target" in out)
+    out = out[out.index("test-time scaling"):]
     header = out.splitlines()[1]
     if groups:
         assert all(g in header for g in groups)
     else:
         assert "path_valid at N_sup" in out and "path_optimal at N_sup" in out
     ck = sorted((run_dir / "ckpt").iterdir())[-1]
-    assert (ck / "eval" / "solving_0.png").exists()
+    assert (ck / "eval" / "solving_0.png").exists() and (ck / "eval" / "examples.txt").exists()
     code, out, _ = run(capsys, "eval", str(run_dir), "--sweep", "model.n_latent=1,3")
     assert code == 0 and "against model.n_latent" in out
     assert [line.split("|")[0].strip() for line in out.splitlines()[3:5]] == ["1", "3"]
