@@ -143,3 +143,11 @@ def test_task_data_train_eval_sweep(capsys, tmp_path, task, data_args, groups):
     assert (ck / "sweep-model.n_latent" / "sweep.png").exists()
     code, _, err = run(capsys, "eval", str(run_dir), "--sweep", "model.n_latent")
     assert code == 2 and "KEY=V1,V2" in err
+
+
+@pytest.mark.parametrize("preset, weights", [("maze-hard-trm-att", "6,822,914"), ("ca1d-trm-att", "527,106"),
+                                             ("maze-cpu", "225,154"), ("ca1d-cpu", "132,482")])
+def test_task_presets_resolve(capsys, preset, weights):
+    """Every shipped task preset resolves and builds its model (the Maze-Hard one with the paper's weight count)."""
+    code, out, _ = run(capsys, "info", preset)
+    assert code == 0 and f"{weights} weights" in out
