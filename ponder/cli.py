@@ -26,7 +26,8 @@ EXIT_USAGE = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the whole usage block otherwise)
-        raise UserError(f"{self.prog}: {message} (see --help)")
+        where = "" if self.prog == "ponder" else f"{self.prog}: "  # main() prints "ponder: error:" already
+        raise UserError(f"{where}{message} (see --help)")
 
 
 def _timestamp() -> str:
@@ -228,7 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        # key=value overrides may also come after options (`ponder eval RUN --show 2 eval.max_examples=100`)
+        stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        if extra:
+            args.overrides = list(args.overrides) + extra
         return args.func(args)
     except UserError as e:
         print(f"ponder: error: {e}", file=sys.stderr)

@@ -100,7 +100,7 @@ def format_table(result: dict) -> str:
     """The scaling table; with groups (e.g. 1dCA's k), one exact-accuracy column per group after the overall ones."""
     groups = result.get("groups", {})
     head = f"{'supervision steps':>18} | {'exact':>7} | {'cell':>7}" + "".join(f" | {g:>7}" for g in groups)
-    lines = [f"test-time scaling on {result['n']} held-out puzzles (trained with N_sup = {result['n_supervision']})"
+    lines = [f"test-time scaling on {result['n']} held-out examples (trained with N_sup = {result['n_supervision']})"
              + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
     for s, e, c in scaling_rows(result):
         mark = "  <- N_sup" if s == result["n_supervision"] else ("  (beyond training)" if s > result["n_supervision"] else "")

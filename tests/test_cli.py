@@ -126,8 +126,8 @@ def test_task_data_train_eval_sweep(capsys, tmp_path, task, data_args, groups):
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
     assert code == 0 and "trained 3 steps" in out, err
-    code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "1", "--show", "2")
-    assert code == 0 and "adaptive halting" in out
+    code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "1", "--show", "2", "eval.max_examples=12")
+    assert code == 0 and "adaptive halting" in out and "on 12 held-out examples" in out  # override after options
     assert out.count("test example ") == 2 and ("maze" in out if task == "maze" else "<- target" in out)
     out = out[out.index("test-time scaling"):]
     header = out.splitlines()[1]
