@@ -108,6 +108,28 @@ def bench_config(cfg: ModelConfig, batch: int, vocab: int, seq_len: int, dtype: 
             "eval_nsup_puzzles_per_s": batch / dt_eval}
 
 
+def bench_puzzle_embedding(rows: int, dim: int = 512, batch: int = 768, seconds: float = 2.0) -> dict:
+    """One training step of the sparse puzzle-identifier table (gather -> backward -> sign-SGD on the batch's rows),
+    for a table of `rows` identifiers (ARC-1: ~961K). Time and per-step allocation should not depend on `rows`."""
+    from ponder.models.layers import SparseEmbedding
+    from ponder.optim import SignSGD
+
+    emb = SparseEmbedding(rows, dim).train()
+    emb.weight.fill_(0.0)  # touch every page once: a fresh zero table is mapped lazily, first writes page-fault
+    opt = SignSGD(emb, lr=1e-2, weight_decay=0.1)
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(batch, dim, generator=g)
+
+    def step():
+        ids = torch.randint(0, rows, (batch,), generator=g)
+        ((emb(ids) - target) ** 2).sum().backward()
+        opt.step()
+
+    dt = _time(step, seconds, warmup=2)
+    return {"rows": rows, "dim": dim, "batch": batch, "table_mb": emb.weight.numel() * 4 / 2**20, "step_ms": 1000 * dt,
+            "step_tensors_mb": batch * dim * 4 * 4 / 2**20}  # gathered rows, their grad, per-id sums, new rows
+
+
 def run_bench(out: str | Path, quick: bool = False, compare: str | None = None) -> dict:
     seconds = 2.0 if quick else 6.0
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -124,6 +146,12 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None) 
             print(f"  {label:34s} {r['params']:>10,} w | train {r['train_examples_per_s']:8.1f} ex/s "
                   f"{r['train_gflops']:6.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling) | "
                   f"eval (N_sup steps) {r['eval_nsup_puzzles_per_s']:8.1f} puzzles/s")
+    result["puzzle_embedding"] = []
+    print("sparse puzzle embedding (dim 512, batch 768): one sign-SGD step against the table size")
+    for rows in (1_000, 100_000, 1_000_000):
+        r = bench_puzzle_embedding(rows, seconds=seconds / 3)
+        result["puzzle_embedding"].append(r)
+        print(f"  {rows:>9,} rows ({r['table_mb']:7.1f} MB table): {r['step_ms']:6.2f} ms/step")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

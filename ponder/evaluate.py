@@ -180,7 +180,7 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
                     ax.add_patch(plt.Rectangle((c, r), 1, 1, color="#ffe08a"))
                 v = grid[r, c]
                 if v:
-                    color = "black" if given[r, c] else ("#d1242f" if wrong else "#1a7f37")
+                    color = "#d1242f" if wrong else ("black" if given[r, c] else "#1a7f37")  # a changed given is wrong
                     ax.text(c + 0.5, r + 0.55, str(v), ha="center", va="center", fontsize=max(6, 60 // rows),
                             color=color, weight="bold" if given[r, c] else "normal")
         if palette is None:
