@@ -42,9 +42,9 @@ def _fresh_dir(path: Path) -> Path:
 
 
 def _task_sections() -> dict:
-    from ponder.config import Ca1dConfig, MazeConfig, SudokuConfig
+    from ponder.config import ArcConfig, Ca1dConfig, MazeConfig, SudokuConfig
 
-    return {"sudoku": SudokuConfig, "maze": MazeConfig, "ca1d": Ca1dConfig}
+    return {"sudoku": SudokuConfig, "maze": MazeConfig, "ca1d": Ca1dConfig, "arc": ArcConfig}
 
 
 _TASK_SECTIONS = _task_sections()
@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = d.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK")
     summaries = {"sudoku": "generated n x n Sudoku (4, 6, 9) or the public CSV files",
                  "maze": "generated N x N mazes with a unique shortest path (Maze-Hard: 30x30, >= 110) or the CSV",
-                 "ca1d": "1dCA-Reasoning: predict a hidden cellular-automaton rule's state k steps ahead"}
+                 "ca1d": "1dCA-Reasoning: predict a hidden cellular-automaton rule's state k steps ahead",
+                 "arc": "ARC-AGI 1 or 2 (Kaggle JSON or task files), augmented as in HRM/TRM"}
     for name, section in _TASK_SECTIONS.items():
         docs = field_docs(section)
         t = tasks.add_parser(name, help=summaries[name], description=section.__doc__.split("\n\n")[0])

@@ -125,6 +125,29 @@ class Ca1dConfig:
 
 
 @dataclass(frozen=True)
+class ArcConfig:
+    """How `ponder data arc` builds an ARC-AGI dataset (the HRM/TRM builder: 30x30 canvas, dihedral x colour
+    augmentation, translation, the evaluation puzzles' demonstrations trained on in transductive mode)."""
+
+    path: str = ""  # data directory (required): Kaggle challenges/solutions JSON files, or per-set folders of task JSON
+    layout: str = "kaggle"  # "kaggle" (arc-agi_<set>_challenges/_solutions.json) or "files" (<path>/<set>/*.json)
+    version: int = 1  # 1: train training+evaluation+concept, test evaluation; 2: training2/evaluation2 (+concept)
+    mode: str = "transductive"  # "transductive" (eval demos trained on, as HRM/TRM) or "strict" (eval puzzles held out)
+    concept: bool = True  # add the ConceptARC puzzles to train (official ARC-1 and ARC-2 sets include them)
+    num_aug: int = 1000  # augmented versions per puzzle besides the identity (official: 1000, up to 5x tries)
+    translate: bool = True  # train split: random top-left offset per example (one unshifted example per puzzle)
+    max_tasks: int = 0  # > 0: a seeded subset of N training-side and N evaluation puzzles (small CPU runs); 0 = all
+
+    def __post_init__(self) -> None:
+        _check(self.layout in ("kaggle", "files"), f"data.arc.layout must be kaggle or files, got {self.layout!r}")
+        _check(self.version in (1, 2), f"data.arc.version must be 1 or 2, got {self.version!r}")
+        _check(self.mode in ("transductive", "strict"),
+               f"data.arc.mode must be transductive or strict, got {self.mode!r}")
+        _check(self.num_aug >= 0, f"data.arc.num_aug must be >= 0, got {self.num_aug}")
+        _check(self.max_tasks >= 0, f"data.arc.max_tasks must be >= 0 (0 = all), got {self.max_tasks}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which task and where its dataset lives (the HRM/TRM npy layout, see ponder.tasks.dataset)."""
 
@@ -134,6 +157,7 @@ class DataConfig:
     sudoku: SudokuConfig = field(default_factory=SudokuConfig)
     maze: MazeConfig = field(default_factory=MazeConfig)
     ca1d: Ca1dConfig = field(default_factory=Ca1dConfig)
+    arc: ArcConfig = field(default_factory=ArcConfig)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,17 @@
 
 A task knows its tokens (vocabulary, sequence length), builds train/test splits in the shared on-disk format
 (`ponder.tasks.dataset`), augments an example without breaking it, scores predictions beyond exact/cell accuracy,
-and renders an example as text. Tasks: Sudoku, Maze, 1D cellular automata (1dCA-Reasoning); ARC follows the same shape.
+and renders an example as text. Tasks: Sudoku, Maze, 1D cellular automata (1dCA-Reasoning), ARC-AGI.
 A task may also define `strata(inputs) -> (B,) labels` (the evaluator then reports every metric per label, e.g.
 per k for 1dCA) and `palette` (colours per display value: pictures draw coloured cells instead of digits).
+A task whose puzzles carry names (ARC: one identifier per augmented version) defines `identifiers(seed) -> names`
+(index 0 = "<blank>"; the dataset's num_puzzle_identifiers is their count), and one that writes more than the two
+splits defines `extra_files(out, seed)` (ARC: test_puzzles.json for the evaluator); `build_dataset` calls both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Protocol
 
@@ -40,7 +44,7 @@ class Task(Protocol):
         """(L,) tokens -> 2-D array of display values, for pictures (0 = empty)."""
 
 
-TASKS = ("sudoku", "maze", "ca1d")  # each name is a module ponder.tasks.<name> and a sub-config DataConfig.<name>
+TASKS = ("sudoku", "maze", "ca1d", "arc")  # each a module ponder.tasks.<name> and a sub-config DataConfig.<name>
 
 
 def get_task(cfg: DataConfig) -> Task:
@@ -56,6 +60,10 @@ def get_task(cfg: DataConfig) -> Task:
         from ponder.tasks.maze import MazeTask
 
         return MazeTask(cfg.maze)
+    if cfg.task == "arc":
+        from ponder.tasks.arc import ArcTask
+
+        return ArcTask(cfg.arc)
     from ponder.tasks.ca1d import Ca1dTask
 
     return Ca1dTask(cfg.ca1d)
@@ -80,8 +88,11 @@ def build_dataset(cfg: DataConfig, out: str | Path) -> Path:
 
     task = get_task(cfg)
     out = Path(out)
-    meta = task.metadata()
+    names = task.identifiers(cfg.seed) if hasattr(task, "identifiers") else ["<blank>"]
+    meta = dataclasses.replace(task.metadata(), num_puzzle_identifiers=len(names))
     for split in ("train", "test"):
         write_split(out, split, task.build(split, cfg.seed), meta)
-    write_identifiers(out, ["<blank>"])
+    write_identifiers(out, names)
+    if hasattr(task, "extra_files"):
+        task.extra_files(out, cfg.seed)
     return out

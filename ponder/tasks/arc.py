@@ -1,0 +1,418 @@
+"""ARC-AGI: task loading and validation, the HRM/TRM dataset builder, its inverse helpers and the `ArcTask`.
+
+Design choices:
+- Sources: the Kaggle layout (`arc-agi_<set>_challenges.json` + `arc-agi_<set>_solutions.json`, the files the HRM and
+  TRM builders read; the solutions give the test outputs in test order) or per-task JSON files
+  (`{"train": [{"input", "output"}, ..], "test": [..]}`, task id = file stem) in one folder per set:
+  `<path>/training/`, `<path>/evaluation/`, `<path>/concept/`. In the files layout the folder names do not depend on
+  the version (the ARC-AGI-1 and ARC-AGI-2 repositories both use data/training and data/evaluation). Every grid is
+  checked (rectangular, 1..30 per side, integer colours 0..9, every pair with an input and an output); the first
+  bad one raises `UserError("file: task_id: what is wrong")`.
+- Sets (reference section 7): version 1 trains on training + evaluation + concept and tests on evaluation;
+  version 2 on training2 + evaluation2 + concept, testing on evaluation2. Transductive mode (HRM/TRM): train gets
+  every puzzle's demonstration pairs and the training/concept puzzles' test pairs; test gets only the evaluation
+  puzzles' test pairs, whose outputs are never trained on. Strict mode holds the evaluation puzzles out entirely.
+- Tokens: PAD 0, EOS 1, colour c -> c + 2; vocab 12; a grid lies on a 30x30 canvas (seq_len 900, row-major) at a
+  top-left offset, with an EOS row just below it (across its columns) and an EOS column just right of it (across
+  its rows); the corner and everything else is PAD. A marker that would fall off the canvas (a side of 30) is left
+  out. Input and label of one example share the offset.
+- Augmentation is stored, not drawn on the fly (as in HRM/TRM): each puzzle gets the identity version first, then
+  up to `num_aug` distinct versions = a random dihedral transform (grids.dihedral ids) x a random permutation of
+  colours 1..9 (black 0 fixed), duplicates of the whole transformed puzzle rejected by hash, at most 5 * num_aug
+  tries. Each version is one puzzle with its own identifier, named `task_id|||t{dihedral}|||{perm}` (perm = the 10
+  new colours of colours 0..9, as TRM writes it), so the evaluator can undo it with `parse_name` + `invert`. A group
+  is one original puzzle with all its versions.
+- Translation (train split only, `translate`): each example gets a random offset keeping the grid and its EOS
+  markers on the canvas, except one randomly chosen example per puzzle version, which stays at (0, 0). Test
+  examples sit at (0, 0), which `decode` (the official evaluator's crop) assumes.
+- Everything is deterministic in (options, seed): augmentations come from `seeded_rng(seed, "arc_aug")`, offsets
+  from `seeded_rng(seed, "arc_translate")`, the max_tasks subsets from `seeded_rng(seed, "arc_subset")`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ponder import UserError
+from ponder.config import ArcConfig
+from ponder.tasks.dataset import Metadata, PuzzleArrays, atomic_write_text
+from ponder.tasks.grids import DIHEDRAL_INVERSE, dihedral
+from ponder.tasks.splits import seeded_rng
+
+PAD, EOS, COLOUR0 = 0, 1, 2  # tokens; colour c is token c + 2
+VOCAB = 12
+SIDE = 30  # canvas side; largest ARC grid
+SEQ_LEN = SIDE * SIDE
+SEPARATOR = "|||"  # TRM's PuzzleIdSeparator in version names
+RETRIES = 5  # augmentation tries per wanted version (official ARCAugmentRetriesFactor)
+SETS = {1: ("training", "evaluation"), 2: ("training2", "evaluation2")}  # version -> (train set, test set)
+FOLDERS = {"training": "training", "evaluation": "evaluation", "training2": "training", "evaluation2": "evaluation",
+           "concept": "concept"}  # files layout: set -> folder under path
+
+Grid = np.ndarray  # (h, w) uint8 colours 0..9
+Pair = tuple[Grid, Grid]
+
+
+@dataclass(frozen=True)
+class Puzzle:
+    """One ARC task: demonstration pairs and test pairs (test outputs included)."""
+
+    task_id: str
+    train: tuple[Pair, ...]
+    test: tuple[Pair, ...]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _grid(value: object, file: Path, task_id: str, where: str) -> Grid:
+    """A JSON grid -> (h, w) uint8, or a UserError saying what is wrong with it."""
+    def bad(what: str) -> UserError:
+        return UserError(f"{file}: {task_id}: {where}: {what}")
+
+    if not isinstance(value, list) or not value:
+        raise bad("a grid must be a non-empty list of rows")
+    if len(value) > SIDE:
+        raise bad(f"{len(value)} rows; ARC grids have 1..{SIDE} rows")
+    for r, row in enumerate(value):
+        if not isinstance(row, list) or not row:
+            raise bad(f"row {r + 1} is not a non-empty list of colours")
+        if len(row) != len(value[0]):
+            raise bad(f"row {r + 1} has {len(row)} cells but row 1 has {len(value[0])} (grids are rectangular)")
+        for c, x in enumerate(row):
+            if type(x) is not int or not 0 <= x <= 9:
+                raise bad(f"row {r + 1}, column {c + 1} holds {x!r}; colours are integers 0..9")
+    if len(value[0]) > SIDE:
+        raise bad(f"{len(value[0])} columns; ARC grids have 1..{SIDE} columns")
+    return np.array(value, dtype=np.uint8)
+
+
+def _pairs(value: object, file: Path, task_id: str, part: str, outputs: list | None = None) -> tuple[Pair, ...]:
+    """The `train` or `test` list of a task; `outputs` = the test outputs of a Kaggle solutions file."""
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{file}: {task_id}: '{part}' must be a non-empty list of pairs")
+    if outputs is not None and len(outputs) != len(value):
+        raise UserError(f"{file}: {task_id}: {len(value)} test inputs but {len(outputs)} solutions")
+    pairs = []
+    for i, pair in enumerate(value):
+        where = f"{part} pair {i + 1}"
+        if not isinstance(pair, dict) or "input" not in pair:
+            raise UserError(f"{file}: {task_id}: {where} has no input")
+        output = outputs[i] if outputs is not None else pair.get("output")
+        if output is None:
+            raise UserError(f"{file}: {task_id}: {where} has no output")
+        pairs.append((_grid(pair["input"], file, task_id, f"{where} input"),
+                      _grid(output, file, task_id, f"{where} output")))
+    return tuple(pairs)
+
+
+def _read_json(file: Path) -> object:
+    if not file.is_file():
+        raise UserError(f"{file}: not found")
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{file}: not valid JSON ({e})") from None
+
+
+def load_kaggle(path: str | Path, set_name: str) -> dict[str, Puzzle]:
+    """`arc-agi_<set>_challenges.json` + `arc-agi_<set>_solutions.json` in `path` -> {task_id: Puzzle}."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: not a directory (data.arc.path must hold the arc-agi_<set>_*.json files)")
+    challenges_file, solutions_file = (path / f"arc-agi_{set_name}_{k}.json" for k in ("challenges", "solutions"))
+    challenges, solutions = _read_json(challenges_file), _read_json(solutions_file)
+    for file, body in ((challenges_file, challenges), (solutions_file, solutions)):
+        if not isinstance(body, dict):
+            raise UserError(f"{file}: expected an object {{task_id: ...}}")
+    puzzles = {}
+    for task_id, task in challenges.items():
+        if not isinstance(task, dict):
+            raise UserError(f"{challenges_file}: {task_id}: a task must be an object with 'train' and 'test'")
+        if task_id not in solutions:
+            raise UserError(f"{solutions_file}: {task_id}: no solutions (test pairs have no output)")
+        outputs = solutions[task_id]
+        if not isinstance(outputs, list):
+            raise UserError(f"{solutions_file}: {task_id}: solutions must be a list of output grids")
+        puzzles[task_id] = Puzzle(task_id, _pairs(task.get("train"), challenges_file, task_id, "train"),
+                                  _pairs(task.get("test"), solutions_file, task_id, "test", outputs))
+    return puzzles
+
+
+def load_files(folder: str | Path) -> dict[str, Puzzle]:
+    """A folder of per-task JSON files (task id = file stem) -> {task_id: Puzzle}; test pairs need outputs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a directory of ARC task .json files")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise UserError(f"{folder}: holds no .json task files")
+    puzzles = {}
+    for file in files:
+        task = _read_json(file)
+        if not isinstance(task, dict):
+            raise UserError(f"{file}: {file.stem}: a task must be an object with 'train' and 'test'")
+        puzzles[file.stem] = Puzzle(file.stem, _pairs(task.get("train"), file, file.stem, "train"),
+                                    _pairs(task.get("test"), file, file.stem, "test"))
+    return puzzles
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoding, augmentation and their inverses
+
+
+def encode(grid: Grid, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(h, w) colours -> (900,) uint8 tokens: the grid at `offset` on the 30x30 canvas, EOS row below it and EOS
+    column right of it where they fit, PAD elsewhere."""
+    h, w = grid.shape
+    r, c = offset
+    assert r + h <= SIDE and c + w <= SIDE, f"a {h}x{w} grid at {offset} leaves the {SIDE}x{SIDE} canvas"
+    canvas = np.zeros((SIDE, SIDE), np.uint8)
+    canvas[r:r + h, c:c + w] = grid + COLOUR0
+    if r + h < SIDE:
+        canvas[r + h, c:c + w] = EOS
+    if c + w < SIDE:
+        canvas[r:r + h, c + w] = EOS
+    return canvas.reshape(SEQ_LEN)
+
+
+def decode(tokens: np.ndarray) -> Grid:
+    """(900,) tokens -> the largest colour-only rectangle at the top-left corner, as colours (TRM evaluators/arc.py
+    `_crop`): scan rows down, each row's run of colour tokens bounded by the previous rows' width, keep the best area.
+    An empty (0, 0) grid if the corner is not a colour."""
+    grid = np.asarray(tokens).reshape(SIDE, SIDE)
+    best, best_size, width = 0, (0, 0), SIDE
+    for rows in range(1, SIDE + 1):
+        for c in range(width):
+            if not COLOUR0 <= grid[rows - 1, c] < VOCAB:
+                width = c
+                break
+        if rows * width > best:
+            best, best_size = rows * width, (rows, width)
+    return (grid[:best_size[0], :best_size[1]].astype(np.int64) - COLOUR0).astype(np.uint8)
+
+
+def augment_grid(grid: Grid, t: int, perm: np.ndarray) -> Grid:
+    """Version (t, perm) of a grid: dihedral transform t, then colour c -> perm[c]."""
+    return np.ascontiguousarray(perm[dihedral(grid, t)])
+
+
+def invert(grid: Grid, t: int, perm: np.ndarray | str) -> Grid:
+    """Undo `augment_grid(., t, perm)`: colours back through the inverse permutation, then the inverse transform."""
+    perm = np.array([int(x) for x in perm], np.uint8) if isinstance(perm, str) else np.asarray(perm, np.uint8)
+    inverse = np.argsort(perm).astype(np.uint8)
+    return np.ascontiguousarray(dihedral(inverse[np.asarray(grid)], DIHEDRAL_INVERSE[t]))
+
+
+def version_name(task_id: str, t: int, perm: np.ndarray) -> str:
+    return f"{task_id}{SEPARATOR}t{t}{SEPARATOR}{''.join(str(int(x)) for x in perm)}"
+
+
+def parse_name(name: str) -> tuple[str, int, np.ndarray]:
+    """`version_name` -> (task_id, dihedral id, colour permutation (10,) uint8)."""
+    task_id, t, perm = name.rsplit(SEPARATOR, 2)
+    return task_id, int(t[1:]), np.array([int(x) for x in perm], np.uint8)
+
+
+def versions(rng: np.random.Generator, puzzle: Puzzle, num_aug: int) -> list[tuple[int, np.ndarray]]:
+    """The identity, then up to `num_aug` distinct random (dihedral id, colour permutation) versions of `puzzle`
+    (distinct = the whole transformed puzzles differ, shapes included; a symmetric puzzle has fewer)."""
+    grids = [g for pair in puzzle.train + puzzle.test for g in pair]
+    # Per dihedral id, the shapes and the concatenated cells of every transformed grid: a colour permutation only
+    # relabels cells, so each try costs one lookup and one hash (the full ARC-1 build makes ~1M tries).
+    shapes = [np.array([dihedral(g, t).shape for g in grids], np.int64).tobytes() for t in range(8)]
+    cells = [np.concatenate([dihedral(g, t).reshape(-1) for g in grids]) for t in range(8)]
+
+    def digest(t: int, perm: np.ndarray) -> bytes:
+        return hashlib.sha256(shapes[t] + perm[cells[t]].tobytes()).digest()
+
+    identity = np.arange(10, dtype=np.uint8)
+    out = [(0, identity)]
+    seen = {digest(0, identity)}
+    for _ in range(RETRIES * num_aug):
+        if len(out) > num_aug:
+            break
+        t = int(rng.integers(8))
+        perm = np.r_[0, rng.permutation(9) + 1].astype(np.uint8)
+        key = digest(t, perm)
+        if key not in seen:
+            seen.add(key)
+            out.append((t, perm))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The task
+
+ARC_COLOURS = ("#000000", "#0074d9", "#ff4136", "#2ecc40", "#ffdc00",  # the standard ARC palette, colours 0..9
+               "#aaaaaa", "#f012be", "#ff851b", "#7fdbff", "#870c25")
+
+
+@dataclass(frozen=True)
+class _Built:
+    """Everything one seed determines: the puzzles, their versions and identifiers."""
+
+    train_side: list[Puzzle]  # training (+ concept) puzzles
+    evaluation: list[Puzzle]  # puzzles of the test set
+    versions: dict[str, list[tuple[int, np.ndarray]]]  # task_id -> versions, identity first
+    ids: dict[str, int]  # task_id -> puzzle identifier of its identity version; version k has ids[task_id] + k
+    names: list[str]  # identifier -> name; 0 = "<blank>"
+
+
+class ArcTask:
+    """ARC-AGI: demonstration and test pairs of 30x30 colour grids, augmented and split as HRM/TRM do."""
+
+    name = "arc"
+    palette = ("#ffffff", "#d0d0d0") + ARC_COLOURS  # display values = tokens: PAD, EOS, colours 0..9
+
+    def __init__(self, cfg: ArcConfig) -> None:
+        self.cfg = cfg
+        self._cache: dict[int, _Built] = {}  # seed -> puzzles and versions: identifiers and both splits share them
+
+    def metadata(self) -> Metadata:
+        """vocab 12 and seq_len 900; build_dataset sets num_puzzle_identifiers from `identifiers`."""
+        return Metadata(seq_len=SEQ_LEN, vocab_size=VOCAB)
+
+    # -- building
+
+    def _load(self, set_name: str) -> dict[str, Puzzle]:
+        cfg = self.cfg
+        if set_name == "concept":
+            have = (Path(cfg.path) / "arc-agi_concept_challenges.json").is_file() if cfg.layout == "kaggle" \
+                else (Path(cfg.path) / "concept").is_dir()
+            if not have:
+                raise UserError(f"{cfg.path}: no ConceptARC tasks (arc-agi_concept_*.json or concept/); add them or "
+                                f"set data.arc.concept=false (--no-concept)")
+        if cfg.layout == "kaggle":
+            return load_kaggle(cfg.path, set_name)
+        return load_files(Path(cfg.path) / FOLDERS[set_name])
+
+    def _built(self, seed: int) -> _Built:
+        if seed not in self._cache:
+            self._cache[seed] = self._prepare(seed)
+        return self._cache[seed]
+
+    def _prepare(self, seed: int) -> _Built:
+        cfg = self.cfg
+        if not cfg.path:
+            raise UserError("data.arc.path is required (the ARC data directory)")
+        if not Path(cfg.path).is_dir():
+            raise UserError(f"{cfg.path}: not a directory (data.arc.path)")
+        train_set, test_set = SETS[cfg.version]
+        train_side = self._load(train_set)
+        if cfg.concept:
+            for task_id, puzzle in self._load("concept").items():
+                if task_id in train_side:
+                    raise UserError(f"{cfg.path}: {task_id}: in both {train_set} and concept")
+                train_side[task_id] = puzzle
+        evaluation = self._load(test_set)
+        both = sorted(set(train_side) & set(evaluation))
+        if both:
+            raise UserError(f"{cfg.path}: {both[0]}: in both the train sets and {test_set} ({len(both)} tasks)")
+        train_ids, eval_ids = sorted(train_side), sorted(evaluation)
+        if cfg.max_tasks:  # the first N of a seeded permutation of each side, in id order
+            rng = seeded_rng(seed, "arc_subset")
+            train_ids, eval_ids = ([ids[i] for i in sorted(rng.permutation(len(ids))[:cfg.max_tasks])]
+                                   for ids in (train_ids, eval_ids))
+        rng = seeded_rng(seed, "arc_aug")
+        all_versions, ids, names = {}, {}, ["<blank>"]
+        for task_id in train_ids + eval_ids:
+            puzzle = train_side[task_id] if task_id in train_side else evaluation[task_id]
+            all_versions[task_id] = versions(rng, puzzle, cfg.num_aug)
+            ids[task_id] = len(names)
+            names += [version_name(task_id, t, perm) for t, perm in all_versions[task_id]]
+        return _Built([train_side[i] for i in train_ids], [evaluation[i] for i in eval_ids], all_versions, ids, names)
+
+    def identifiers(self, seed: int) -> list[str]:
+        """Puzzle identifier -> name (`task_id|||t{dihedral}|||{perm}`), index 0 = "<blank>"."""
+        return self._built(seed).names
+
+    def extra_files(self, out: str | Path, seed: int) -> None:
+        """`test_puzzles.json`: the raw pairs of the test-split puzzles, {task_id: {"train": [..], "test": [..]}}."""
+        def pairs(ps: tuple[Pair, ...]) -> list[dict]:
+            return [{"input": a.tolist(), "output": b.tolist()} for a, b in ps]
+
+        body = {p.task_id: {"train": pairs(p.train), "test": pairs(p.test)} for p in self._built(seed).evaluation}
+        atomic_write_text(Path(out) / "test_puzzles.json", json.dumps(body))
+
+    def build(self, split: str, seed: int) -> PuzzleArrays:
+        if split not in ("train", "test"):
+            raise UserError(f"unknown split {split!r}; expected 'train' or 'test'")
+        built = self._built(seed)
+        if split == "train":
+            parts = [(p, p.train + p.test) for p in built.train_side]
+            if self.cfg.mode == "transductive":  # the evaluation puzzles' demonstrations, never their test outputs
+                parts += [(p, p.train) for p in built.evaluation]
+        else:
+            parts = [(p, p.test) for p in built.evaluation]
+        translate = split == "train" and self.cfg.translate
+        rng = seeded_rng(seed, "arc_translate")
+        # filled in place: the full ARC-1 train split at num_aug=1000 is ~4.4M examples, 2 x 3.9 GB
+        total = sum(len(built.versions[puzzle.task_id]) * len(pairs) for puzzle, pairs in parts)
+        inputs, labels = np.zeros((total, SEQ_LEN), np.uint8), np.zeros((total, SEQ_LEN), np.uint8)
+        identifiers, puzzle_sizes, group_sizes, e = [], [], [], 0
+        for puzzle, pairs in parts:
+            group = built.versions[puzzle.task_id]
+            for k, (t, perm) in enumerate(group):
+                still = int(rng.integers(len(pairs)))  # the one unshifted example of this version
+                for i, (a, b) in enumerate(pairs):
+                    a, b = augment_grid(a, t, perm), augment_grid(b, t, perm)
+                    offset = (0, 0)
+                    if translate and i != still:
+                        # room for the grid and its EOS markers: the markers of a side-30 grid are left out anyway
+                        room_r = max(0, SIDE - 1 - max(a.shape[0], b.shape[0]))
+                        room_c = max(0, SIDE - 1 - max(a.shape[1], b.shape[1]))
+                        offset = (int(rng.integers(room_r + 1)), int(rng.integers(room_c + 1)))
+                    inputs[e], labels[e] = encode(a, offset), encode(b, offset)
+                    e += 1
+                identifiers.append(built.ids[puzzle.task_id] + k)
+                puzzle_sizes.append(len(pairs))
+            group_sizes.append(len(group))
+        return PuzzleArrays(
+            inputs=inputs, labels=labels,
+            puzzle_identifiers=np.array(identifiers, np.int32),
+            puzzle_indices=np.r_[0, np.cumsum(puzzle_sizes)].astype(np.int32),
+            group_indices=np.r_[0, np.cumsum(group_sizes)].astype(np.int32),
+        )
+
+    # -- training and evaluation helpers
+
+    def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """No on-the-fly augmentation: the versions are stored, each with its own puzzle identifier, so transforming
+        an example here would break the identifier's meaning. Returns the batch unchanged."""
+        return inputs, labels
+
+    def score(self, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """None beyond exact/cell accuracy: ARC's pass@K votes across versions (the evaluator's job)."""
+        return {}
+
+    def grid(self, tokens: np.ndarray) -> np.ndarray:
+        """(900,) tokens -> (30, 30) display values, which are the tokens (0 PAD, 1 EOS, 2..11 colours 0..9)."""
+        return np.asarray(tokens).astype(np.int64).reshape(SIDE, SIDE)
+
+    def render(self, inputs: np.ndarray, preds: np.ndarray | None = None, labels: np.ndarray | None = None) -> str:
+        """Input, and beside it the prediction or else the label, as text: colours as digits, EOS '#', PAD '.';
+        each panel is cut to the rows and columns holding anything but PAD."""
+        shown = [("input", inputs)] + [(title, x) for title, x in (("prediction", preds), ("label", labels))
+                                       if x is not None][:1]
+        grids = [self.grid(x) for _, x in shown]
+        used = np.any(np.stack(grids) != PAD, axis=0)
+        rows = int(np.flatnonzero(used.any(1)).max(initial=0)) + 1
+        cols = int(np.flatnonzero(used.any(0)).max(initial=0)) + 1
+        chars = np.array(list(".#0123456789"))
+        panels = [[title.ljust(cols)[:max(cols, len(title))]] + ["".join(chars[np.clip(g[r, :cols], 0, VOCAB - 1)])
+                                                                  for r in range(rows)]
+                  for (title, _), g in zip(shown, grids)]
+        width = max(len(p[0]) for p in panels)
+        lines = ["    ".join(p[i].ljust(width) for p in panels).rstrip() for i in range(rows + 1)]
+        footer = []
+        if preds is not None and labels is not None:
+            wrong = int(np.sum(np.asarray(preds) != np.asarray(labels)))
+            footer = ["solved" if wrong == 0 else f"{wrong} of {SEQ_LEN} cells wrong"]
+        return "\n".join(lines + footer)
