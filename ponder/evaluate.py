@@ -34,6 +34,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     model.eval()
     n_sup = cfg.model.n_supervision
     max_steps = max_steps or cfg.eval.max_steps or 2 * n_sup
+    last = min(n_sup, max_steps)  # adaptive halting stops at N_sup at the latest (or earlier if fewer steps are run)
     n = arrays.num_examples if not cfg.eval.max_examples else min(cfg.eval.max_examples, arrays.num_examples)
     exact = np.zeros((n, max_steps), bool)
     cell = np.zeros((n, max_steps), np.float32)
@@ -62,17 +63,17 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
             cell[idx, s] = (correct.sum(-1) / counts).cpu().numpy()
             q_halt[idx, s] = out.q_halt.float().cpu().numpy()
-            stop = ~halted & ((out.q_halt > 0) | (s + 1 >= n_sup))
+            stop = ~halted & ((out.q_halt > 0) | (s + 1 >= last))
             chosen[stop] = pred[stop]
             halted |= stop
-            if s + 1 == n_sup and task is not None:
+            if s + 1 == last and task is not None:
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
                     task_scores.setdefault(key, []).append(v)
             if lo < len(kept):
                 kept[lo:len(kept), s] = pred[: len(kept) - lo].cpu().numpy()
         adaptive_preds[idx] = chosen.cpu().numpy()
 
-    halt_step = np.where((q_halt[:, :n_sup] > 0).any(1), (q_halt[:, :n_sup] > 0).argmax(1), n_sup - 1)
+    halt_step = np.where((q_halt[:, :last] > 0).any(1), (q_halt[:, :last] > 0).argmax(1), last - 1)
 
     def summary(rows: np.ndarray) -> dict:
         return {"n": int(len(rows)), "exact": exact[rows].mean(0).tolist(), "cell": cell[rows].mean(0).tolist(),
@@ -235,7 +236,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     (out_dir / "results.json").write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
     if show and kept is not None:  # the first `show` test examples as text, answered after N_sup steps
         task = get_task(cfg.data)
-        step = min(cfg.model.n_supervision, kept.shape[1]) - 1
+        step = min(cfg.model.n_supervision, kept.shape[1]) - 1  # N_sup, or the last step run
         texts = [f"test example {i}:\n" + task.render(np.asarray(arrays.inputs[i]), kept[i, step],
                                                       np.asarray(arrays.labels[i])) for i in range(min(show, len(kept)))]
         res["_examples"] = texts
@@ -253,6 +254,7 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
     task = get_task(cfg.data)
     n_sup = cfg.model.n_supervision
     labels = np.asarray(arrays.labels[: len(kept)])
+    n_sup = min(n_sup, kept.shape[1])
     changed = [i for i in range(len(kept)) if len({tuple(p) for p in kept[i, :n_sup]}) > 1]
     order = changed + [i for i in range(len(kept)) if i not in changed]
     paths = []
@@ -292,7 +294,7 @@ def format_sweep(sweep: dict) -> str:
     lines = [f"exact accuracy at N_sup against {sweep['key']} ({sweep['runs'][0]['n']} held-out examples)"
              + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
     for run in sweep["runs"]:
-        at = run["n_supervision"] - 1
+        at = min(run["n_supervision"], len(run["steps"])) - 1
         per = "".join(f" | {100 * run['groups'][g]['exact'][at]:6.1f}%" for g in groups)
         best = int(np.argmax(run["exact"]))
         lines.append(f"{run['value']:>18} | {100 * run['exact'][at]:6.1f}% | {100 * run['cell'][at]:6.1f}%{per} | "
@@ -311,7 +313,7 @@ def plot_sweep(sweep: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
 
     def at_nsup(series: list[dict], what: str = "exact") -> list[float]:
-        return [100 * r[what][run["n_supervision"] - 1] for r, run in zip(series, runs)]
+        return [100 * r[what][min(run["n_supervision"], len(run["steps"])) - 1] for r, run in zip(series, runs)]
 
     ax.plot(x, at_nsup(runs), "o-", label="exact (all)")
     ax.plot(x, at_nsup(runs, "cell"), "s-", label="cell (all)")

@@ -54,3 +54,15 @@ def test_scaling_and_adaptive_halting():
     assert [r[0] for r in scaling_rows(res)] == [1, 2, 4, 8]
     table = format_table(res)
     assert "<- N_sup" in table and "(beyond training)" in table and "mean 2.50 steps" in table
+
+
+def test_fewer_steps_than_n_sup():
+    """eval.max_steps below N_sup: halting is capped at the last step run, nothing indexes past the trace."""
+    labels = np.array([[1, 2, 3], [2, 3, 1]], np.uint8)
+    arrays = from_pairs(labels.copy(), labels.copy())
+    meta = Metadata(seq_len=3, vocab_size=4, ignore_label_id=None)
+    cfg = resolve("demo", ["model.n_supervision=4", "eval.max_steps=2", "eval.batch_size=8", "data.sudoku.size=4"])
+    cfg = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
+    res = evaluate_model(cfg, Scripted(labels, solve_at=[1, 3], halt_at=[9, 9]), arrays, meta, torch.device("cpu"))
+    assert res["steps"] == [1, 2] and res["adaptive"]["mean_steps"] == 2.0 and res["adaptive"]["exact"] == 0.5
+    assert "adaptive halting" in format_table(res)
