@@ -127,7 +127,12 @@ def cmd_eval(args) -> int:
         print(text, end="\n\n")
     print(format_table(res))
     for key, value in res["task_metrics"].items():
-        print(f"{key} at N_sup: {100 * value:.1f}%")
+        if key in ("test_inputs", "puzzles"):  # counts (ARC voting)
+            print(f"{key}: {int(value)}")
+        elif not key.startswith("pass@") or key.split("@")[1].split("_")[0] in ("1", "2"):  # pass@5.. in the JSON
+            print(f"{key} at N_sup: {100 * value:.1f}%")
+    if (out / "submission.json").exists():
+        print(f"wrote {out / 'submission.json'} (Kaggle format, two attempts per test input)")
     print(f"wrote {out / 'results.json'}" + (f", {out / 'scaling.png'}" if (out / "scaling.png").exists() else ""))
     return 0
 

@@ -43,6 +43,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     task_scores: dict[str, list] = {}
     task = get_task(cfg.data) if cfg.data.task else None
     adaptive_preds = np.zeros((n, meta.seq_len), np.int64)
+    final = np.zeros((n if hasattr(task, "aggregate") else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
     strata = np.empty(n, object)
     for lo in range(0, n, cfg.eval.batch_size):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
@@ -66,6 +67,8 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             stop = ~halted & ((out.q_halt > 0) | (s + 1 >= last))
             chosen[stop] = pred[stop]
             halted |= stop
+            if s + 1 == last and len(final):
+                final[idx] = pred.cpu().numpy()
             if s + 1 == last and task is not None:
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
                     task_scores.setdefault(key, []).append(v)
@@ -87,6 +90,8 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         result["groups"] = {str(g): summary(np.flatnonzero(strata == g)) for g in sorted(set(strata.tolist()))}
     if keep:
         result["_kept_predictions"] = kept
+    if len(final):
+        result["_final"] = (final, q_halt[:, last - 1])
     return result
 
 
@@ -230,6 +235,9 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     kept = res.pop("_kept_predictions", None)
     out_dir = Path(out_dir) if out_dir else ckpt / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "_final" in res:  # tasks that pool answers over augmented versions (ARC): voting, pass@k, submission.json
+        final, q = res.pop("_final")
+        res["task_metrics"].update(get_task(cfg.data).aggregate(data_dir, arrays, final, q, out_dir))
     res["checkpoint"] = str(ckpt)
     res["weights"] = "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
     res["data"] = str(data_dir)

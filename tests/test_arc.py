@@ -270,3 +270,50 @@ def test_small_real_build(tmp_path, version):
             raw = puzzles[task_id]["test"][k]
             assert np.array_equal(invert(decode(test.inputs[e]), t, perm), np.array(raw["input"]))
             assert np.array_equal(invert(decode(test.labels[e]), t, perm), np.array(raw["output"]))
+
+
+def test_voting_ranks_by_count_then_confidence_and_scores_pass_at_k():
+    from ponder.tasks.arc import vote
+
+    truth = np.array([[1, 2], [3, 4]], np.uint8)
+    wrong = np.array([[5]], np.uint8)
+    swap = np.array([0, 2, 1, 3, 4, 5, 6, 7, 8, 9])
+    ident = np.arange(10)
+    names = ["<blank>"]
+    preds, q, owners = [], [], []
+
+    def version(task: str, t: int, perm: np.ndarray, answers: list[np.ndarray], conf: float) -> None:
+        names.append(f"{task}|||t{t}|||{''.join(map(str, perm))}")
+        for grid in answers:  # each answer is predicted in the version's frame, then inverted by vote()
+            preds.append(encode(augment_grid(grid, t, perm)))
+            q.append(conf)
+            owners.append(len(names) - 1)
+
+    # task a (one test input): truth from 2 versions (low confidence), a wrong grid from 2 (high confidence)
+    version("a", 0, ident, [truth], -2.0)
+    version("a", 1, swap, [truth], -2.0)
+    version("a", 2, ident, [wrong], 3.0)
+    version("a", 5, swap, [wrong], 3.0)
+    # task b (two test inputs): the first solved by its only version, the second not
+    version("b", 6, swap, [truth, wrong], 0.0)
+    ids = np.array(sorted(set(owners)))
+    indices = np.r_[0, np.cumsum([owners.count(i) for i in ids])]
+    test_puzzles = {"a": {"train": [], "test": [{"input": [[0]], "output": truth.tolist()}]},
+                    "b": {"train": [], "test": [{"input": [[0]], "output": truth.tolist()},
+                                                {"input": [[0]], "output": truth.tolist()}]}}
+    metrics, submission = vote(names, test_puzzles, ids, indices, np.stack(preds), np.array(q))
+    # a: 2 votes each, the wrong grid wins on mean confidence -> pass@1 misses, pass@2 hits
+    assert submission["a"][0] == {"attempt_1": wrong.tolist(), "attempt_2": truth.tolist()}
+    assert submission["b"][1]["attempt_1"] == wrong.tolist() and submission["b"][1]["attempt_2"] == [[0]]
+    assert metrics["test_inputs"] == 3 and metrics["puzzles"] == 2
+    assert metrics["pass@1"] == pytest.approx(1 / 3) and metrics["pass@2"] == pytest.approx(2 / 3)
+    assert metrics["pass@1_puzzle_fraction"] == pytest.approx((0 + 0.5) / 2)  # TRM: fraction of test inputs
+    assert metrics["pass@2_puzzle_fraction"] == pytest.approx((1 + 0.5) / 2)
+    assert metrics["pass@2_puzzle_all"] == pytest.approx(0.5)  # HRM: all test inputs of a puzzle
+    # Kaggle layout: task -> one entry per test input, each with two grids of ints
+    for task, attempts in submission.items():
+        assert len(attempts) == len(test_puzzles[task]["test"])
+        for a in attempts:
+            assert set(a) == {"attempt_1", "attempt_2"}
+            assert all(isinstance(v, int) for grid in a.values() for row in grid for v in row)
+    json.dumps(submission)

@@ -1,5 +1,6 @@
 """The CLI as a user meets it: --help, exit codes, one-line errors, nothing good overwritten."""
 
+import json
 import subprocess
 import sys
 
@@ -151,3 +152,25 @@ def test_task_presets_resolve(capsys, preset, weights):
     """Every shipped task preset resolves and builds its model (the Maze-Hard one with the paper's weight count)."""
     code, out, _ = run(capsys, "info", preset)
     assert code == 0 and f"{weights} weights" in out
+
+
+def test_arc_data_train_eval_submission(capsys, tmp_path):
+    from pathlib import Path
+
+    kaggle = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc-kaggle"
+    if not kaggle.is_dir():
+        pytest.skip(f"{kaggle} not available")
+    d = tmp_path / "arc"
+    code, out, _ = run(capsys, "data", "arc", "--out", str(d), "--path", str(kaggle), "--max-tasks", "3",
+                       "--num-aug", "2")
+    assert code == 0 and "vocab 12, seq_len 900" in out
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", "demo", *TINY, "data.task=arc", f"data.path={d}", "train.steps=2",
+                         "model.pos_encoding=rope", "model.mixer=attention", "--out", str(run_dir))
+    assert code == 0, err
+    code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "0", "eval.max_steps=2")
+    assert code == 0 and "pass@2 at N_sup" in out and "pass@2_puzzle_all" in out
+    submission = json.loads((sorted((run_dir / "ckpt").iterdir())[-1] / "eval" / "submission.json").read_text())
+    test_puzzles = json.loads((d / "test_puzzles.json").read_text())
+    assert set(submission) == set(test_puzzles) and all(len(submission[t]) == len(test_puzzles[t]["test"])
+                                                         for t in test_puzzles)

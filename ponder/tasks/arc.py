@@ -383,6 +383,19 @@ class ArcTask:
 
     # -- training and evaluation helpers
 
+    def aggregate(self, data_dir: str | Path, arrays: PuzzleArrays, preds: np.ndarray, q_halt: np.ndarray,
+                  out_dir: str | Path) -> dict:
+        """The evaluator's hook: vote over the versions of every test input (`vote`), write the Kaggle
+        `submission.json` into out_dir, return pass@k. Needs the dataset's identifiers.json and test_puzzles.json."""
+        data_dir = Path(data_dir)
+        names, test_puzzles = (_read_json(data_dir / f) for f in ("identifiers.json", "test_puzzles.json"))
+        n = len(preds)  # eval.max_examples may stop inside a puzzle: vote on the puzzles evaluated in full
+        whole = int(np.searchsorted(arrays.puzzle_indices, n, side="right")) - 1
+        metrics, submission = vote(names, test_puzzles, arrays.puzzle_identifiers[:whole],
+                                   arrays.puzzle_indices[:whole + 1], preds, q_halt)
+        atomic_write_text(Path(out_dir) / "submission.json", json.dumps(submission))
+        return metrics
+
     def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """No on-the-fly augmentation: the versions are stored, each with its own puzzle identifier, so transforming
         an example here would break the identifier's meaning. Returns the batch unchanged."""
@@ -416,3 +429,56 @@ class ArcTask:
             wrong = int(np.sum(np.asarray(preds) != np.asarray(labels)))
             footer = ["solved" if wrong == 0 else f"{wrong} of {SEQ_LEN} cells wrong"]
         return "\n".join(lines + footer)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Voting, pass@k and the Kaggle submission (reference section 8)
+
+PASS_KS = (1, 2, 5, 10, 100, 1000)
+
+
+def vote(names: list[str], test_puzzles: dict, puzzle_identifiers: np.ndarray, puzzle_indices: np.ndarray,
+         preds: np.ndarray, q_halt: np.ndarray) -> tuple[dict, dict]:
+    """Pool the predictions of every augmented version of each test input and rank the candidates.
+
+    For test example e of version p (name `task|||t|||perm`, its j-th test pair): crop the prediction (`decode`),
+    undo the version (`invert`), and vote for that grid (keyed by a sha256 of shape and cells); a candidate's score is
+    (votes, mean sigmoid(q_halt)), highest first, as in TRM's evaluator. Votes never outlive one call (the official
+    evaluator pools them across evaluation rounds). Returns (metrics, submission):
+    - pass@k per test input (the label among the top k candidates), per puzzle as the fraction of its test inputs
+      solved (TRM) and per puzzle only if all its test inputs are solved (HRM), for k in PASS_KS;
+    - the Kaggle submission {task: [{"attempt_1": grid, "attempt_2": grid}, ...]} in test-pair order ([[0]] where
+      there is no candidate)."""
+    candidates: dict[tuple[str, int], dict[bytes, list]] = {}
+    conf = 1 / (1 + np.exp(-np.asarray(q_halt, np.float64)))
+    for p in range(len(puzzle_identifiers)):
+        task_id, t, perm = parse_name(names[int(puzzle_identifiers[p])])
+        for j, e in enumerate(range(int(puzzle_indices[p]), int(puzzle_indices[p + 1]))):
+            grid = invert(decode(preds[e]), t, perm)
+            key = hashlib.sha256(np.array(grid.shape, np.int64).tobytes() + grid.tobytes()).digest()
+            entry = candidates.setdefault((task_id, j), {}).setdefault(key, [0, 0.0, grid])
+            entry[0] += 1
+            entry[1] += conf[e]
+    ranked = {slot: sorted(c.values(), key=lambda v: (v[0], v[1] / v[0]), reverse=True)
+              for slot, c in candidates.items()}
+    hits = {k: {} for k in PASS_KS}  # k -> {task: [solved per test input]}
+    submission = {}
+    for task_id, raw in sorted(test_puzzles.items()):
+        attempts = []
+        for j, pair in enumerate(raw["test"]):
+            ranking = ranked.get((task_id, j), [])
+            truth = np.asarray(pair["output"], np.uint8)
+            rank = next((i for i, (_, _, g) in enumerate(ranking) if g.shape == truth.shape and (g == truth).all()),
+                        None)
+            for k in PASS_KS:
+                hits[k].setdefault(task_id, []).append(rank is not None and rank < k)
+            best = [g.tolist() if g.size else [[0]] for _, _, g in ranking[:2]] + [[[0]]] * 2
+            attempts.append({"attempt_1": best[0], "attempt_2": best[1]})
+        submission[task_id] = attempts
+    metrics = {"test_inputs": sum(len(v) for v in hits[1].values()), "puzzles": len(hits[1])}
+    for k in PASS_KS:
+        per_input = [x for v in hits[k].values() for x in v]
+        metrics[f"pass@{k}"] = float(np.mean(per_input)) if per_input else 0.0
+        metrics[f"pass@{k}_puzzle_fraction"] = float(np.mean([np.mean(v) for v in hits[k].values()])) if hits[k] else 0.0
+        metrics[f"pass@{k}_puzzle_all"] = float(np.mean([all(v) for v in hits[k].values()])) if hits[k] else 0.0
+    return metrics, submission
