@@ -42,7 +42,6 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     kept = np.zeros((min(keep, n), max_steps, meta.seq_len), np.int64)
     task_scores: dict[str, list] = {}
     task = get_task(cfg.data) if cfg.data.task else None
-    adaptive_preds = np.zeros((n, meta.seq_len), np.int64)
     final = np.zeros((n if hasattr(task, "aggregate") else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
     strata = np.empty(n, object)
     for lo in range(0, n, cfg.eval.batch_size):
@@ -53,8 +52,6 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         state = model.initial_state(len(idx), device)
         mask = labels != IGNORE
         counts = mask.sum(-1).clamp_min(1)
-        halted = torch.zeros(len(idx), dtype=torch.bool, device=device)
-        chosen = torch.zeros_like(labels)
         for s in range(max_steps):
             with autocast(cfg, device):
                 out = model(state, inputs, pids)
@@ -64,17 +61,14 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
             cell[idx, s] = (correct.sum(-1) / counts).cpu().numpy()
             q_halt[idx, s] = out.q_halt.float().cpu().numpy()
-            stop = ~halted & ((out.q_halt > 0) | (s + 1 >= last))
-            chosen[stop] = pred[stop]
-            halted |= stop
             if s + 1 == last and len(final):
                 final[idx] = pred.cpu().numpy()
             if s + 1 == last and task is not None:
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
                     task_scores.setdefault(key, []).append(v)
-            if lo < len(kept):
-                kept[lo:len(kept), s] = pred[: len(kept) - lo].cpu().numpy()
-        adaptive_preds[idx] = chosen.cpu().numpy()
+            if lo < len(kept):  # the first `keep` examples, which may span several batches
+                hi = min(len(kept), lo + len(idx))
+                kept[lo:hi, s] = pred[: hi - lo].cpu().numpy()
 
     halt_step = np.where((q_halt[:, :last] > 0).any(1), (q_halt[:, :last] > 0).argmax(1), last - 1)
 

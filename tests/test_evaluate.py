@@ -66,3 +66,26 @@ def test_fewer_steps_than_n_sup():
     res = evaluate_model(cfg, Scripted(labels, solve_at=[1, 3], halt_at=[9, 9]), arrays, meta, torch.device("cpu"))
     assert res["steps"] == [1, 2] and res["adaptive"]["mean_steps"] == 2.0 and res["adaptive"]["exact"] == 0.5
     assert "adaptive halting" in format_table(res)
+
+
+class Echo(torch.nn.Module):
+    """Answers every example with its own input, whatever batch it comes in."""
+
+    def initial_state(self, batch_size, device):
+        return Counter(torch.zeros(batch_size, dtype=torch.long))
+
+    def forward(self, state, inputs, puzzle_ids):
+        logits = torch.nn.functional.one_hot(inputs.long(), 4).float()
+        return StepOutput(Counter(state.step + 1), logits, torch.ones(len(inputs)))
+
+
+def test_kept_predictions_span_batches():
+    """The step-by-step predictions kept for pictures may cover more examples than one evaluation batch."""
+    labels = np.array([[1, 2, 3], [2, 3, 1], [3, 1, 2]], np.uint8)
+    arrays = from_pairs(labels.copy(), labels.copy())
+    meta = Metadata(seq_len=3, vocab_size=4, ignore_label_id=None)
+    cfg = resolve("demo", ["model.n_supervision=2", "eval.max_steps=2", "eval.batch_size=2", "data.sudoku.size=4"])
+    cfg = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
+    res = evaluate_model(cfg, Echo(), arrays, meta, torch.device("cpu"), keep=3)
+    assert res["exact"] == [1.0, 1.0]
+    assert np.array_equal(res["_kept_predictions"][:, 1], labels)  # all three, in order, from two batches
