@@ -137,6 +137,7 @@ class ArcConfig:
     num_aug: int = 1000  # augmented versions per puzzle besides the identity (official: 1000, up to 5x tries)
     translate: bool = True  # train split: random top-left offset per example (one unshifted example per puzzle)
     max_tasks: int = 0  # > 0: a seeded subset of N training-side and N evaluation puzzles (small CPU runs); 0 = all
+    canvas: int = 30  # canvas side (official: 30); smaller keeps only the puzzles whose grids all fit (CPU runs)
 
     def __post_init__(self) -> None:
         _check(self.layout in ("kaggle", "files"), f"data.arc.layout must be kaggle or files, got {self.layout!r}")
@@ -145,6 +146,7 @@ class ArcConfig:
                f"data.arc.mode must be transductive or strict, got {self.mode!r}")
         _check(self.num_aug >= 0, f"data.arc.num_aug must be >= 0, got {self.num_aug}")
         _check(self.max_tasks >= 0, f"data.arc.max_tasks must be >= 0 (0 = all), got {self.max_tasks}")
+        _check(1 <= self.canvas <= 30, f"data.arc.canvas must be in 1..30, got {self.canvas}")
 
 
 @dataclass(frozen=True)

@@ -317,3 +317,22 @@ def test_voting_ranks_by_count_then_confidence_and_scores_pass_at_k():
             assert set(a) == {"attempt_1", "attempt_2"}
             assert all(isinstance(v, int) for grid in a.values() for row in grid for v in row)
     json.dumps(submission)
+
+
+def test_small_canvas_keeps_fitting_puzzles_and_round_trips(tmp_path):
+    if not KAGGLE.is_dir():
+        pytest.skip(f"{KAGGLE} not available")
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # encode/decode/invert on a 10x10 canvas
+        h, w = rng.integers(1, 11, size=2)
+        grid = rng.integers(0, 10, (h, w)).astype(np.uint8)
+        t, perm = int(rng.integers(8)), np.r_[0, rng.permutation(9) + 1]
+        assert np.array_equal(invert(decode(encode(augment_grid(grid, t, perm), side=10)), t, perm), grid)
+    cfg = _cfg(KAGGLE, layout="kaggle", canvas=10, max_tasks=3, num_aug=2)
+    out = build_dataset(cfg, tmp_path / "small")
+    train, meta = read_split(out, "train")
+    assert meta.seq_len == 100 and train.inputs.shape[1] == 100
+    for name, task in json.loads((out / "test_puzzles.json").read_text()).items():
+        assert all(len(g) <= 10 and len(g[0]) <= 10 for pair in task["train"] + task["test"] for g in pair.values())
+    with pytest.raises(UserError, match="raise data.arc.canvas"):
+        build_dataset(_cfg(KAGGLE, layout="kaggle", canvas=1, max_tasks=3, num_aug=0), tmp_path / "none")

@@ -148,7 +148,8 @@ def test_task_data_train_eval_sweep(capsys, tmp_path, task, data_args, groups):
 
 @pytest.mark.parametrize("preset, weights", [("maze-hard-trm-att", "6,822,914"), ("ca1d-trm-att", "527,106"),
                                              ("maze-cpu", "225,154"), ("ca1d-cpu", "132,482"),
-                                             ("arc1-trm-att", "6,829,058"), ("arc2-trm-att", "6,829,058")])
+                                             ("arc1-trm-att", "6,829,058"), ("arc2-trm-att", "6,829,058"),
+                                             ("arc-cpu", "132,738")])
 def test_task_presets_resolve(capsys, preset, weights):
     """Every shipped task preset resolves and builds its model (the Maze-Hard one with the paper's weight count)."""
     code, out, _ = run(capsys, "info", preset)

@@ -167,28 +167,29 @@ def load_files(folder: str | Path) -> dict[str, Puzzle]:
 # Encoding, augmentation and their inverses
 
 
-def encode(grid: Grid, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+def encode(grid: Grid, offset: tuple[int, int] = (0, 0), side: int = SIDE) -> np.ndarray:
     """(h, w) colours -> (900,) uint8 tokens: the grid at `offset` on the 30x30 canvas, EOS row below it and EOS
     column right of it where they fit, PAD elsewhere."""
     h, w = grid.shape
     r, c = offset
-    assert r + h <= SIDE and c + w <= SIDE, f"a {h}x{w} grid at {offset} leaves the {SIDE}x{SIDE} canvas"
-    canvas = np.zeros((SIDE, SIDE), np.uint8)
+    assert r + h <= side and c + w <= side, f"a {h}x{w} grid at {offset} leaves the {side}x{side} canvas"
+    canvas = np.zeros((side, side), np.uint8)
     canvas[r:r + h, c:c + w] = grid + COLOUR0
-    if r + h < SIDE:
+    if r + h < side:
         canvas[r + h, c:c + w] = EOS
-    if c + w < SIDE:
+    if c + w < side:
         canvas[r:r + h, c + w] = EOS
-    return canvas.reshape(SEQ_LEN)
+    return canvas.reshape(side * side)
 
 
 def decode(tokens: np.ndarray) -> Grid:
     """(900,) tokens -> the largest colour-only rectangle at the top-left corner, as colours (TRM evaluators/arc.py
     `_crop`): scan rows down, each row's run of colour tokens bounded by the previous rows' width, keep the best area.
     An empty (0, 0) grid if the corner is not a colour."""
-    grid = np.asarray(tokens).reshape(SIDE, SIDE)
-    best, best_size, width = 0, (0, 0), SIDE
-    for rows in range(1, SIDE + 1):
+    side = int(round(np.sqrt(np.asarray(tokens).size)))  # 30, or the smaller canvas of data.arc.canvas
+    grid = np.asarray(tokens).reshape(side, side)
+    best, best_size, width = 0, (0, 0), side
+    for rows in range(1, side + 1):
         for c in range(width):
             if not COLOUR0 <= grid[rows - 1, c] < VOCAB:
                 width = c
@@ -277,7 +278,7 @@ class ArcTask:
 
     def metadata(self) -> Metadata:
         """vocab 12 and seq_len 900; build_dataset sets num_puzzle_identifiers from `identifiers`."""
-        return Metadata(seq_len=SEQ_LEN, vocab_size=VOCAB)
+        return Metadata(seq_len=self.cfg.canvas ** 2, vocab_size=VOCAB)
 
     # -- building
 
@@ -312,6 +313,15 @@ class ArcTask:
                     raise UserError(f"{cfg.path}: {task_id}: in both {train_set} and concept")
                 train_side[task_id] = puzzle
         evaluation = self._load(test_set)
+        if cfg.canvas < SIDE:  # only the puzzles whose every grid fits the smaller canvas
+            def fits(puzzle: Puzzle) -> bool:
+                return all(max(g.shape) <= cfg.canvas for pair in puzzle.train + puzzle.test for g in pair)
+
+            train_side = {k: v for k, v in train_side.items() if fits(v)}
+            evaluation = {k: v for k, v in evaluation.items() if fits(v)}
+            if not train_side or not evaluation:
+                raise UserError(f"{cfg.path}: no puzzle of {train_set if not train_side else test_set} has all its "
+                                f"grids within {cfg.canvas}x{cfg.canvas}; raise data.arc.canvas")
         both = sorted(set(train_side) & set(evaluation))
         if both:
             raise UserError(f"{cfg.path}: {both[0]}: in both the train sets and {test_set} ({len(both)} tasks)")
@@ -355,7 +365,8 @@ class ArcTask:
         rng = seeded_rng(seed, "arc_translate")
         # filled in place: the full ARC-1 train split at num_aug=1000 is ~4.4M examples, 2 x 3.9 GB
         total = sum(len(built.versions[puzzle.task_id]) * len(pairs) for puzzle, pairs in parts)
-        inputs, labels = np.zeros((total, SEQ_LEN), np.uint8), np.zeros((total, SEQ_LEN), np.uint8)
+        side = self.cfg.canvas
+        inputs, labels = np.zeros((total, side * side), np.uint8), np.zeros((total, side * side), np.uint8)
         identifiers, puzzle_sizes, group_sizes, e = [], [], [], 0
         for puzzle, pairs in parts:
             group = built.versions[puzzle.task_id]
@@ -366,10 +377,10 @@ class ArcTask:
                     offset = (0, 0)
                     if translate and i != still:
                         # room for the grid and its EOS markers: the markers of a side-30 grid are left out anyway
-                        room_r = max(0, SIDE - 1 - max(a.shape[0], b.shape[0]))
-                        room_c = max(0, SIDE - 1 - max(a.shape[1], b.shape[1]))
+                        room_r = max(0, side - 1 - max(a.shape[0], b.shape[0]))
+                        room_c = max(0, side - 1 - max(a.shape[1], b.shape[1]))
                         offset = (int(rng.integers(room_r + 1)), int(rng.integers(room_c + 1)))
-                    inputs[e], labels[e] = encode(a, offset), encode(b, offset)
+                    inputs[e], labels[e] = encode(a, offset, side), encode(b, offset, side)
                     e += 1
                 identifiers.append(built.ids[puzzle.task_id] + k)
                 puzzle_sizes.append(len(pairs))
@@ -407,7 +418,7 @@ class ArcTask:
 
     def grid(self, tokens: np.ndarray) -> np.ndarray:
         """(900,) tokens -> (30, 30) display values, which are the tokens (0 PAD, 1 EOS, 2..11 colours 0..9)."""
-        return np.asarray(tokens).astype(np.int64).reshape(SIDE, SIDE)
+        return np.asarray(tokens).astype(np.int64).reshape(self.cfg.canvas, self.cfg.canvas)
 
     def render(self, inputs: np.ndarray, preds: np.ndarray | None = None, labels: np.ndarray | None = None) -> str:
         """Input, and beside it the prediction or else the label, as text: colours as digits, EOS '#', PAD '.';
@@ -427,7 +438,7 @@ class ArcTask:
         footer = []
         if preds is not None and labels is not None:
             wrong = int(np.sum(np.asarray(preds) != np.asarray(labels)))
-            footer = ["solved" if wrong == 0 else f"{wrong} of {SEQ_LEN} cells wrong"]
+            footer = ["solved" if wrong == 0 else f"{wrong} of {self.cfg.canvas ** 2} cells wrong"]
         return "\n".join(lines + footer)
 
 
