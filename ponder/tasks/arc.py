@@ -47,7 +47,6 @@ from ponder.tasks.splits import seeded_rng
 PAD, EOS, COLOUR0 = 0, 1, 2  # tokens; colour c is token c + 2
 VOCAB = 12
 SIDE = 30  # canvas side; largest ARC grid
-SEQ_LEN = SIDE * SIDE
 SEPARATOR = "|||"  # TRM's PuzzleIdSeparator in version names
 RETRIES = 5  # augmentation tries per wanted version (official ARCAugmentRetriesFactor)
 SETS = {1: ("training", "evaluation"), 2: ("training2", "evaluation2")}  # version -> (train set, test set)
