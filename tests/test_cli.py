@@ -176,3 +176,5 @@ def test_arc_data_train_eval_submission(capsys, tmp_path):
     test_puzzles = json.loads((d / "test_puzzles.json").read_text())
     assert set(submission) == set(test_puzzles) and all(len(submission[t]) == len(test_puzzles[t]["test"])
                                                          for t in test_puzzles)
+    pictures = sorted((sorted((run_dir / "ckpt").iterdir())[-1] / "eval" / "arc_tasks").glob("*.png"))
+    assert len(pictures) == 3 and all(p.name.split("_")[0] in ("solved", "failed") for p in pictures)

