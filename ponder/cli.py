@@ -4,6 +4,7 @@
     ponder data TASK --out DIR ...       build a dataset directory (sudoku | maze | ca1d; HRM/TRM npy layout)
     ponder train PRESET [k=v ...]        train; --resume RUN continues a run exactly
     ponder eval CHECKPOINT [--data DIR]  test-time scaling table, adaptive halting, JSON + PNG
+    ponder compare NAME=PRESET[,k=v] ... several models, same data and budget: one table and plot
     ponder info PRESET [k=v ...]         resolved config and weight count
     ponder bench                         throughput and GFLOP/s against the machine's matmul ceiling
 
@@ -122,7 +123,7 @@ def cmd_eval(args) -> int:
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.png'}")
         return 0
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
-                                   ema=not args.raw, show=args.show)
+                                   ema=not args.raw, show=args.show, split=args.split)
     for text in res.pop("_examples", []):
         print(text, end="\n\n")
     print(format_table(res))
@@ -134,6 +135,16 @@ def cmd_eval(args) -> int:
     if (out / "submission.json").exists():
         print(f"wrote {out / 'submission.json'} (Kaggle format, two attempts per test input)")
     print(f"wrote {out / 'results.json'}" + (f", {out / 'scaling.png'}" if (out / "scaling.png").exists() else ""))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ponder.compare import compare, format_compare, parse_member
+
+    report = compare([parse_member(m) for m in args.members], args.out, args.set or [], args.steps, args.minutes,
+                     args.data, args.eval_steps, args.max_examples)
+    print(format_compare(report))
+    print(f"wrote {Path(args.out) / 'compare.json'}, compare.txt, compare.png")
     return 0
 
 
@@ -213,12 +224,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="output directory (default <checkpoint>/eval)")
     d.add_argument("--device", default="cpu")
     d.add_argument("--pictures", type=int, default=2, help="step-by-step pictures to write")
+    d.add_argument("--split", choices=("test", "train"), default="test",
+                   help="evaluate the test split (default) or the train split (what was memorised; no ARC voting)")
     d.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA ones")
     d.add_argument("--show", type=int, default=0, metavar="K",
                    help="print the first K test examples with the answer after N_sup steps (also in examples.txt)")
     d.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="evaluate once per value of a test-time setting, e.g. model.n_latent=1,2,4,8 (recursion depth)")
     d.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("compare", help="train several models on the same data and budget; one table and plot",
+                       description="Each MEMBER is NAME=PRESET[,key=value,...], e.g. trm=demo "
+                                   "hrm=demo,model.family=hrm. Resumable: finished members are not retrained.")
+    d.add_argument("members", nargs="+", metavar="MEMBER", help="NAME=PRESET[,key=value,...]")
+    d.add_argument("--out", required=True, help="comparison directory (one run directory per member)")
+    d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member")
+    d.add_argument("--minutes", type=float, default=0.0, help="budget: wall-clock minutes per member")
+    d.add_argument("--data", help="dataset directory for all members (default: built once into OUT/data)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
+    d.add_argument("--eval-steps", type=int, default=0, help="test-time supervision steps (default 2 x largest N_sup)")
+    d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
+    d.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("info", help="print the resolved config and the weight count")
     d.add_argument("preset", help=f"shipped preset ({', '.join(preset_names())}) or a YAML path")

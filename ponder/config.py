@@ -46,7 +46,7 @@ class ModelConfig:
     # -- ablations and the other families (each one field; figures from ../shared/reference) ------------------------
     act_continue: bool = False  # Q-learning continue head: halt when q_halt > q_continue, continue target from a 2nd
     #                             no-grad pass (HRM: on; TRM paper ablation "+ACT continue": 87.4 -> 86.1 Sudoku)
-    single_z: bool = False  # TRM with one latent: z <- f(z, z + x) n times, then z <- f(z, z); answer read from z
+    single_z: bool = False  # TRM with one latent: z <- f(z + x) n times, then z <- f(z); answer read from z
     #                         (official trm_singlez; TRM Sudoku ablation: 87.4 -> 71.9)
     one_step_grad: bool = True  # HRM: only the last L and the last H call carry gradient (1-step approximation);
     #                             False = backprop through the whole last H cycle (its L_cycles L calls + the H call)
@@ -201,7 +201,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1  # decoupled, lr * wd per step
-    optimizer: str = "adam_atan2"  # "adam_atan2" (official update, pure PyTorch) or "adamw"
+    optimizer: str = "adam_atan2"  # "adam_atan2" (official update, pure PyTorch), "adamw" or "muon" (URM ARC-2:
+    #                                Muon on the hidden weight matrices, AdamAtan2 on embeddings, heads, conv, biases)
     puzzle_emb_lr: float = 1e-2  # sign-SGD learning rate of the puzzle-identifier table
     puzzle_emb_weight_decay: float = 0.1
     loss: str = "stablemax"  # "stablemax" (TRM) or "softmax" cross-entropy
@@ -220,7 +221,8 @@ class TrainConfig:
     keep_checkpoints: int = 2  # most recent checkpoints kept on disk
 
     def __post_init__(self) -> None:
-        _check(self.optimizer in ("adam_atan2", "adamw"), f"train.optimizer must be adam_atan2 or adamw, got {self.optimizer!r}")
+        _check(self.optimizer in ("adam_atan2", "adamw", "muon"),
+               f"train.optimizer must be adam_atan2, adamw or muon, got {self.optimizer!r}")
         _check(self.loss in ("stablemax", "softmax"), f"train.loss must be stablemax or softmax, got {self.loss!r}")
         _check(self.dtype in ("float32", "bfloat16"), f"train.dtype must be float32 or bfloat16, got {self.dtype!r}")
         _check(self.batch_size >= 1 and self.steps >= 1, "train.batch_size and train.steps must be >= 1")

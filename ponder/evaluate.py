@@ -4,8 +4,9 @@ One pass runs every test example for `max_steps` supervision steps (default 2 x 
 trained) and records, after each step, whether the whole answer is right (exact), the fraction of right cells and
 the halting logit. From that single trace come:
 - the scaling table: accuracy after 1, 2, 4, ..., max_steps steps (and every step in the JSON and the plot);
-- adaptive halting: each example stops at the first step whose halting logit is > 0 (at the latest after N_sup)
-  and is scored there; the mean number of steps used is reported beside its accuracy.
+- adaptive halting: each example stops at the first step whose halting logit (q_halt, or q_halt - q_continue for
+  a model with a continue head) is > 0 (at the latest after N_sup) and is scored there; the mean number of steps
+  used is reported beside its accuracy.
 The official evaluator always runs the full N_sup steps; ponder reports that figure too (the row at N_sup).
 """
 
@@ -43,6 +44,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     task_scores: dict[str, list] = {}
     task = get_task(cfg.data) if cfg.data.task else None
     final = np.zeros((n if hasattr(task, "aggregate") else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
+    final_q = np.zeros(len(final), np.float32)  # their q_halt: the voting confidence (also for HRM, as its notebook)
     strata = np.empty(n, object)
     for lo in range(0, n, cfg.eval.batch_size):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
@@ -60,9 +62,11 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             correct = (pred == labels) & mask
             exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
             cell[idx, s] = (correct.sum(-1) / counts).cpu().numpy()
-            q_halt[idx, s] = out.q_halt.float().cpu().numpy()
+            halt_logit = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue  # HRM halts when >
+            q_halt[idx, s] = halt_logit.float().cpu().numpy()
             if s + 1 == last and len(final):
                 final[idx] = pred.cpu().numpy()
+                final_q[idx] = out.q_halt.float().cpu().numpy()
             if s + 1 == last and task is not None:
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
                     task_scores.setdefault(key, []).append(v)
@@ -85,7 +89,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     if keep:
         result["_kept_predictions"] = kept
     if len(final):
-        result["_final"] = (final, q_halt[:, last - 1])
+        result["_final"] = (final, final_q)
     return result
 
 
@@ -100,7 +104,8 @@ def format_table(result: dict) -> str:
     """The scaling table; with groups (e.g. 1dCA's k), one exact-accuracy column per group after the overall ones."""
     groups = result.get("groups", {})
     head = f"{'supervision steps':>18} | {'exact':>7} | {'cell':>7}" + "".join(f" | {g:>7}" for g in groups)
-    lines = [f"test-time scaling on {result['n']} held-out examples (trained with N_sup = {result['n_supervision']})"
+    which = "held-out" if result.get("split", "test") == "test" else f"{result['split']}-split"
+    lines = [f"test-time scaling on {result['n']} {which} examples (trained with N_sup = {result['n_supervision']})"
              + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
     for s, e, c in scaling_rows(result):
         mark = "  <- N_sup" if s == result["n_supervision"] else ("  (beyond training)" if s > result["n_supervision"] else "")
@@ -204,15 +209,17 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
-                        device: str = "cpu", pictures: int = 1, ema: bool = True, show: int = 0) -> tuple[dict, Path]:
-    """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a test split, write JSON/PNG.
-    Overrides may change test-time settings, including the recursion (model.n_latent, model.n_cycles)."""
+                        device: str = "cpu", pictures: int = 1, ema: bool = True, show: int = 0,
+                        split: str = "test") -> tuple[dict, Path]:
+    """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a split (the test split, or the
+    train split to see what was memorised), write JSON/PNG. Overrides may change test-time settings, including the
+    recursion (model.n_latent, model.n_cycles)."""
     ckpt = checkpoint.find(path)
     cfg = checkpoint.load_config(ckpt)
     cfg = from_dict(Config, apply_overrides(to_dict(cfg), list(overrides)))
     meta_ck = checkpoint.load_meta(ckpt)
     data_dir = Path(data) if data else Path(meta_ck["data"])
-    arrays, meta = read_split(data_dir, "test")
+    arrays, meta = read_split(data_dir, split)
     if (meta.vocab_size, meta.seq_len) != (meta_ck["vocab_size"], meta_ck["seq_len"]):
         raise UserError(f"{data_dir}: vocabulary/length ({meta.vocab_size}, {meta.seq_len}) do not match the "
                         f"checkpoint's ({meta_ck['vocab_size']}, {meta_ck['seq_len']})")
@@ -227,14 +234,15 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
         torch.set_num_threads(cfg.train.threads)
     res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures * 8, show, 0))
     kept = res.pop("_kept_predictions", None)
-    out_dir = Path(out_dir) if out_dir else ckpt / "eval"
+    out_dir = Path(out_dir) if out_dir else ckpt / ("eval" if split == "test" else f"eval-{split}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if "_final" in res:  # tasks that pool answers over augmented versions (ARC): voting, pass@k, submission.json
-        final, q = res.pop("_final")
-        res["task_metrics"].update(get_task(cfg.data).aggregate(data_dir, arrays, final, q, out_dir))
+    final = res.pop("_final", None)
+    if final is not None and split == "test":  # tasks that pool answers over versions (ARC): voting, pass@k, submission
+        res["task_metrics"].update(get_task(cfg.data).aggregate(data_dir, arrays, *final, out_dir))
     res["checkpoint"] = str(ckpt)
     res["weights"] = "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
     res["data"] = str(data_dir)
+    res["split"] = split
     (out_dir / "results.json").write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
     if show and kept is not None:  # the first `show` test examples as text, answered after N_sup steps
         task = get_task(cfg.data)

@@ -5,6 +5,8 @@
       p <- p - lr atan2(m / (1 - b1^t), sqrt(v) / sqrt(1 - b2^t))
   No eps and no a/b scaling (lucidrains' adam-atan2-pytorch defaults to a=1.27, b=1 and differs). Written with
   torch._foreach ops: the small configs are dominated by per-tensor call overhead otherwise.
+- `build_optimizer`: train.optimizer -> AdamAtan2, AdamW, or Muon on the hidden weight matrices + AdamAtan2 on the
+  rest (`Combined` makes the pair look like one optimiser to the training loop and the checkpoint).
 - `SignSGD`: the sparse puzzle-embedding update, p <- p (1 - lr wd) - lr sign(g), on the batch's rows only.
 - `lr_at`: linear warm-up from 0, then cosine towards lr_min_ratio * lr (ratio 1.0 = constant, the official default).
 - `EMA`: shadow <- rate * shadow + (1 - rate) * param, on trainable parameters only (buffers are not averaged).
@@ -15,8 +17,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ponder.config import TrainConfig
 from ponder.models.layers import SparseEmbedding
 
 
@@ -56,6 +59,55 @@ class AdamAtan2(torch.optim.Optimizer):
             torch._foreach_div_(den, c2)
             for p, a, b in zip(params, num, den):
                 p.add_(torch.atan2(a, b), alpha=-lr)
+
+
+class Combined:
+    """Several optimisers over disjoint parameters behind one interface, so train.py keeps a single code path."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:  # the groups of all of them (the loop writes the scheduled lr into each)
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
+            o.load_state_dict(s)
+
+
+def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer | Combined:
+    """The dense-weight optimiser of train.optimizer (the puzzle table has its own `SignSGD`).
+
+    "muon": torch.optim.Muon (Nesterov momentum 0.95, 5 Newton-Schulz steps, decoupled wd) on the 2-D weights of the
+    hidden linear layers, with the update scaled to AdamW's RMS (lr * 0.2 * sqrt(max(fan_out, fan_in)), Moonlight's
+    `match_rms_adamw`, as URM's ARC-2 script); AdamAtan2 on the rest (token/position embeddings, lm_head, q_head,
+    conv weights and biases). The official URM Muon differs: it also takes the embedding and heads, uses AdamW for
+    the rest and a per-step Newton-Schulz coefficient schedule (torch uses fixed (3.4445, -4.775, 2.0315)).
+    """
+    params = list(model.parameters())
+    kw = dict(lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(params, betas=(tc.beta1, tc.beta2), **kw)
+    if tc.optimizer == "adam_atan2":
+        return AdamAtan2(params, betas=(tc.beta1, tc.beta2), **kw)
+    heads = (model.lm_head, model.q_head)
+    hidden = [m.weight for m in model.modules() if isinstance(m, nn.Linear) and all(m is not h for h in heads)]
+    ids = {id(p) for p in hidden}
+    rest = [p for p in params if id(p) not in ids]
+    return Combined(torch.optim.Muon(hidden, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw", **kw),
+                    AdamAtan2(rest, betas=(tc.beta1, tc.beta2), **kw))
 
 
 class SignSGD:

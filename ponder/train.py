@@ -22,8 +22,8 @@ from tqdm import tqdm
 from ponder import UserError, checkpoint
 from ponder.config import Config, dump_yaml
 from ponder.models import build_model, count_params
-from ponder.models.act import IGNORE, Carry, act_loss, act_step, empty_carry, refill
-from ponder.optim import EMA, AdamAtan2, SignSGD, lr_at
+from ponder.models.act import IGNORE, Carry, act_loss, act_step, continue_target, empty_carry, refill
+from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
 from ponder.tasks import build_dataset, task_for
 from ponder.tasks.dataset import PuzzleArrays, Sampler, atomic_write_text, read_split
 
@@ -103,10 +103,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
     params = list(model.parameters())
-    if tc.optimizer == "adam_atan2":
-        opt = AdamAtan2(params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    opt = build_optimizer(model, tc)
     emb_opt = SignSGD(model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay) if model.puzzle_emb else None
     ema = EMA(params, tc.ema_rate) if tc.ema else None
     sampler = Sampler(arrays, tc.seed)
@@ -186,7 +183,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                                                             task if tc.augment else None, aug_rng))
             with autocast(cfg, device):
                 out, carry = act_step(model, carry, mc.n_supervision, mc.halt_exploration_prob, mc.halt_min_steps, gen)
-                loss = act_loss(out, carry.labels, tc.loss, tc.halt_loss_weight)
+                target = continue_target(model, carry, mc.n_supervision) if mc.act_continue else None  # HRM
+                loss = act_loss(out, carry.labels, tc.loss, tc.halt_loss_weight, target)
             if not torch.isfinite(loss.total):
                 raise TrainingDiverged(f"loss is {loss.total.item()} at step {step}; stopped, the last good checkpoint "
                                        f"is kept (try a lower train.lr or train.dtype=float32)")

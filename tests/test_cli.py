@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ponder.cli import main
@@ -178,3 +179,10 @@ def test_arc_data_train_eval_submission(capsys, tmp_path):
                                                          for t in test_puzzles)
     pictures = sorted((sorted((run_dir / "ckpt").iterdir())[-1] / "eval" / "arc_tasks").glob("*.png"))
     assert len(pictures) == 3 and all(p.name.split("_")[0] in ("solved", "failed") for p in pictures)
+    # the train split (what was memorised): the same table, no voting over versions
+    code, out, _ = run(capsys, "eval", str(run_dir), "--split", "train", "--pictures", "0", "eval.max_steps=2")
+    train_eval = sorted((run_dir / "ckpt").iterdir())[-1] / "eval-train"
+    res = json.loads((train_eval / "results.json").read_text())
+    assert code == 0 and "pass@2" not in out and res["split"] == "train" and not (train_eval / "submission.json").exists()
+    n_train = len(np.load(d / "train" / "all__inputs.npy", mmap_mode="r"))
+    assert res["n"] == n_train

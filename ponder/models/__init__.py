@@ -7,9 +7,11 @@ from torch import nn
 
 from ponder import UserError
 from ponder.config import ModelConfig
+from ponder.models.hrm import HRM
 from ponder.models.trm import TRM
+from ponder.models.urm import URM, Transformer
 
-MODELS = {"trm": TRM}
+MODELS = {"trm": TRM, "hrm": HRM, "urm": URM, "transformer": Transformer}
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int = 1) -> nn.Module:

@@ -80,6 +80,16 @@ def act_step(model, carry: Carry, n_supervision: int, exploration_prob: float, m
     return out, Carry(out.state, steps, halted, carry.inputs, carry.labels, carry.puzzle_ids)
 
 
+@torch.no_grad()
+def continue_target(model, carry: Carry, n_supervision: int) -> Tensor:
+    """HRM's Q-learning target for q_continue (PQN-style: no target network, no replay). A second forward on the new
+    (detached, pre-halting) carry gives the next step's logits; target = sigmoid(next q_halt) when this was the last
+    allowed step, else sigmoid(max(next q_halt, next q_continue)). Official: outputs["target_q_continue"]."""
+    nxt = model(carry.state, carry.inputs, carry.puzzle_ids)
+    last = carry.steps >= n_supervision
+    return torch.sigmoid(torch.where(last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
+
+
 def stablemax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-token CE under stablemax, float64: s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0); p = s(x) / sum s."""
     x = logits.double()

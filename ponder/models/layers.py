@@ -1,4 +1,4 @@
-"""Shared blocks of the recursive models (TRM now; HRM and URM reuse them).
+"""Shared blocks of the recursive models (TRM, HRM, URM and the fixed-depth baseline).
 
 Design choices, all from the official TRM/HRM code (see ../shared/reference/trm_hrm.md section 2):
 - post-norm blocks with a *weightless* RMSNorm computed in float32 (eps 1e-5);
@@ -6,7 +6,9 @@ Design choices, all from the official TRM/HRM code (see ../shared/reference/trm_
 - fused qkv and gate/up projections; attention through `scaled_dot_product_attention` (no flash-attn);
 - rotary embeddings in the rotate-half convention, spanning the puzzle-prefix positions too;
 - JAX-style truncated-normal init whose std is corrected for the truncation at +-2 sigma;
-- the puzzle-identifier table is a buffer updated by sign-SGD on the rows of the batch only (`SparseEmbedding`).
+- the puzzle-identifier table is a buffer updated by sign-SGD on the rows of the batch only (`SparseEmbedding`);
+- URM's short convolution (arXiv 2512.14693): a depthwise *causal* Conv1d over the sequence, after the gated
+  expansion of the SwiGLU (`ConvSwiGLU`, the paper's best placement) or inside attention (the placement ablation).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ponder.config import ModelConfig
 
 
 def trunc_normal_(tensor: Tensor, std: float = 1.0, lower: float = -2.0, upper: float = 2.0,
@@ -58,23 +62,64 @@ def swiglu_width(d: int, expansion: float) -> int:
     return -(-inter // 256) * 256
 
 
-def _glu(gate: Tensor, up: Tensor) -> Tensor:
-    """silu(gate) * up; in place when no graph is recorded (the T-1 no-grad recursions), saving two buffers."""
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}  # gate activation (model.activation)
+
+
+def _glu(gate: Tensor, up: Tensor, activation: str) -> Tensor:
+    """act(gate) * up; in place when no graph is recorded (the no-grad recursions), saving two buffers."""
+    act = ACTIVATIONS[activation]
     if torch.is_grad_enabled():
-        return F.silu(gate) * up
-    return F.silu(gate, inplace=True).mul_(up)
+        return act(gate) * up
+    return (act(gate) if activation == "gelu" else act(gate, inplace=True)).mul_(up)  # F.gelu has no in-place form
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, d: int, expansion: float):
+    """down(act(G) * U) with [G, U] = gate_up(x); act = SiLU (official) or GELU/ReLU (URM activation ablation)."""
+
+    def __init__(self, d: int, expansion: float, activation: str = "silu"):
         super().__init__()
         inter = swiglu_width(d, expansion)
+        self.activation = activation
         self.gate_up = linear(d, 2 * inter)
         self.down = linear(inter, d)
 
-    def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
+    def expand(self, x: Tensor) -> Tensor:  # (..., d) -> (..., inter): the gated expansion H = act(G) * U
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(_glu(gate, up))
+        return _glu(gate, up, self.activation)
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
+        return self.down(self.expand(x))
+
+
+class CausalConv(nn.Conv1d):
+    """URM short convolution: depthwise Conv1d over the sequence axis (channels = groups), with bias, PyTorch's
+    default init (as official). Padded by k-1 and cut to the first T outputs, so out[t] mixes x[t-k+1..t] only.
+    The official pads k // 2, the same for its kernel 2 but centred (non-causal) for odd k; we stay causal.
+    Weights stay float32 like every ponder parameter (autocast runs the conv in bf16); the official stores them bf16."""
+
+    def __init__(self, channels: int, kernel: int):
+        super().__init__(channels, channels, kernel, padding=kernel - 1, groups=channels)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, T, C)
+        return super().forward(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+
+
+class ConvSwiGLU(SwiGLU):
+    """URM (official ConvSwiGLU): Y = down(SiLU(conv(act(G) * U))); the conv output replaces H (no residual)."""
+
+    def __init__(self, d: int, expansion: float, kernel: int, activation: str = "silu"):
+        super().__init__(d, expansion, activation)
+        self.conv = CausalConv(swiglu_width(d, expansion), kernel)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, d) -> (B, T, d)
+        return self.down(F.silu(self.conv(self.expand(x))))
+
+
+def feed_forward(cfg: ModelConfig) -> SwiGLU:
+    """The channel MLP of a block: ConvSwiGLU when model.ffn is conv_swiglu with the conv placed in the FFN."""
+    if cfg.ffn == "conv_swiglu" and cfg.conv_placement == "ffn":
+        return ConvSwiGLU(cfg.hidden, cfg.expansion, cfg.conv_kernel, cfg.activation)
+    return SwiGLU(cfg.hidden, cfg.expansion, cfg.activation)
 
 
 class Rotary(nn.Module):
@@ -96,22 +141,39 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Non-causal multi-head attention (no GQA), fused qkv, SDPA."""
+    """Non-causal multi-head attention (no GQA), fused qkv, SDPA.
 
-    def __init__(self, d: int, n_heads: int):
+    URM's conv-placement ablation: `conv_placement` "value" runs the causal short conv on v after the qkv projection,
+    "attention" on the attention output before o. A plain conv, no SiLU after it: the reference names only the
+    position for these ablations, and the SiLU of ConvSwiGLU belongs to its gated FFN.
+    """
+
+    def __init__(self, d: int, n_heads: int, conv_placement: str | None = None, kernel: int = 2):
         super().__init__()
         self.n_heads = n_heads
         self.qkv = linear(d, 3 * d)
         self.o = linear(d, d)
+        self.conv_placement = conv_placement
+        self.conv = CausalConv(d, kernel) if conv_placement else None
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "Attention":
+        conv = cfg.conv_placement if cfg.ffn == "conv_swiglu" and cfg.conv_placement != "ffn" else None
+        return cls(cfg.hidden, cfg.n_heads, conv, cfg.conv_kernel)
 
     def forward(self, x: Tensor, rotary: Rotary | None) -> Tensor:
         b, l, d = x.shape
-        q, k, v = self.qkv(x).view(b, l, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)  # 3x (B, H, L, Dh)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3x (B, L, D)
+        if self.conv_placement == "value":
+            v = self.conv(v)
+        q, k, v = (t.view(b, l, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         if rotary is not None:
             cos, sin = rotary.cos.to(q.dtype), rotary.sin.to(q.dtype)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, Dh)
-        return self.o(out.transpose(1, 2).reshape(b, l, d))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, l, d)  # (B, L, D)
+        if self.conv_placement == "attention":
+            out = self.conv(out)
+        return self.o(out)
 
 
 class SparseEmbedding(nn.Module):
@@ -134,3 +196,4 @@ class SparseEmbedding(nn.Module):
         self.local = self.weight[ids].detach().requires_grad_(True)
         self.local_ids = ids
         return self.local
+

@@ -16,6 +16,9 @@ Faithful to the official code (ponder keeps its numbers):
   transposed (over the sequence axis) - kept behind `mlp_norm_quirk`;
 - fixed random initial y and z (truncated normal buffers, not learned); Q-head on position 0 with zero weight, bias -5.
 Weight counts (puzzle table excluded): TRM-MLP Sudoku 5,028,866; TRM-Att Sudoku 6,828,034 (tests/test_trm.py).
+Ablations (config fields; TRM paper Sudoku table): `single_z` (official trm_singlez: one latent, z <- f(z + x)
+n times then z <- f(z), answer read from z) and `act_continue` (HRM's Q-learning continue head, `ponder.models.act`).
+The embedding, heads and initial states live in `Recursive`, shared with HRM and URM (`ponder.models.hrm`, `.urm`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ponder.config import ModelConfig
-from ponder.models.layers import Attention, Rotary, SparseEmbedding, SwiGLU, linear, rms_norm, trunc_normal_
+from ponder.models.layers import (Attention, Rotary, SparseEmbedding, SwiGLU, feed_forward, linear, rms_norm,
+                                  trunc_normal_)
 
 
 @dataclass
@@ -45,16 +49,16 @@ class StepOutput:
 
 
 class Block(nn.Module):
-    """Post-norm: h <- norm(h + mixer(h)); h <- norm(h + SwiGLU(h))."""
+    """Post-norm: h <- norm(h + mixer(h)); h <- norm(h + SwiGLU(h)). URM: ConvSwiGLU or a conv in attention."""
 
     def __init__(self, cfg: ModelConfig, total_len: int):
         super().__init__()
         self.cfg = cfg
         if cfg.mixer == "attention":
-            self.attn = Attention(cfg.hidden, cfg.n_heads)
+            self.attn = Attention.from_config(cfg)
         else:  # TRM-MLP: mixes positions with a SwiGLU over the sequence axis (official mlp_t)
             self.mlp_t = SwiGLU(total_len, cfg.expansion)
-        self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
+        self.mlp = feed_forward(cfg)
 
     def forward(self, h: Tensor, rotary: Rotary | None) -> Tensor:  # (B, S, D) -> (B, S, D)
         eps = self.cfg.norm_eps
@@ -68,8 +72,15 @@ class Block(nn.Module):
         return rms_norm(h + self.mlp(h), eps)
 
 
-class TRM(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int = 1):
+class Recursive(nn.Module):
+    """What TRM and HRM share (the official code is the same in both): the input embedding with the puzzle prefix,
+    positions, `networks` of n_layers post-norm blocks each, the LM and Q heads and fixed random initial states.
+    A subclass sets `State` (a dataclass whose fields, in order, start from the buffers named in `inits`)."""
+
+    State: type
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
+                 networks: tuple[str, ...], inits: tuple[str, ...]):
         super().__init__()
         self.cfg = cfg
         self.seq_len = seq_len
@@ -84,26 +95,28 @@ class TRM(nn.Module):
         if cfg.pos_encoding == "learned":
             self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(total, d), std=1.0 / self.embed_scale))
         self.rotary = Rotary(d // cfg.n_heads, total, cfg.rope_theta) if cfg.pos_encoding == "rope" else None
-        self.blocks = nn.ModuleList(Block(cfg, total) for _ in range(cfg.n_layers))  # the network f
+        for name in networks:  # built here, between embedding and heads, so TRM keeps its init order
+            self.add_module(name, nn.ModuleList(Block(cfg, total) for _ in range(cfg.n_layers)))
         self.lm_head = linear(d, vocab_size)
         self.q_head = linear(d, 2, bias=True)  # (q_halt, q_continue) on position 0
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)  # start far from halting
-        self.register_buffer("y_init", trunc_normal_(torch.empty(d), std=1.0))  # official H_init
-        self.register_buffer("z_init", trunc_normal_(torch.empty(d), std=1.0))  # official L_init
+        self.inits = inits
+        for name in inits:
+            self.register_buffer(name, trunc_normal_(torch.empty(d), std=1.0))
 
     # -- state --------------------------------------------------------------------------------------------------------
-    def initial_state(self, batch_size: int, device: torch.device | str) -> State:
+    def initial_state(self, batch_size: int, device: torch.device | str):
         shape = (batch_size, self.seq_len + self.prefix, self.cfg.hidden)
-        return State(self.y_init.to(device).expand(shape).clone(), self.z_init.to(device).expand(shape).clone())
+        return self.State(*(getattr(self, n).to(device).expand(shape).clone() for n in self.inits))
 
-    def reset(self, state: State, mask: Tensor) -> State:
-        """Slots where mask (B,) is true start again from the fixed initial y and z."""
+    def reset(self, state, mask: Tensor):
+        """Slots where mask (B,) is true start again from the fixed initial states."""
         m = mask.view(-1, 1, 1)
-        return State(torch.where(m, self.y_init, state.y), torch.where(m, self.z_init, state.z))
+        return self.State(*(torch.where(m, getattr(self, n), s) for n, s in zip(self.inits, vars(state).values())))
 
-    # -- one supervision step ---------------------------------------------------------------------------------------
+    # -- pieces of one supervision step -----------------------------------------------------------------------------
     def embed(self, inputs: Tensor, puzzle_ids: Tensor) -> Tensor:  # (B, L) -> (B, P+L, D)
         e = self.embed_tokens(inputs)
         if self.prefix:
@@ -118,25 +131,47 @@ class TRM(nn.Module):
             e = 0.707106781 * (e + self.embed_pos)
         return self.embed_scale * e
 
-    def f(self, h: Tensor, injection: Tensor) -> Tensor:
-        """The one network: blocks(h + injection). Official: L_level(hidden_states, input_injection)."""
+    def run(self, blocks: nn.ModuleList, h: Tensor, injection: Tensor | float) -> Tensor:
+        """One network: blocks(h + injection). Official: ReasoningModule(hidden_states, input_injection)."""
         h = h + injection
-        for block in self.blocks:
+        for block in blocks:
             h = block(h, self.rotary)
         return h
 
+    def readout(self, state, h: Tensor) -> StepOutput:
+        """Heads on the answer state h (B, P+L, D); `state` is carried on (already detached)."""
+        logits = self.lm_head(h[:, self.prefix:])  # (B, L, V)
+        q = self.q_head(h[:, 0]).float()  # (B, 2)
+        return StepOutput(state, logits, q[:, 0], q[:, 1] if self.cfg.act_continue else None)
+
+
+class TRM(Recursive):
+    State = State
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int = 1):
+        # one network f (`blocks`); y_init, z_init = official H_init, L_init
+        super().__init__(cfg, vocab_size, seq_len, num_puzzle_ids, networks=("blocks",), inits=("y_init", "z_init"))
+
+    def f(self, h: Tensor, injection: Tensor | float) -> Tensor:
+        """The one network: blocks(h + injection). Official: L_level(hidden_states, input_injection)."""
+        return self.run(self.blocks, h, injection)
+
+    def recursion(self, x: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """n latent updates z <- f(z, y + x), then the answer update y <- f(y, z)."""
+        if self.cfg.single_z:  # official trm_singlez: z <- f(z + x) n times, then z <- f(z); the answer is z
+            for _ in range(self.cfg.n_latent):
+                z = self.f(z, x)
+            z = self.f(z, 0.0)
+            return z, z
+        for _ in range(self.cfg.n_latent):
+            z = self.f(z, y + x)
+        return self.f(y, z), z
+
     def forward(self, state: State, inputs: Tensor, puzzle_ids: Tensor) -> StepOutput:
-        n, T = self.cfg.n_latent, self.cfg.n_cycles  # official L_cycles, H_cycles
         x = self.embed(inputs, puzzle_ids)
         y, z = state.y, state.z
-        with torch.no_grad():  # T-1 recursions without gradient
-            for _ in range(T - 1):
-                for _ in range(n):
-                    z = self.f(z, y + x)
-                y = self.f(y, z)
-        for _ in range(n):  # the last recursion carries gradient: n + 1 calls of f
-            z = self.f(z, y + x)
-        y = self.f(y, z)
-        logits = self.lm_head(y[:, self.prefix:])  # (B, L, V)
-        q = self.q_head(y[:, 0]).float()  # (B, 2)
-        return StepOutput(State(y.detach(), z.detach()), logits, q[:, 0])  # q[:, 1] unused (no ACT continue)
+        with torch.no_grad():  # T-1 recursions without gradient (T = n_cycles, official H_cycles)
+            for _ in range(self.cfg.n_cycles - 1):
+                y, z = self.recursion(x, y, z)
+        y, z = self.recursion(x, y, z)  # the last recursion carries gradient: n + 1 calls of f
+        return self.readout(State(y.detach(), z.detach()), y)

@@ -1,0 +1,172 @@
+"""`ponder compare`: several models on the same data and the same budget, one table and one plot.
+
+A member is `NAME=PRESET[,key=value,...]` (a preset with its own overrides), so "recursion vs depth" or an ablation
+is one command:
+
+    ponder compare --out runs/cmp --minutes 5 trm=demo hrm=demo,model.family=hrm \\
+        depth=demo,model.family=transformer,model.n_layers=8,model.n_supervision=1
+
+Every member trains in `<out>/<NAME>` through the one trainer, on one dataset (`--data`, or built once into
+`<out>/data` from the members' shared data config: members whose data sections differ are refused), with the same
+`--steps` or `--minutes` budget and the same `--set` overrides. Then each is evaluated by the one evaluator with the
+same number of test-time supervision steps (default: twice the largest N_sup). Resumable: a member whose training
+finished (`<out>/<NAME>/finished.json`) is not retrained, an interrupted one resumes from its checkpoint, and an
+evaluation of the same checkpoint with the same settings is read back, not rerun.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ponder import UserError, checkpoint
+from ponder.config import Config, resolve, to_dict
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    preset: str
+    overrides: tuple[str, ...]
+
+
+def parse_member(text: str) -> Member:
+    """`NAME=PRESET[,key=value,...]` -> Member."""
+    name, sep, rest = text.partition("=")
+    preset, *overrides = rest.split(",")
+    if not sep or not name or not preset or any(c in name for c in "/\\ .") or "=" in preset:
+        raise UserError(f"compare member {text!r} is not NAME=PRESET[,key=value,...] (e.g. hrm=demo,model.family=hrm)")
+    return Member(name, preset, tuple(overrides))
+
+
+def _configs(members: list[Member], common: list[str], budget: list[str], data: str | None) -> dict[str, Config]:
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise UserError(f"compare: member names must differ, got {', '.join(names)}")
+    extra = [f"data.path={data}"] if data else []
+    cfgs = {m.name: resolve(m.preset, [*common, *m.overrides, *budget, *extra]) for m in members}
+    first, data0 = names[0], to_dict(cfgs[names[0]].data)
+    for name, cfg in cfgs.items():
+        if to_dict(cfg.data) != data0:
+            raise UserError(f"compare: member '{name}' has other data settings than '{first}'; members are compared "
+                            f"on one dataset (give --data DIR, or the same data.* overrides)")
+    return cfgs
+
+
+def _train_member(cfg: Config, run_dir: Path) -> dict:
+    """Train (or resume) one member; return its finished.json record."""
+    from ponder.train import train
+
+    done = run_dir / "finished.json"
+    if done.exists():
+        saved = checkpoint.load_config(checkpoint.find(run_dir))
+        if to_dict(saved) != to_dict(cfg):
+            raise UserError(f"{run_dir}: trained with another config than this member's; use another --out, or "
+                            f"delete {run_dir} to retrain it")
+        return json.loads(done.read_text())
+    run = train(cfg, run_dir, resume=bool(checkpoint.list_checkpoints(run_dir)))
+    record = {"steps": run.step, "minutes": run.seconds / 60, "checkpoint": str(run.checkpoint)}
+    done.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _evaluate_member(run_dir: Path, eval_steps: int, max_examples: int) -> dict:
+    from ponder.evaluate import evaluate_checkpoint
+
+    ckpt = checkpoint.find(run_dir)
+    out = run_dir / "compare-eval"
+    settings = {"checkpoint": str(ckpt), "eval_steps": eval_steps, "max_examples": max_examples}
+    cached = out / "results.json"
+    if cached.exists() and (out / "settings.json").exists() and json.loads((out / "settings.json").read_text()) == settings:
+        return json.loads(cached.read_text())
+    res, _ = evaluate_checkpoint(ckpt, overrides=[f"eval.max_steps={eval_steps}", f"eval.max_examples={max_examples}",
+                                                  "eval.plot=false"], out_dir=out, pictures=0)
+    (out / "settings.json").write_text(json.dumps(settings))
+    return {k: v for k, v in res.items() if not k.startswith("_")}
+
+
+def weight_count(cfg: Config, run_dir: Path) -> int:
+    from ponder.models import build_model, count_params
+
+    meta = checkpoint.load_meta(checkpoint.find(run_dir))
+    return count_params(build_model(cfg.model, meta["vocab_size"], meta["seq_len"], 1))
+
+
+def compare(members: list[Member], out: str | Path, common: list[str] = (), steps: int = 0, minutes: float = 0.0,
+            data: str | None = None, eval_steps: int = 0, max_examples: int = 0) -> dict:
+    """Train every member on one dataset with one budget, evaluate all alike; write compare.json/.txt/.png."""
+    if not members:
+        raise UserError("compare: give at least one member NAME=PRESET[,key=value,...]")
+    if (steps > 0) == (minutes > 0):
+        raise UserError("compare: give one budget, --steps N or --minutes M")
+    out = Path(out)
+    budget = [f"train.steps={steps}", "train.max_minutes=0"] if steps else \
+        [f"train.max_minutes={minutes}", "train.steps=100000000"]
+    cfgs = _configs(members, list(common), budget, data)
+    if not data:  # one dataset for all, built once from the shared data config
+        from ponder.train import prepare_data
+
+        data_dir = prepare_data(next(iter(cfgs.values())), out)
+        cfgs = _configs(members, list(common), budget, str(data_dir))
+    eval_steps = eval_steps or 2 * max(cfg.model.n_supervision for cfg in cfgs.values())
+    rows = []
+    for member in members:
+        cfg, run_dir = cfgs[member.name], out / member.name
+        print(f"== {member.name}: {member.preset} {' '.join(member.overrides)}".rstrip())
+        record = _train_member(cfg, run_dir)
+        res = _evaluate_member(run_dir, eval_steps, max_examples)
+        rows.append({"name": member.name, "preset": member.preset, "overrides": list(member.overrides),
+                     "family": cfg.model.family, "weights": weight_count(cfg, run_dir), **record, "result": res})
+    report = {"budget": {"steps": steps, "minutes": minutes}, "common": list(common), "eval_steps": eval_steps,
+              "members": rows}
+    (out / "compare.json").write_text(json.dumps(report, indent=2))
+    (out / "compare.txt").write_text(format_compare(report) + "\n")
+    plot_compare(report, out / "compare.png")
+    return report
+
+
+def format_compare(report: dict) -> str:
+    rows = report["members"]
+    n = rows[0]["result"]["n"]
+    head = (f"{'member':>14} | {'family':>11} | {'weights':>10} | {'steps':>6} | {'min':>5} | {'exact@1':>7} | "
+            f"{'@N_sup':>7} | {'best (step)':>13} | {'adaptive (steps)':>16} | {'cell@N_sup':>10}")
+    lines = [f"exact accuracy on {n} held-out examples against supervision steps at test time", head, "-" * len(head)]
+    for r in rows:
+        res = r["result"]
+        at = min(res["n_supervision"], len(res["steps"])) - 1
+        best = int(np.argmax(res["exact"]))
+        a = res["adaptive"]
+        lines.append(f"{r['name']:>14} | {r['family']:>11} | {r['weights']:>10,} | {r['steps']:>6} | "
+                     f"{r['minutes']:5.1f} | {100 * res['exact'][0]:6.1f}% | {100 * res['exact'][at]:6.1f}% | "
+                     f"{100 * res['exact'][best]:6.1f}% ({best + 1:>3}) | {100 * a['exact']:6.1f}% ({a['mean_steps']:5.2f}) | "
+                     f"{100 * res['cell'][at]:9.1f}%")
+    return "\n".join(lines)
+
+
+def plot_compare(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    for r in report["members"]:
+        res = r["result"]
+        line, = ax.plot(res["steps"], [100 * v for v in res["exact"]], "o-", ms=3,
+                        label=f"{r['name']} ({r['family']}, {r['weights'] / 1e6:.2f}M weights, {r['steps']} steps)")
+        ax.axvline(res["n_supervision"], color=line.get_color(), ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("supervision steps at test time (dotted: each member's N_sup)")
+    ax.set_ylabel("exact accuracy (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    budget = report["budget"]
+    ax.set_title(f"Same data, same budget ({budget['steps']} steps)" if budget["steps"]
+                 else f"Same data, same budget ({budget['minutes']:g} min each)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
