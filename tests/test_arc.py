@@ -367,10 +367,12 @@ def test_task_pictures(tmp_path):
     truth = [[1, 2], [3, 4]]
     raw = {"t1": {"train": [{"input": [[1]], "output": [[2]]}] * 5, "test": [{"input": [[0, 1]], "output": truth}]},
            "t2": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[5]], "output": truth}] * 2}}
+    raw["t3"] = raw["t2"]
     submission = {"t1": [{"attempt_1": [[9]], "attempt_2": truth}],  # solved at pass@2
-                  "t2": [{"attempt_1": truth, "attempt_2": [[0]]}, {"attempt_1": [[0]], "attempt_2": [[0]]}]}
+                  "t2": [{"attempt_1": truth, "attempt_2": [[0]]}, {"attempt_1": [[0]], "attempt_2": [[0]]}],
+                  "t3": [{"attempt_1": [[1]], "attempt_2": [[0]]}, {"attempt_1": [[0]], "attempt_2": [[0]]}]}
     written = write_task_pictures(raw, submission, tmp_path / "pics")
-    assert sorted(p.name for p in written) == ["failed_t2.png", "solved_t1.png"]
+    assert sorted(p.name for p in written) == ["failed_t3.png", "partial_t2.png", "solved_t1.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000
     plot_task(raw["t1"], None, tmp_path / "alone.png")  # a task without predictions

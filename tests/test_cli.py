@@ -178,7 +178,7 @@ def test_arc_data_train_eval_submission(capsys, tmp_path):
     assert set(submission) == set(test_puzzles) and all(len(submission[t]) == len(test_puzzles[t]["test"])
                                                          for t in test_puzzles)
     pictures = sorted((sorted((run_dir / "ckpt").iterdir())[-1] / "eval" / "arc_tasks").glob("*.png"))
-    assert len(pictures) == 3 and all(p.name.split("_")[0] in ("solved", "failed") for p in pictures)
+    assert len(pictures) == 3 and all(p.name.split("_")[0] in ("solved", "partial", "failed") for p in pictures)
     # the train split (what was memorised): the same table, no voting over versions
     code, out, _ = run(capsys, "eval", str(run_dir), "--split", "train", "--pictures", "0", "eval.max_steps=2")
     train_eval = sorted((run_dir / "ckpt").iterdir())[-1] / "eval-train"

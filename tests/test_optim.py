@@ -85,3 +85,34 @@ def test_ema():
     ema.update()
     ema.update()
     assert math.isclose(ema.shadow[0].item(), 1 - 0.9**2, rel_tol=1e-6)
+
+
+def test_muon_float32_newton_schulz_matches_torch():
+    """ponder's Muon runs torch's Newton-Schulz in float32 on CPU: the same orthogonalisation as torch's bf16 one
+    (to bf16 precision), and one step moves the weights like torch.optim.Muon does."""
+    from torch.optim import _muon
+
+    from ponder.optim import Muon, _newton_schulz_float32
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((64, 32), (32, 64)):
+        grad = torch.randn(*shape, generator=g)
+        ours = _newton_schulz_float32(grad, (3.4445, -4.775, 2.0315), 5, 1e-7)
+        ref = _muon._zeropower_via_newtonschulz(grad, (3.4445, -4.775, 2.0315), 5, 1e-7).float()
+        assert ours.dtype == torch.float32 and ours.shape == shape
+        assert torch.allclose(ours, ref, atol=0.05) and (ours - ref).abs().mean() < 0.01
+        s = torch.linalg.svdvals(ours)  # orthogonalised: singular values pushed into roughly [0.5, 1.5]
+        assert s.min() > 0.3 and s.max() < 1.6
+    w0 = torch.randn(48, 24, generator=g)
+    grads = [torch.randn(48, 24, generator=g) for _ in range(3)]
+    moved = []
+    for cls in (Muon, torch.optim.Muon):
+        w = torch.nn.Parameter(w0.clone())
+        opt = cls([w], lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+        for gr in grads:
+            w.grad = gr.clone()
+            opt.step()
+        moved.append(w.detach() - w0)
+    assert _muon._zeropower_via_newtonschulz is not _newton_schulz_float32  # restored after the step
+    cos = torch.nn.functional.cosine_similarity(moved[0].flatten(), moved[1].flatten(), dim=0)
+    assert cos > 0.999 and torch.allclose(moved[0], moved[1], atol=2e-3)

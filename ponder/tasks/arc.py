@@ -521,18 +521,20 @@ def vote(names: list[str], test_puzzles: dict, puzzle_identifiers: np.ndarray, p
 # Pictures
 
 
-def _solved(raw: dict, attempts: list[dict]) -> bool:
-    """Every test input's truth among its two attempts (pass@2, all inputs)."""
-    return all(any(np.array_equal(np.asarray(a[k]), np.asarray(pair["output"])) for k in ("attempt_1", "attempt_2"))
-               for pair, a in zip(raw["test"], attempts))
+def _kind(raw: dict, attempts: list[dict]) -> str:
+    """"solved" when every test input's truth is among its two attempts (pass@2), "partial" when some are, else
+    "failed"."""
+    hits = [any(np.array_equal(np.asarray(a[k]), np.asarray(pair["output"])) for k in ("attempt_1", "attempt_2"))
+            for pair, a in zip(raw["test"], attempts)]
+    return "solved" if all(hits) else ("partial" if any(hits) else "failed")
 
 
 def write_task_pictures(test_puzzles: dict, submission: dict, folder: Path, per_kind: int = 3) -> list[Path]:
-    """`solved_<task>.png` / `failed_<task>.png` for the first `per_kind` evaluated puzzles of each kind (task order),
-    drawn by `plot_task` with the first attempt as the prediction."""
-    written, counts = [], {"solved": 0, "failed": 0}
+    """`solved_<task>.png`, `partial_<task>.png`, `failed_<task>.png` for the first `per_kind` evaluated puzzles of
+    each kind (task order), drawn by `plot_task` with the first attempt as the prediction."""
+    written, counts = [], {"solved": 0, "partial": 0, "failed": 0}
     for task_id in sorted(submission):
-        kind = "solved" if _solved(test_puzzles[task_id], submission[task_id]) else "failed"
+        kind = _kind(test_puzzles[task_id], submission[task_id])
         if counts[kind] >= per_kind:
             continue
         counts[kind] += 1
