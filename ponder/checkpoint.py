@@ -59,6 +59,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
 
 
+def latest_for_resume(run_dir: Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"{run_dir}: --resume given but the run holds no checkpoint")
+    return found[-1]
+
+
 def find(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory (its latest checkpoint)."""
     path = Path(path)

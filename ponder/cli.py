@@ -7,6 +7,8 @@
     ponder compare NAME=PRESET[,k=v] ... several models, same data and budget: one table and plot
     ponder info PRESET [k=v ...]         resolved config and weight count
     ponder bench                         throughput and GFLOP/s against the machine's matmul ceiling
+    ponder lm train|run PRESET [k=v ...] retrofitted recurrence on a pretrained LM (run = train + GSM8K R-sweep)
+    ponder lm eval RUN [k=v ...]         GSM8K accuracy and perplexity against test-time recurrences R
 
 Bad input (missing file, malformed row, unknown preset or key, a checkpoint that is not one) prints one line on
 stderr and exits with status 2.
@@ -164,6 +166,49 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _lm_config(args):
+    """(config, run directory) of `ponder lm train/run`: a preset + overrides, or the run being resumed."""
+    from ponder import checkpoint
+    from ponder.config import Config, apply_overrides, from_dict, resolve, to_dict
+
+    if getattr(args, "resume", None):
+        overrides = ([args.preset] if args.preset else []) + args.overrides  # with --resume, all are overrides
+        if any("=" not in o for o in overrides):
+            raise UserError("ponder lm train --resume RUN takes only key=value overrides (the run keeps its preset)")
+        run_dir = Path(args.resume)
+        return from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(checkpoint.find(run_dir))),
+                                                 overrides)), run_dir
+    if not args.preset:
+        raise UserError(f"ponder lm {args.lm_command}: give a PRESET (e.g. lm-smollm2-cpu)")
+    cfg = resolve(args.preset, args.overrides)
+    return cfg, _fresh_dir(Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}")
+
+
+def cmd_lm_train(args) -> int:
+    from ponder.lm.train import train_lm
+
+    cfg, run_dir = _lm_config(args)
+    print(f"run directory: {run_dir}")
+    run = train_lm(cfg, run_dir, resume=bool(args.resume))
+    print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
+    if args.lm_command == "run":
+        from ponder.lm.evaluate import evaluate_lm_checkpoint, format_lm_table
+
+        res, out = evaluate_lm_checkpoint(run.checkpoint, out_dir=run_dir / "lm_eval")
+        print(format_lm_table(res))
+        print(f"wrote {out / 'results.json'}, {out / 'lm_scaling.png'}")
+    return 0
+
+
+def cmd_lm_eval(args) -> int:
+    from ponder.lm.evaluate import evaluate_lm_checkpoint, format_lm_table
+
+    res, out = evaluate_lm_checkpoint(args.run, args.overrides, args.out)
+    print(format_lm_table(res))
+    print(f"wrote {out / 'results.json'}, {out / 'completions.jsonl'}, {out / 'lm_scaling.png'}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from ponder.bench import run_bench
 
@@ -250,6 +295,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("preset", help=f"shipped preset ({', '.join(preset_names())}) or a YAML path")
     d.add_argument("overrides", **overrides)
     d.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("lm", help="retrofitted recurrence: cut a pretrained LM into prelude/core/coda, train, sweep R",
+                       description="Turn a Hugging Face causal LM into a depth-recurrent one (lm.prelude/core/coda), "
+                                   "train it with a recurrence curriculum (GSM8K), measure accuracy against R.")
+    lm = d.add_subparsers(dest="lm_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for name, text in (("train", "surgery + training; --resume RUN continues a run exactly"),
+                       ("run", "surgery + training + the GSM8K sweep over lm.eval_recurrences (the CPU recipe)")):
+        t = lm.add_parser(name, help=text)
+        lm_presets = ", ".join(n for n in preset_names() if n.startswith("lm-"))
+        t.add_argument("preset", nargs="?", help=f"shipped preset ({lm_presets}) or a YAML path")
+        t.add_argument("overrides", **overrides)
+        t.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
+        if name == "train":
+            t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint, exactly")
+        else:
+            t.set_defaults(resume=None)
+        t.set_defaults(func=cmd_lm_train)
+    t = lm.add_parser("eval", help="GSM8K accuracy and perplexity at each R of lm.eval_recurrences: table, JSON, PNG")
+    t.add_argument("run", help="a `ponder lm` checkpoint or run directory (latest checkpoint)")
+    t.add_argument("overrides", **overrides)
+    t.add_argument("--out", help="output directory (default <checkpoint>/lm_eval)")
+    t.set_defaults(func=cmd_lm_eval)
 
     d = sub.add_parser("bench", help="training/eval throughput and GFLOP/s vs the matmul ceiling (not a test)")
     d.add_argument("--out", default="bench/results.json", help="JSON file to write")

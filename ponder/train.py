@@ -113,10 +113,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     step, elapsed_before = 0, 0.0
 
     if resume:
-        found = checkpoint.list_checkpoints(run_dir)
-        if not found:
-            raise UserError(f"{run_dir}: --resume given but the run holds no checkpoint")
-        ckpt = found[-1]
+        ckpt = checkpoint.latest_for_resume(run_dir)
         saved = checkpoint.load_config(ckpt)
         if saved.model != cfg.model or saved.train.batch_size != tc.batch_size:
             raise UserError(f"{ckpt}: a resumed run keeps its model config and train.batch_size; start a new run "
@@ -158,17 +155,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     model.train()
     t0 = time.perf_counter()
     budget = tc.max_minutes * 60
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True, mininterval=1.0,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+    bar = progress_bar(tc, step, progress)
     acc = _Meter()
     last = {}
     ckpt_path = None
     with _StopOnSigint() as stop:
         while step < min(tc.steps, until or tc.steps):
-            if stop.requested:  # Ctrl-C: finish at a step boundary so the checkpoint below is consistent
-                bar.write(f"interrupted at step {step}: saving a checkpoint")
-                break
-            if budget and elapsed_before + time.perf_counter() - t0 >= budget:
+            if must_stop(stop, bar, step, budget, elapsed_before + time.perf_counter() - t0):
                 break
             step += 1
             lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
@@ -202,17 +195,43 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.steps:
                 last = {"step": step, "lr": lr, **acc.flush(), "elapsed": elapsed_before + time.perf_counter() - t0}
-                log_file.write(json.dumps(last) + "\n")
-                log_file.flush()
-                for key, v in last.items():
-                    if key != "step" and tb is not None:
-                        tb.add_scalar(f"train/{key}", v, step)
+                write_log(last, log_file, tb)
                 bar.set_postfix_str(f"loss {last['loss']:.3f} exact {last['exact']:.3f} steps {last['halt_steps']:.1f} "
                                     f"{last['examples_per_s']:.0f} ex/s")
             if tc.eval_every and step % tc.eval_every == 0:
                 last.update(_eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb))
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 ckpt_path = save(last)
+    return finish_run(run_dir, step, ckpt_path, save, last, bar, log_file, tb, stop, elapsed_before + time.perf_counter() - t0)
+
+
+def progress_bar(tc, step: int, progress: bool) -> tqdm:
+    return tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True, mininterval=1.0,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+
+
+def must_stop(stop, bar, step: int, budget_s: float, elapsed_s: float) -> bool:
+    """Ctrl-C (finish at a step boundary so the checkpoint is consistent) or the wall-time budget is spent."""
+    if stop.requested:
+        bar.write(f"interrupted at step {step}: saving a checkpoint")
+        return True
+    return bool(budget_s) and elapsed_s >= budget_s
+
+
+def write_log(last: dict, log_file, tb) -> None:
+    """One metrics.jsonl line and its numeric values to TensorBoard (train/<key>)."""
+    log_file.write(json.dumps(last) + "\n")
+    log_file.flush()
+    if tb is not None:
+        for key, v in last.items():
+            if key != "step" and isinstance(v, (int, float)):
+                tb.add_scalar(f"train/{key}", v, last["step"])
+
+
+def finish_run(run_dir: Path, step: int, ckpt_path: Path | None, save, last: dict, bar, log_file, tb, stop,
+               seconds: float) -> Run:
+    """End of a training call (shared by the puzzle and LM trainers): the final checkpoint unless this step was just
+    saved, close the logs, re-raise a Ctrl-C once the checkpoint is on disk."""
     bar.close()
     if ckpt_path is None or not ckpt_path.name.endswith(f"{step:08d}"):
         ckpt_path = save(last)
@@ -221,7 +240,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         tb.close()
     if stop.requested:
         raise KeyboardInterrupt
-    return Run(run_dir, ckpt_path, step, elapsed_before + time.perf_counter() - t0, last)
+    return Run(run_dir, ckpt_path, step, seconds, last)
 
 
 class _StopOnSigint:

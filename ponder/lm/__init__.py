@@ -1,0 +1,1 @@
+"""Retrofitted recurrence for Hugging Face causal LMs: surgery, depth curriculum, GSM8K evaluation."""
