@@ -120,6 +120,22 @@ class Combined:
             o.load_state_dict(s)
 
 
+def split_hidden(model: nn.Module, heads: tuple[nn.Module, ...]) -> tuple[list[tuple[str, nn.Parameter]],
+                                                                         list[tuple[str, nn.Parameter]]]:
+    """(Muon, the rest) as (name, parameter) pairs: Muon takes the 2-D weight of every nn.Linear except the `heads`;
+    the rest is everything else (embeddings, heads, norms, convs, biases). Each trainable parameter once, so a tied
+    head that shares the embedding tensor stays with the embedding."""
+    muon, rest, seen = [], [], set()
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            hidden = isinstance(module, nn.Linear) and p.ndim == 2 and all(module is not h for h in heads)
+            (muon if hidden else rest).append((f"{mname}.{pname}", p))
+    return muon, rest
+
+
 def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer | Combined:
     """The dense-weight optimiser of train.optimizer (the puzzle table has its own `SignSGD`).
 
@@ -135,10 +151,7 @@ def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer 
         return torch.optim.AdamW(params, betas=(tc.beta1, tc.beta2), **kw)
     if tc.optimizer == "adam_atan2":
         return AdamAtan2(params, betas=(tc.beta1, tc.beta2), **kw)
-    heads = (model.lm_head, model.q_head)
-    hidden = [m.weight for m in model.modules() if isinstance(m, nn.Linear) and all(m is not h for h in heads)]
-    ids = {id(p) for p in hidden}
-    rest = [p for p in params if id(p) not in ids]
+    hidden, rest = ([p for _, p in group] for group in split_hidden(model, (model.lm_head, model.q_head)))
     return Combined(Muon(hidden, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw", **kw),
                     AdamAtan2(rest, betas=(tc.beta1, tc.beta2), **kw))
 

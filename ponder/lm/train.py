@@ -33,7 +33,7 @@ from ponder.config import Config, LmConfig, dump_yaml, parse_layers
 from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_gsm8k, pack_documents, pad_id,
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
-from ponder.optim import Combined, Muon, lr_at
+from ponder.optim import Combined, Muon, lr_at, split_hidden
 from ponder.tasks.dataset import atomic_write_text
 from ponder.train import (Run, TrainingDiverged, _StopOnSigint, _tensorboard, autocast, finish_run, must_stop,
                           progress_bar, resolve_device, write_log)
@@ -64,24 +64,9 @@ def build_model(lc: LmConfig):
     return model, tokenizer
 
 
-def split_params(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
-    """(Muon, AdamW) parameters: Muon takes the 2-D weights of every nn.Linear except the lm_head (attention and MLP
-    matrices of prelude, core and coda, and the adapter); AdamW the rest (embeddings, lm_head, norms, biases).
-    A tied lm_head shares the embedding tensor and goes to AdamW with it."""
-    muon, adam, seen = [], [], set()
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue
-            seen.add(id(p))
-            hidden = isinstance(module, nn.Linear) and p.ndim == 2 and not mname.endswith("lm_head")
-            (muon if hidden else adam).append((f"{mname}.{pname}", p))
-    return muon, adam
-
-
 def build_optimizer(model: nn.Module, cfg: Config) -> Combined:
     tc, lc = cfg.train, cfg.lm
-    muon, adam = split_params(model)
+    muon, adam = split_hidden(model, (model.lm_head,))  # the adapter and every attention/MLP matrix -> Muon
     return Combined(Muon([p for _, p in muon], lr=lc.muon_lr, weight_decay=tc.weight_decay, momentum=0.95,
                          nesterov=True),
                     torch.optim.AdamW([p for _, p in adam], lr=lc.adam_lr, betas=(tc.beta1, tc.beta2), eps=1e-8,
