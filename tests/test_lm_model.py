@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ponder import UserError
-from ponder.lm.load import load_base, tiny_llama
+from ponder.lm.load import TINY_FAMILIES, load_base, tiny_llama, tiny_lm
 from ponder.lm.model import RecurrentLM
 
 torch.set_num_threads(1)
@@ -38,6 +38,23 @@ def test_one_iteration_over_all_layers_equals_hf():
     keep = mask.bool()
     torch.testing.assert_close(masked[keep], hf_masked[keep], atol=1e-5, rtol=0)
     assert not torch.allclose(masked[0, 3:], ref[0, 3:], atol=1e-3)  # the mask did change row 0
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_families_exact_and_cached(family):
+    """Qwen2/3 (q/k norms, biases) and OLMo-2 (post-norms) have the same layer API: r = 1 over all layers equals the
+    base model, and cached generation over a looped core equals uncached."""
+    base = tiny_lm(family, vocab=100, hidden=H, layers=6, heads=4, kv_heads=2)
+    torch.manual_seed(0)
+    model = RecurrentLM(base, [0, 1], [2, 3], [4, 5])
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, num_steps=1).logits, base(ids).logits, atol=1e-5, rtol=0)
+    looped = RecurrentLM(tiny_lm(family, vocab=100, hidden=H, layers=6, heads=4, kv_heads=2), [0, 1], [2, 3], [4, 5],
+                         adapter_init="default", state_std=0.0)
+    cached, _ = looped.generate(ids[:1, :5], 6, num_steps=3, use_cache=True)
+    plain, _ = looped.generate(ids[:1, :5], 6, num_steps=3, use_cache=False)
+    assert cached == plain
 
 
 def test_dropped_layers_and_parameter_count():

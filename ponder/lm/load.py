@@ -48,14 +48,26 @@ def load_base(source: str) -> tuple[nn.Module, object]:
     return model.eval(), tokenizer
 
 
-def tiny_llama(vocab: int = 128, hidden: int = 64, layers: int = 6, heads: int = 4, kv_heads: int = 2,
-               seed: int = 0) -> nn.Module:
-    """A randomly initialised LlamaForCausalLM (untied embeddings, no weights loaded) for tests."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+TINY_FAMILIES = ("llama", "qwen2", "qwen3", "olmo2")  # Llama-family layer APIs the surgery is tested on
 
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=256,
-                         tie_word_embeddings=False)
+
+def tiny_lm(family: str = "llama", vocab: int = 128, hidden: int = 64, layers: int = 6, heads: int = 4,
+            kv_heads: int = 2, seed: int = 0) -> nn.Module:
+    """A randomly initialised causal LM of `family` (untied embeddings, no weights loaded) for tests."""
+    import transformers
+
+    names = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "olmo2": "Olmo2"}
+    if family not in names:
+        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(names)}")
+    config = getattr(transformers, f"{names[family]}Config")(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=256,
+        tie_word_embeddings=False)
     with torch.random.fork_rng():  # seeded without touching the caller's RNG
         torch.manual_seed(seed)
-        return LlamaForCausalLM(config).eval()
+        return getattr(transformers, f"{names[family]}ForCausalLM")(config).eval()
+
+
+def tiny_llama(*args, **kwargs) -> nn.Module:
+    """A randomly initialised LlamaForCausalLM for tests (arguments of `tiny_lm` after the family)."""
+    return tiny_lm("llama", *args, **kwargs)

@@ -5,7 +5,7 @@ see ../shared/reference/urm_retrofit.md sections 2 and 3.2. Design choices:
 - surgery by wrapping: the base model's own `embed_tokens`, decoder layers, `norm`, `rotary_emb` and `lm_head` are
   reused (not copied, not re-implemented); layers in none of prelude/core/coda are dropped. Works for the
   Llama-family layer API of transformers 5 (Llama, Qwen2/3, OLMo-2): `layer(h, attention_mask=, position_ids=,
-  past_key_values=, use_cache=, position_embeddings=) -> h`;
+  cache= (past_key_values= before 5.2x), use_cache=, position_embeddings=) -> h`;
 - untied embeddings (the retrofit unties them: lm_head gets its own copy), embed scale 1;
 - state s0 ~ TruncNormal(0, sigma, +-3 sigma), sigma = 0.0087039 = sqrt(2/(5*5280)) (Huginn's value, no embed scale);
 - injection at every iteration: s <- core(adapter([s ; e])), e = prelude output, adapter = Linear(2h -> h, no bias);
@@ -19,6 +19,8 @@ see ../shared/reference/urm_retrofit.md sections 2 and 3.2. Design choices:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -35,6 +37,13 @@ class RecurrentOutput:
     state: Tensor  # (B, T, h) final core state, detached (for warm starts / inspection)
 
 
+@functools.cache
+def _cache_kwarg(layer_type: type) -> str:
+    """The decoder layer's cache argument: `cache` from transformers 5.2x on, `past_key_values` before (the old name
+    is deprecated there and goes in 5.40)."""
+    return "cache" if "cache" in inspect.signature(layer_type.forward).parameters else "past_key_values"
+
+
 class _Slot:
     """The cache as one layer call sees it.
 
@@ -48,8 +57,9 @@ class _Slot:
     def __init__(self, cache: DynamicCache, slot: int, store: bool = True):
         self.cache, self.slot, self.store, self.kv = cache, slot, store, None
 
-    def update(self, key: Tensor, value: Tensor, layer_idx: int, cache_kwargs: dict | None = None,
-               ) -> tuple[Tensor, Tensor]:  # the HF Cache.update signature; layer_idx is ignored
+    def update(self, key: Tensor, value: Tensor, layer_idx: int, *args, **kwargs,
+               ) -> tuple[Tensor, Tensor]:  # the HF Cache.update signature (its extras vary by version); layer_idx
+        #                                   is ignored
         if self.store:
             return self.cache.update(key, value, self.slot)
         self.kv = key, value
@@ -113,8 +123,9 @@ class RecurrentLM(nn.Module):
         for i, layer in enumerate(layers):
             view = _Slot(cache, slot0 + i, store) if cache is not None else None
             views.append(view)
-            x = layer(x, attention_mask=ctx["mask"], position_ids=ctx["position_ids"], past_key_values=view,
-                      use_cache=cache is not None, position_embeddings=ctx["rope"])
+            x = layer(x, attention_mask=ctx["mask"], position_ids=ctx["position_ids"],
+                      **{_cache_kwarg(type(layer)): view}, use_cache=cache is not None,
+                      position_embeddings=ctx["rope"])
         ctx["views"] = views  # the last run's views, for `_Slot.kv` of an exit probe
         return x
 
