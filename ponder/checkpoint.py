@@ -30,11 +30,15 @@ from ponder.config import Config, dump_yaml, from_dict
 CKPT_DIR = "ckpt"
 
 
+def step_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step_{step:08d}"
+
+
 def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: dict, cfg: Config, meta: dict,
          keep: int = 2) -> Path:
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
+    final = step_path(run_dir, step)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
     if ema_sd is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ponder import checkpoint
+    from ponder import checkpoint, distributed
     from ponder.config import apply_overrides, from_dict, resolve, to_dict, Config
     from ponder.train import train
 
@@ -100,11 +101,52 @@ def cmd_train(args) -> int:
         if not args.preset:
             raise UserError("ponder train: give a PRESET (e.g. demo) or --resume RUN_DIR")
         cfg = resolve(args.preset, args.overrides)
-        run_dir = _fresh_dir(Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}")
-    print(f"run directory: {run_dir}")
-    run = train(cfg, run_dir, resume=bool(args.resume))
-    print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
+        run_dir = None
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # the convenience: re-launch this command under torchrun
+        if cfg.train.batch_size % args.nproc:
+            raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {args.nproc}")
+        return _torchrun(args, run_dir or _fresh_dir(_default_run_dir(args)))
+    world = distributed.init(cfg.train.device)
+    if run_dir is None:  # rank 0 picks the directory (the default holds a timestamp) and tells the others
+        choice = None
+        if world.main:
+            try:
+                choice = str(_fresh_dir(_default_run_dir(args)))
+            except UserError as e:
+                choice = e
+        choice = distributed.broadcast(choice)
+        if isinstance(choice, UserError):
+            raise choice
+        run_dir = Path(choice)
+    if world.main:
+        print(f"run directory: {run_dir}" + (f" ({world.size} processes)" if world.parallel else ""))
+    try:
+        run = train(cfg, run_dir, resume=bool(args.resume), progress=world.main)
+    finally:
+        if world.parallel:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if world.main:
+        print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
     return 0
+
+
+def _default_run_dir(args) -> Path:
+    return Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}"
+
+
+def _torchrun(args, run_dir: Path) -> int:
+    """`ponder train --nproc N ...` = `torchrun --standalone --nproc-per-node N -m ponder train ... --out RUN`."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "ponder", "train"]
+    if args.resume:
+        cmd += ["--resume", str(run_dir)] + ([args.preset] if args.preset else []) + list(args.overrides)
+    else:
+        cmd += [args.preset, *args.overrides, "--out", str(run_dir)]
+    return subprocess.call(cmd)
 
 
 def cmd_eval(args) -> int:
@@ -124,8 +166,13 @@ def cmd_eval(args) -> int:
         print(format_sweep(sweep))
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.png'}")
         return 0
+    from ponder import distributed
+
+    world = distributed.init(args.device)  # under torchrun the test examples are shared out and gathered
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
                                    ema=not args.raw, show=args.show, split=args.split)
+    if not world.main:
+        return 0
     for text in res.pop("_examples", []):
         print(text, end="\n\n")
     print(format_table(res))
@@ -260,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", **overrides)
     d.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
     d.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint, exactly")
+    d.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel processes on this machine (runs `torchrun --standalone --nproc-per-node N`; "
+                        "train.batch_size stays the global batch); or launch `torchrun ... -m ponder train` yourself")
     d.set_defaults(func=cmd_train)
 
     d = sub.add_parser("eval", help="evaluate a checkpoint: scaling table, adaptive halting, plot")

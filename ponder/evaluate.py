@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder import UserError, checkpoint
+from ponder import UserError, checkpoint, distributed
 from ponder.config import Config, apply_overrides, from_dict, to_dict
 from ponder.models import build_model
 from ponder.models.act import IGNORE
@@ -41,16 +41,19 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     cell = np.zeros((n, max_steps), np.float32)
     q_halt = np.zeros((n, max_steps), np.float32)
     kept = np.zeros((min(keep, n), max_steps, meta.seq_len), np.int64)
-    task_scores: dict[str, list] = {}
+    task_scores: dict[str, np.ndarray] = {}  # per-example task metrics (a row is filled by the rank that ran it)
     task = get_task(cfg.data) if cfg.data.task else None
     final = np.zeros((n if hasattr(task, "aggregate") else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
     final_q = np.zeros(len(final), np.float32)  # their q_halt: the voting confidence (also for HRM, as its notebook)
     strata = np.empty(n, object)
-    for lo in range(0, n, cfg.eval.batch_size):
+    world = distributed.world()  # under torchrun, rank r runs batches r, r + W, ... and the rows are summed at the end
+    for b, lo in enumerate(range(0, n, cfg.eval.batch_size)):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
-        inputs, labels, pids = batch_tensors(arrays, idx, meta.ignore_label_id, device)
         if hasattr(task, "strata"):
             strata[idx] = task.strata(np.asarray(arrays.inputs[idx]))
+        if b % world.size != world.rank:
+            continue
+        inputs, labels, pids = batch_tensors(arrays, idx, meta.ignore_label_id, device)
         state = model.initial_state(len(idx), device)
         mask = labels != IGNORE
         counts = mask.sum(-1).clamp_min(1)
@@ -69,11 +72,18 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
                 final_q[idx] = out.q_halt.float().cpu().numpy()
             if s + 1 == last and task is not None:
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
-                    task_scores.setdefault(key, []).append(v)
+                    task_scores.setdefault(key, np.zeros(n, np.float32))[idx] = v
             if lo < len(kept):  # the first `keep` examples, which may span several batches
                 hi = min(len(kept), lo + len(idx))
                 kept[lo:hi, s] = pred[: hi - lo].cpu().numpy()
 
+    if world.parallel:  # every row was written by exactly one rank, zeros elsewhere: a sum assembles them
+        keys = sorted(distributed.broadcast(sorted(task_scores)))
+        task_scores = {k: task_scores.get(k, np.zeros(n, np.float32)) for k in keys}
+        exact, cell, q_halt, kept, final, final_q, *scores = (
+            distributed.sum_rows(a) for a in (exact, cell, q_halt, kept, final, final_q, *task_scores.values()))
+        exact = exact.astype(bool)
+        task_scores = dict(zip(keys, scores))
     halt_step = np.where((q_halt[:, :last] > 0).any(1), (q_halt[:, :last] > 0).argmax(1), last - 1)
 
     def summary(rows: np.ndarray) -> dict:
@@ -83,7 +93,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
                              "mean_steps": float((halt_step[rows] + 1).mean())}}
 
     result = {"n_supervision": n_sup, "steps": list(range(1, max_steps + 1)), **summary(np.arange(n)),
-              "task_metrics": {k: float(np.concatenate(v).mean()) for k, v in task_scores.items()}}
+              "task_metrics": {k: float(v.mean()) for k, v in task_scores.items()}}
     if hasattr(task, "strata"):  # e.g. 1dCA: every metric per k
         result["groups"] = {str(g): summary(np.flatnonzero(strata == g)) for g in sorted(set(strata.tolist()))}
     if keep:
@@ -235,6 +245,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures * 8, show, 0))
     kept = res.pop("_kept_predictions", None)
     out_dir = Path(out_dir) if out_dir else ckpt / ("eval" if split == "test" else f"eval-{split}")
+    if not distributed.world().main:  # under torchrun rank 0 holds the gathered results and writes them
+        return res, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     final = res.pop("_final", None)
     if final is not None and split == "test":  # tasks that pool answers over versions (ARC): voting, pass@k, submission

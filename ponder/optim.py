@@ -19,6 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ponder import distributed
 from ponder.config import TrainConfig
 from ponder.models.layers import SparseEmbedding
 
@@ -167,9 +168,12 @@ class SignSGD:
         local, ids = self.emb.local, self.emb.local_ids
         if local is None or local.grad is None:
             return
+        # under torchrun: the rows of every rank, in rank order (= the global batch's order in one process), so
+        # every rank applies the same update and the tables stay equal without broadcasting them
+        grad, ids = distributed.gather_rows(local.grad), distributed.gather_rows(ids)
         uniq, inverse = ids.unique(return_inverse=True)
-        g = torch.zeros(uniq.shape[0], local.shape[1], dtype=local.grad.dtype, device=local.device)
-        g.index_add_(0, inverse, local.grad)  # sum of the grads of each id in the batch
+        g = torch.zeros(uniq.shape[0], local.shape[1], dtype=grad.dtype, device=local.device)
+        g.index_add_(0, inverse, grad)  # sum of the grads of each id in the batch
         w = self.emb.weight
         rows = w[uniq] * (1 - self.lr * self.weight_decay) - self.lr * torch.sign(g)
         w[uniq] = rows.to(w.dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ponder import UserError, checkpoint
+from ponder import UserError, checkpoint, distributed
 from ponder.config import Config, dump_yaml
 from ponder.models import build_model, count_params
 from ponder.models.act import IGNORE, Carry, act_loss, act_step, continue_target, empty_carry, refill
@@ -42,6 +43,10 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device={name} but CUDA is not available here (use train.device=cpu)")
+    world = distributed.world()
+    if device.type == "cuda" and world.parallel and device.index is None:  # torchrun: one GPU per local rank
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
     return device
 
 
@@ -91,25 +96,42 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would."""
     run_dir = Path(run_dir)
     tc, mc = cfg.train, cfg.model
+    world = distributed.init(tc.device)  # torchrun: join the group (ponder.distributed); else one process
+    if tc.batch_size % world.size:
+        raise UserError(f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the number of "
+                        f"processes ({world.size})")
     device = resolve_device(tc.device)  # bad device or data path: fail before anything is written
     data_dir = prepare_data(cfg, run_dir) if cfg.data.path else None
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    elif world.parallel and device.type == "cpu":  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
     torch.manual_seed(tc.seed)
 
-    data_dir = data_dir or prepare_data(cfg, run_dir)  # an empty data.path builds into the run directory
+    if not data_dir:  # an empty data.path builds into the run directory (rank 0 builds, the others wait)
+        if world.main:
+            data_dir = prepare_data(cfg, run_dir)
+        distributed.barrier()
+        data_dir = data_dir or prepare_data(cfg, run_dir)
     arrays, meta = read_split(data_dir, "train")
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
     params = list(model.parameters())
+    # the module the supervision step calls: DDP under torchrun (buffers stay in sync by construction: the puzzle
+    # table gets the same sign-SGD update on every rank, and broadcasting it each step would cost its whole size)
+    step_model = model if not world.parallel else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync())
     opt = build_optimizer(model, tc)
     emb_opt = SignSGD(model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay) if model.puzzle_emb else None
     ema = EMA(params, tc.ema_rate) if tc.ema else None
     sampler = Sampler(arrays, tc.seed)
-    gen = torch.Generator(device=device).manual_seed(tc.seed)  # halting exploration draws
+    gen = torch.Generator(device=device).manual_seed(tc.seed)  # halting exploration draws (global batch, then sliced)
     aug_rng = np.random.default_rng([tc.seed, 1])  # on-the-fly augmentation
-    carry = empty_carry(model, tc.batch_size, meta.seq_len, device)
+    local_batch = tc.batch_size // world.size
+    mine = world.shard(tc.batch_size)  # this rank's slots of the global carry
+    carry = empty_carry(model, local_batch, meta.seq_len, device)
     step, elapsed_before = 0, 0.0
 
     if resume:
@@ -126,16 +148,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         sampler.load_state_dict(st["sampler"])
         gen.set_state(st["generator"])
         aug_rng.bit_generator.state = st["aug_rng"]
-        carry = Carry.from_tensors({k: v.to(device) for k, v in st["carry"].items()}, type(carry.state))
+        carry = Carry.from_tensors({k: v[mine].to(device) for k, v in st["carry"].items()}, type(carry.state))
         step, elapsed_before = st["step"], st["elapsed"]
 
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    if world.main:
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
     n_params = count_params(model)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": n_params,
-                "data": str(data_dir.resolve())}
-    log_file = open(run_dir / "metrics.jsonl", "a")
-    tb = _tensorboard(run_dir)
+                "data": str(data_dir.resolve()), "processes": world.size}
+    log_file = open(run_dir / "metrics.jsonl", "a") if world.main else _NullLog()
+    tb = _tensorboard(run_dir) if world.main else None
 
     def ema_state() -> dict | None:
         if ema is None:
@@ -145,23 +168,29 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         return {**sd, **dict(zip(names, ema.shadow))}
 
     def save(metrics: dict) -> Path:
-        state = {"optimizer": opt.state_dict(), "ema": [t.cpu() for t in ema.shadow] if ema else None,
-                 "sampler": sampler.state_dict(), "generator": gen.get_state(), "aug_rng": aug_rng.bit_generator.state,
-                 "carry": {k: v.cpu() for k, v in carry.tensors().items()}, "step": step,
-                 "elapsed": elapsed_before + time.perf_counter() - t0}
-        return checkpoint.save(run_dir, step, model.state_dict(), ema_state(), state, cfg,
-                               {**meta_out, "metrics": metrics}, keep=tc.keep_checkpoints)
+        """Every rank calls this (the carry is gathered into the global one); rank 0 writes."""
+        global_carry = {k: distributed.gather_rows(v).cpu() for k, v in carry.tensors().items()}
+        path = checkpoint.step_path(run_dir, step)
+        if world.main:
+            state = {"optimizer": opt.state_dict(), "ema": [t.cpu() for t in ema.shadow] if ema else None,
+                     "sampler": sampler.state_dict(), "generator": gen.get_state(),
+                     "aug_rng": aug_rng.bit_generator.state, "carry": global_carry, "step": step,
+                     "elapsed": elapsed_before + time.perf_counter() - t0}
+            path = checkpoint.save(run_dir, step, model.state_dict(), ema_state(), state, cfg,
+                                   {**meta_out, "metrics": metrics}, keep=tc.keep_checkpoints)
+        distributed.barrier()  # nobody reads a checkpoint before it is complete
+        return path
 
     model.train()
     t0 = time.perf_counter()
     budget = tc.max_minutes * 60
-    bar = progress_bar(tc, step, progress)
+    bar = progress_bar(tc, step, progress and world.main)
     acc = _Meter()
     last = {}
     ckpt_path = None
     with _StopOnSigint() as stop:
         while step < min(tc.steps, until or tc.steps):
-            if must_stop(stop, bar, step, budget, elapsed_before + time.perf_counter() - t0):
+            if distributed.any_rank(must_stop(stop, bar, step, budget, elapsed_before + time.perf_counter() - t0)):
                 break
             step += 1
             lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
@@ -170,18 +199,24 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             if emb_opt is not None:
                 emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
 
-            k = int(carry.halted.sum())
-            if k:
-                carry = refill(model, carry, *batch_tensors(arrays, sampler.take(k), meta.ignore_label_id, device,
-                                                            task if tc.augment else None, aug_rng))
+            halted = distributed.gather_rows(carry.halted)  # the global carry's free slots
+            k = int(halted.sum())
+            if k:  # draw for the global batch (same stream as one process), keep the rows of this rank's slots
+                rows = batch_tensors(arrays, sampler.take(k), meta.ignore_label_id, device,
+                                     task if tc.augment else None, aug_rng)
+                first = int(halted[:mine.start].sum())
+                own = slice(first, first + int(carry.halted.sum()))
+                carry = refill(model, carry, *(t[own] for t in rows))
             with autocast(cfg, device):
-                out, carry = act_step(model, carry, mc.n_supervision, mc.halt_exploration_prob, mc.halt_min_steps, gen)
+                out, carry = act_step(step_model, carry, mc.n_supervision, mc.halt_exploration_prob,
+                                      mc.halt_min_steps, gen, shard=(world.rank, world.size))
                 target = continue_target(model, carry, mc.n_supervision) if mc.act_continue else None  # HRM
                 loss = act_loss(out, carry.labels, tc.loss, tc.halt_loss_weight, target)
-            if not torch.isfinite(loss.total):
-                raise TrainingDiverged(f"loss is {loss.total.item()} at step {step}; stopped, the last good checkpoint "
-                                       f"is kept (try a lower train.lr or train.dtype=float32)")
-            (loss.total / tc.batch_size).backward()
+            if distributed.any_rank(not torch.isfinite(loss.total).item()):
+                raise TrainingDiverged(f"loss is {loss.total.item()} at step {step} (rank {world.rank}); stopped, the "
+                                       f"last good checkpoint is kept (try a lower train.lr or train.dtype=float32)")
+            # sum over this rank's slots / local batch; DDP averages over ranks -> sum over the global batch / B
+            (loss.total / local_batch).backward()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
@@ -191,7 +226,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             if ema is not None:
                 ema.update()
 
-            acc.add(loss, carry, tc.batch_size)
+            acc.add(loss, carry, local_batch)
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.steps:
                 last = {"step": step, "lr": lr, **acc.flush(), "elapsed": elapsed_before + time.perf_counter() - t0}
@@ -203,6 +238,14 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 ckpt_path = save(last)
     return finish_run(run_dir, step, ckpt_path, save, last, bar, log_file, tb, stop, elapsed_before + time.perf_counter() - t0)
+
+
+def _no_buffer_sync() -> dict:
+    """DDP without per-forward buffer broadcasts (`broadcast_buffers` is deprecated from torch 2.1x on)."""
+    import inspect
+
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
 def progress_bar(tc, step: int, progress: bool) -> tqdm:
@@ -241,6 +284,19 @@ def finish_run(run_dir: Path, step: int, ckpt_path: Path | None, save, last: dic
     if stop.requested:
         raise KeyboardInterrupt
     return Run(run_dir, ckpt_path, step, seconds, last)
+
+
+class _NullLog:
+    """metrics.jsonl on ranks other than 0: nothing is written."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _StopOnSigint:
@@ -291,7 +347,13 @@ class _Meter:
         s["steps"] += float(carry.steps[h].sum())
 
     def flush(self) -> dict:
+        """The metrics since the last flush, summed over every rank (a collective: all ranks flush together)."""
         s, dt = self.sums, time.perf_counter() - self.t
+        keys = list(s)
+        s = dict(zip(keys, distributed.sum_floats([float(s[k]) for k in keys])))
+        s["n"] = self.sums["n"]  # losses are per-rank means: average them over ranks
+        for k in ("loss", "lm", "halt"):
+            s[k] /= distributed.world().size
         c, n = max(1, s["count"]), max(1, s["n"])
         out = {"loss": s["loss"] / n, "lm_loss": s["lm"] / n, "halt_loss": s["halt"] / n, "exact": s["exact"] / c,
                "cell": s["cell"] / c, "halt_steps": s["steps"] / c, "examples_per_s": s["examples"] / dt}
@@ -329,6 +391,7 @@ def _eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb)
     if tb is not None:
         for k, v in out.items():
             tb.add_scalar(k.replace("eval_", "eval/"), v, step)
-    tqdm.write(f"step {step}: eval exact {out['eval_exact']:.3f} (adaptive {out['eval_adaptive_exact']:.3f} "
-               f"at {out['eval_adaptive_steps']:.1f} steps)")
+    if distributed.world().main:
+        tqdm.write(f"step {step}: eval exact {out['eval_exact']:.3f} (adaptive {out['eval_adaptive_exact']:.3f} "
+                   f"at {out['eval_adaptive_steps']:.1f} steps)")
     return out

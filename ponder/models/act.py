@@ -64,8 +64,10 @@ def refill(model, carry: Carry, inputs: Tensor, labels: Tensor, puzzle_ids: Tens
 
 
 def act_step(model, carry: Carry, n_supervision: int, exploration_prob: float, min_steps: int,
-             generator: torch.Generator | None = None):
-    """One supervision step for every slot. Returns (output, new carry); output.state is the pre-halting state."""
+             generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)):
+    """One supervision step for every slot. Returns (output, new carry); output.state is the pre-halting state.
+    shard = (rank, processes): the carry is rank's slice of the global batch; the exploration draws are made for
+    the global batch and sliced, so that every slot gets the draws it would get in one process."""
     out = model(carry.state, carry.inputs, carry.puzzle_ids)
     steps = carry.steps + 1
     with torch.no_grad():
@@ -73,9 +75,11 @@ def act_step(model, carry: Carry, n_supervision: int, exploration_prob: float, m
         if model.training and n_supervision > 1:
             q_halt = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue
             halted = halted | (q_halt > 0)
-            b = steps.shape[0]
-            explore = torch.rand(b, generator=generator, device=steps.device) < exploration_prob
-            floor = torch.randint(min_steps, n_supervision + 1, (b,), generator=generator, device=steps.device)
+            b, (rank, size) = steps.shape[0], shard
+            mine = slice(rank * b, (rank + 1) * b)
+            explore = torch.rand(b * size, generator=generator, device=steps.device)[mine] < exploration_prob
+            floor = torch.randint(min_steps, n_supervision + 1, (b * size,), generator=generator,
+                                  device=steps.device)[mine]
             halted = halted & (steps >= explore * floor)
     return out, Carry(out.state, steps, halted, carry.inputs, carry.labels, carry.puzzle_ids)
 

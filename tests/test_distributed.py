@@ -1,0 +1,80 @@
+"""Data parallelism with torchrun (gloo, 2 CPU processes): the same computation as one process at the same global
+batch, and resume across a change of process count. Runs the real CLI (`ponder train --nproc 2` launches torchrun)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+# 6x6 Sudoku demo, tiny: N_sup 3, so every slot is refilled twice (rank 1 takes rows 4-7 of each draw); puzzle
+# embedding on (its sparse sign-SGD rows are gathered across ranks); constant lr so a run can be cut and resumed
+COMMON = ["train.batch_size=8", "train.log_every=1", "train.threads=1", "data.sudoku.train_size=300",
+          "data.sudoku.test_size=20", "model.n_supervision=3",
+          "model.puzzle_emb=true", "train.lr_warmup_steps=0", "train.lr_min_ratio=1.0", "train.checkpoint_every=0",
+          "train.ema=true", "train.max_minutes=0"]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="needs torch.distributed with gloo")
+
+
+def ponder(*args, cwd):
+    done = subprocess.run([sys.executable, "-m", "ponder", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def final(run, step):
+    ckpt = run / "ckpt" / f"step_{step:08d}"
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    return load_file(ckpt / "model.safetensors"), load_file(ckpt / "ema.safetensors"), state
+
+
+def assert_same_run(a, b, atol=2e-5):
+    (wa, ea, sa), (wb, eb, sb) = a, b
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0, msg=k)
+        torch.testing.assert_close(ea[k], eb[k], atol=atol, rtol=0, msg=f"ema {k}")
+    assert sa["sampler"] == sb["sampler"] and sa["step"] == sb["step"]
+    for k in ("steps", "halted", "inputs", "labels", "puzzle_ids"):  # the global carry, gathered from the ranks
+        assert torch.equal(sa["carry"][k], sb["carry"][k]), k
+    assert torch.equal(sa["generator"], sb["generator"])
+
+
+def test_two_processes_equal_one_and_resume_across_process_count(tmp_path):
+    steps = 7
+    ponder("train", "demo", "--out", "one", f"train.steps={steps}", *COMMON, cwd=tmp_path)
+    ponder("train", "demo", "--nproc", "2", "--out", "two", f"train.steps={steps}", *COMMON, cwd=tmp_path)
+    one = final(tmp_path / "one", steps)
+    assert one[2]["sampler"]["offset"] == 8 * (1 + (steps - 1) // 3)  # every slot refilled after N_sup = 3 steps
+    assert one[0]["puzzle_emb.weight"].abs().sum() > 0  # the sparse table was trained
+    assert_same_run(one, final(tmp_path / "two", steps))
+    # 2 processes for 3 steps, then 1 process to the end == one process throughout
+    ponder("train", "demo", "--nproc", "2", "--out", "cut", "train.steps=3", *COMMON, cwd=tmp_path)
+    ponder("train", "--resume", "cut", f"train.steps={steps}", cwd=tmp_path)
+    assert_same_run(one, final(tmp_path / "cut", steps))
+
+
+def test_evaluation_shared_across_processes_equals_one(tmp_path):
+    ponder("train", "demo", "--out", "run", "train.steps=2", *COMMON, cwd=tmp_path)
+    ponder("eval", "run", "--out", "e1", cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                           "ponder", "eval", "run", "--out", "e2", "eval.batch_size=7"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (json.loads((tmp_path / e / "results.json").read_text()) for e in ("e1", "e2"))
+    assert a["n"] == b["n"] == 20
+    for key in ("exact", "cell"):
+        assert a[key] == pytest.approx(b[key], abs=1e-6)
+    assert a["adaptive"] == pytest.approx(b["adaptive"], abs=1e-6)
+    assert a["task_metrics"] == pytest.approx(b["task_metrics"], abs=1e-6)
+
+
+def test_nproc_must_divide_the_global_batch(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ponder", "train", "demo", "--nproc", "3", "train.batch_size=8"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "divisible" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
