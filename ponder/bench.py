@@ -1,13 +1,19 @@
-"""`ponder bench`: throughput of the TRM training step and evaluation, against the machine's matmul ceiling.
+"""`ponder bench`: training and evaluation throughput of every model family against the machine's matmul ceiling.
 
-Measured in one run (so the ceiling and the model see the same machine state):
-- the ceiling: best GFLOP/s of a square `torch.mm` (fp32, and bf16) at a size large enough to saturate the cores;
-- training: examples/s (slots x optimiser steps / s) of the full step (forward, loss, backward, Adam-atan2, EMA)
-  for the paper's TRM-MLP Sudoku config (hidden 512, batch 32) and a small config (hidden 128, batch 64);
-  achieved GFLOP/s = the step's FLOPs, counted by torch's FlopCounterMode (matmuls and attention, forward and
-  backward), divided by its time, and the ratio to the ceiling;
-- evaluation: puzzles/s of a full N_sup-step forward (16 for the paper configs) in inference mode.
-This is a benchmark, never a test: figures go to JSON and the README.
+Measured in one run, so that the ceiling and the models see the same machine state:
+- the ceiling: best GFLOP/s of a square matmul (`torch.mm` 2048^2) on the device, per dtype;
+- for each family at its paper Sudoku-Extreme config (the shipped preset: TRM-MLP, TRM-Att, HRM, URM, the 8-layer
+  Transformer) and at a small config (hidden 128): the trainer's own step (`ponder.train.supervision_step` + `update`:
+  forward through every recursion, loss, backward, clipping, the preset's optimiser, the sparse puzzle table, EMA),
+  as training examples/s (slots x steps / s); its FLOPs counted by `torch.utils.flop_counter.FlopCounterMode`
+  (matmuls and attention, forward and backward) give the achieved GFLOP/s and its ratio to the ceiling;
+- evaluation examples/s: all N_sup supervision steps (the official protocol) in inference mode;
+- peak memory of the step: on CUDA `max_memory_allocated`; on Linux CPUs the process's resident high-water mark
+  (VmHWM, reset before each config through /proc/self/clear_refs), which includes the interpreter and libraries.
+- bf16 (autocast) runs where the device multiplies bf16 at least at a quarter of its fp32 rate (CUDA, CPUs with
+  AMX/AVX512-BF16); elsewhere it is skipped with the reason.
+`--checkpoint RUN` adds the adaptive-halting evaluation of a trained model against all N_sup steps (speed-up and
+exact-accuracy cost). `--compare OLD.json` prints ratios against an earlier run. A benchmark, never a test.
 """
 
 from __future__ import annotations
@@ -15,62 +21,57 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ponder.config import ModelConfig
+from ponder import UserError
+from ponder.config import resolve
 from ponder.models import build_model, count_params
-from ponder.models.act import act_loss
-from ponder.optim import EMA, AdamAtan2
+from ponder.models.act import Carry, empty_carry
 
-CONFIGS = {
-    # name: (model config, batch, vocab, seq_len)
-    "trm-mlp-h512-b32 (paper Sudoku)": (ModelConfig(mixer="mlp", pos_encoding="none"), 32, 11, 81),
-    "trm-mlp-h128-b64 (small)": (ModelConfig(mixer="mlp", pos_encoding="none", hidden=128, n_heads=4), 64, 11, 81),
-    "demo (trm-mlp-h64, 6x6, n=2 T=1)": (ModelConfig(mixer="mlp", pos_encoding="none", hidden=64, n_heads=2, n_latent=2,
-                                                   n_cycles=1, n_supervision=8, puzzle_emb_len=1, puzzle_emb=False), 128, 8, 36),
+SUDOKU_VOCAB, SUDOKU_CELLS = 11, 81
+FAMILIES = {  # name: preset of the paper config; the small config is the same with hidden 128
+    "trm-mlp": "sudoku-extreme-trm-mlp",
+    "trm-att": "sudoku-extreme-trm-att",
+    "hrm": "sudoku-extreme-hrm",
+    "urm": "sudoku-extreme-urm",
+    "transformer": "sudoku-extreme-transformer",
 }
+SMALL = ["model.hidden=128", "model.n_heads=4"]
 
 
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_ceiling(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     torch.mm(a, b)
+    _sync(device)
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         t = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+        for _ in range(10 if device.type == "cuda" else 1):
+            torch.mm(a, b)
+        _sync(device)
+        best = max(best, (10 if device.type == "cuda" else 1) * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+        if device.type == "cpu" and best < 5 and time.perf_counter() > t_end - seconds + 0.5:
+            break  # a crawling dtype (bf16 without bf16 units): one sample says enough
     return best
 
 
-def _step_fn(model, opt, ema, batch: int, vocab: int, seq_len: int, dtype: torch.dtype):
-    g = torch.Generator().manual_seed(0)
-    inputs = torch.randint(1, vocab, (batch, seq_len), generator=g)
-    labels = torch.randint(1, vocab, (batch, seq_len), generator=g)
-    ids = torch.zeros(batch, dtype=torch.long)
-    state = [model.initial_state(batch, "cpu")]
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            out = model(state[0], inputs, ids)
-            loss = act_loss(out, labels)
-        (loss.total / batch).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update()
-        state[0] = out.state
-
-    return step
-
-
-def _time(fn, seconds: float, warmup: int = 1, min_reps: int = 2) -> float:
+def _time(fn, seconds: float, device: torch.device, warmup: int = 1, min_reps: int = 2) -> float:
     for _ in range(warmup):
         fn()
+    _sync(device)
     n, t0 = 0, time.perf_counter()
     while n < min_reps or time.perf_counter() - t0 < seconds:
         fn()
         n += 1
+    _sync(device)
     return (time.perf_counter() - t0) / n
 
 
@@ -82,30 +83,89 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def bench_config(cfg: ModelConfig, batch: int, vocab: int, seq_len: int, dtype: torch.dtype, seconds: float) -> dict:
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:  # hand freed heap back to the OS first, so that the high-water mark starts from the live memory
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := current RSS
+    except OSError:
+        pass
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dtype, device: torch.device,
+                 seconds: float, compile_backend: str = "off") -> dict:
+    """One family/config: the trainer's step and an N_sup-step evaluation on random Sudoku-shaped batches."""
+    from ponder.optim import EMA, SignSGD, build_optimizer
+    from ponder.train import compile_model, supervision_step, update
+
+    name = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    cfg = resolve(preset, [*overrides, f"train.batch_size={batch}", f"train.dtype={name}",
+                           f"train.device={device.type}"])
+    tc, mc = cfg.train, cfg.model
     torch.manual_seed(0)
-    model = build_model(cfg, vocab, seq_len).train()
-    opt = AdamAtan2(model.parameters(), lr=1e-4, weight_decay=0.1)
-    ema = EMA(list(model.parameters()), 0.999)
-    step = _step_fn(model, opt, ema, batch, vocab, seq_len, dtype)
-    flops = count_flops(step)
-    dt = _time(step, seconds)
+    model = build_model(mc, SUDOKU_VOCAB, SUDOKU_CELLS, 1).to(device).train()
+    step_model = compile_model(model, compile_backend) if compile_backend != "off" else model
+    params = list(model.parameters())
+    opt = build_optimizer(model, tc)
+    emb_opt = SignSGD(model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay) if model.puzzle_emb else None
+    ema = EMA(params, tc.ema_rate) if tc.ema else None
+    gen = torch.Generator(device=device).manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randint(1, SUDOKU_VOCAB, (batch, SUDOKU_CELLS), generator=g).to(device)
+    labels = torch.randint(1, SUDOKU_VOCAB, (batch, SUDOKU_CELLS), generator=g).to(device)
+    c0 = empty_carry(model, batch, SUDOKU_CELLS, device)
+    carry = [Carry(c0.state, c0.steps, torch.zeros_like(c0.halted), inputs, labels, c0.puzzle_ids)]
+
+    def step():  # slots are never refilled here: the compute of a step does not depend on which examples it holds
+        out, carry[0], loss = supervision_step(step_model, model, carry[0], cfg, device, gen)
+        update(loss, batch, params, tc, opt, emb_opt, ema)
+
+    _reset_peak(device)
+    step()  # warm-up (and compilation)
+    flops = count_flops(step) if compile_backend == "off" else None
+    dt = _time(step, seconds, device, warmup=0)
+    peak = _peak_mb(device)
 
     model.eval()
-    inputs = torch.randint(1, vocab, (batch, seq_len))
-    ids = torch.zeros(batch, dtype=torch.long)
+    ids = torch.zeros(batch, dtype=torch.long, device=device)
 
     @torch.inference_mode()
     def evaluate():
-        state = model.initial_state(batch, "cpu")
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            for _ in range(cfg.n_supervision):  # the official evaluator's full N_sup steps
+        state = model.initial_state(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            for _ in range(mc.n_supervision):  # the official evaluator's N_sup steps
                 state = model(state, inputs, ids).state
 
-    dt_eval = _time(evaluate, seconds, warmup=0, min_reps=1)
-    return {"params": count_params(model), "batch": batch, "step_s": dt, "train_examples_per_s": batch / dt,
-            "step_gflop": flops / 1e9, "train_gflops": flops / dt / 1e9,
-            "eval_nsup_puzzles_per_s": batch / dt_eval}
+    dt_eval = _time(evaluate, seconds, device, warmup=1 if device.type == "cuda" else 0, min_reps=1)
+    out = {"preset": preset, "overrides": overrides, "params": count_params(model), "batch": batch,
+           "n_supervision": mc.n_supervision, "step_s": dt, "train_examples_per_s": batch / dt,
+           "eval_examples_per_s": batch / dt_eval, "peak_mb": peak}
+    if flops is None:  # FlopCounterMode does not see inside compiled graphs: take the eager count of the same step
+        flops = count_flops(lambda: update(supervision_step(model, model, carry[0], cfg, device, gen)[2], batch,
+                                           params, tc, opt, emb_opt, ema))
+    out.update(step_gflop=flops / 1e9, train_gflops=flops / dt / 1e9)
+    return out
 
 
 def bench_puzzle_embedding(rows: int, dim: int = 512, batch: int = 768, seconds: float = 2.0) -> dict:
@@ -125,48 +185,97 @@ def bench_puzzle_embedding(rows: int, dim: int = 512, batch: int = 768, seconds:
         ((emb(ids) - target) ** 2).sum().backward()
         opt.step()
 
-    dt = _time(step, seconds, warmup=2)
+    dt = _time(step, seconds, torch.device("cpu"), warmup=2)
     return {"rows": rows, "dim": dim, "batch": batch, "table_mb": emb.weight.numel() * 4 / 2**20, "step_ms": 1000 * dt,
             "step_tensors_mb": batch * dim * 4 * 4 / 2**20}  # gathered rows, their grad, per-id sums, new rows
 
 
-def run_bench(out: str | Path, quick: bool = False, compare: str | None = None) -> dict:
-    seconds = 2.0 if quick else 6.0
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads()}, "runs": {}}
+def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, families: str = "",
+              device: str = "", checkpoint: str | None = None, compile_backend: str = "off",
+              sizes: str = "paper,small") -> dict:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here")
+    chosen = [f for f in families.split(",") if f] or list(FAMILIES)
+    unknown = [f for f in chosen if f not in FAMILIES]
+    if unknown:
+        raise UserError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                        f"choose from {', '.join(FAMILIES)}")
+    size_list = [s for s in sizes.split(",") if s]
+    if not size_list or any(s not in ("paper", "small") for s in size_list):
+        raise UserError(f"--sizes takes paper and/or small, got {sizes!r}")
+    old = _load_old(compare) if compare else None  # a bad --compare file fails before minutes of measuring
+    seconds = 1.0 if quick else 4.0
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                          "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                          "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "compile": compile_backend}, "runs": {}}
+    ceilings = {}
     for dtype in (torch.float32, torch.bfloat16):
-        name = str(dtype).split(".")[-1]
-        ceiling = matmul_ceiling(dtype)
-        result["runs"][name] = {"matmul_ceiling_gflops": ceiling, "configs": {}}
-        print(f"[{name}] matmul ceiling {ceiling:.1f} GFLOP/s (torch.mm 2048^2)")
-        for label, (cfg, batch, vocab, seq_len) in CONFIGS.items():
-            r = bench_config(cfg, batch, vocab, seq_len, dtype, seconds)
-            r["ceiling_ratio"] = r["train_gflops"] / ceiling
-            result["runs"][name]["configs"][label] = r
-            print(f"  {label:34s} {r['params']:>10,} w | train {r['train_examples_per_s']:8.1f} ex/s "
-                  f"{r['train_gflops']:6.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling) | "
-                  f"eval (N_sup steps) {r['eval_nsup_puzzles_per_s']:8.1f} puzzles/s")
+        name = "float32" if dtype == torch.float32 else "bfloat16"
+        ceilings[name] = matmul_ceiling(dtype, dev)
+        run = result["runs"][name] = {"matmul_ceiling_gflops": ceilings[name], "configs": {}}
+        print(f"[{name}] matmul ceiling {ceilings[name]:.1f} GFLOP/s (torch.mm 2048^2 on {dev.type})", flush=True)
+        if name == "bfloat16" and ceilings[name] < ceilings["float32"] / 4:
+            run["skipped"] = (f"bf16 matmuls run at {ceilings[name]:.1f} GFLOP/s here against "
+                              f"{ceilings['float32']:.1f} in fp32 (no bf16 units): bf16 training would only be slower")
+            print(f"  skipped: {run['skipped']}")
+            continue
+        for fam in chosen:
+            for size in size_list:
+                batch = (32 if size == "paper" else 64) if dev.type == "cpu" else 768
+                label = f"{fam} {size}"
+                r = bench_config(FAMILIES[fam], [] if size == "paper" else SMALL, batch, dtype, dev, seconds,
+                                 compile_backend)
+                r["ceiling_ratio"] = r["train_gflops"] / ceilings[name]
+                run["configs"][label] = r
+                peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
+                print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s "
+                      f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling) | eval "
+                      f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}", flush=True)
     result["puzzle_embedding"] = []
-    print("sparse puzzle embedding (dim 512, batch 768): one sign-SGD step against the table size")
+    print("sparse puzzle embedding (dim 512, batch 768, CPU): one sign-SGD step against the table size")
     for rows in (1_000, 100_000, 1_000_000):
-        r = bench_puzzle_embedding(rows, seconds=seconds / 3)
+        r = bench_puzzle_embedding(rows, seconds=seconds / 2)
         result["puzzle_embedding"].append(r)
         print(f"  {rows:>9,} rows ({r['table_mb']:7.1f} MB table): {r['step_ms']:6.2f} ms/step")
+    if checkpoint:
+        from ponder.evaluate import adaptive_checkpoint, format_adaptive
+
+        res, _ = adaptive_checkpoint(checkpoint, device=dev.type)
+        result["adaptive_eval"] = res
+        print("adaptive halting on " + checkpoint + ":\n" + format_adaptive(res))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
-    if compare:
-        from ponder import UserError
-
-        try:
-            old = json.loads(Path(compare).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{compare}: not a bench JSON ({e.__class__.__name__})") from None
-        for dname, run in result["runs"].items():
-            for label, r in run["configs"].items():
-                o = old.get("runs", {}).get(dname, {}).get("configs", {}).get(label)
-                if o:
-                    print(f"  [{dname}] {label}: train x{r['train_examples_per_s'] / o['train_examples_per_s']:.2f}, "
-                          f"eval x{r['eval_nsup_puzzles_per_s'] / o['eval_nsup_puzzles_per_s']:.2f} vs {compare}")
+    if old is not None:
+        print(format_compare(result, old, compare))
     return result
+
+
+def _load_old(path: str) -> dict:
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a bench JSON ({e.__class__.__name__})") from None
+    if not isinstance(old, dict) or "runs" not in old:
+        raise UserError(f"{path}: not a bench JSON (no 'runs')")
+    return old
+
+
+def format_compare(new: dict, old: dict, name: str) -> str:
+    """Ratios new / old per config present in both (> 1 = faster now)."""
+    lines = [f"against {name} ({old.get('machine', {}).get('device', '?')}, torch "
+             f"{old.get('machine', {}).get('torch', '?')}):"]
+    for dname, run in new["runs"].items():
+        for label, r in run["configs"].items():
+            o = old["runs"].get(dname, {}).get("configs", {}).get(label)
+            if not o:
+                continue
+            lines.append(f"  [{dname}] {label:18s} train x{r['train_examples_per_s'] / o['train_examples_per_s']:.2f}"
+                         f"  eval x{r['eval_examples_per_s'] / o['eval_examples_per_s']:.2f}"
+                         f"  ceiling ratio {100 * o['ceiling_ratio']:.1f}% -> {100 * r['ceiling_ratio']:.1f}%")
+    if len(lines) == 1:
+        lines.append("  no config in common")
+    return "\n".join(lines)

@@ -169,6 +169,15 @@ def cmd_eval(args) -> int:
     from ponder import distributed
 
     world = distributed.init(args.device)  # under torchrun the test examples are shared out and gathered
+    if args.adaptive:
+        from ponder.evaluate import adaptive_checkpoint, format_adaptive
+
+        res, out = adaptive_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device,
+                                       ema=not args.raw)
+        if world.main:
+            print(format_adaptive(res))
+            print(f"wrote {out / 'adaptive.json'}")
+        return 0
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
                                    ema=not args.raw, show=args.show, split=args.split)
     if not world.main:
@@ -259,7 +268,8 @@ def cmd_lm_eval(args) -> int:
 def cmd_bench(args) -> int:
     from ponder.bench import run_bench
 
-    run_bench(args.out, quick=args.quick, compare=args.compare)
+    run_bench(args.out, quick=args.quick, compare=args.compare, families=args.families, device=args.device,
+              checkpoint=args.checkpoint, compile_backend=args.compile, sizes=args.sizes)
     return 0
 
 
@@ -322,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", choices=("test", "train"), default="test",
                    help="evaluate the test split (default) or the train split (what was memorised; no ARC voting)")
     d.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA ones")
+    d.add_argument("--adaptive", action="store_true",
+                   help="time adaptive halting (halted puzzles leave the batch; eval.halt_threshold) against all "
+                        "N_sup steps: puzzles/s, speed-up, accuracy lost (adaptive.json)")
     d.add_argument("--show", type=int, default=0, metavar="K",
                    help="print the first K test examples with the answer after N_sup steps (also in examples.txt)")
     d.add_argument("--sweep", metavar="KEY=V1,V2,...",
@@ -372,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="bench/results.json", help="JSON file to write")
     d.add_argument("--quick", action="store_true", help="fewer repetitions")
     d.add_argument("--compare", help="earlier JSON to print ratios against")
+    d.add_argument("--families", default="", help="comma-separated subset of trm-mlp,trm-att,hrm,urm,transformer "
+                                                  "(default: all)")
+    d.add_argument("--sizes", default="paper,small", help="paper (the preset, batch 32 on CPU, 768 on GPU) and/or "
+                                                          "small (hidden 128, batch 64 on CPU)")
+    d.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
+    d.add_argument("--compile", default="off", help="torch.compile backend for the step (inductor, aot_eager)")
+    d.add_argument("--checkpoint", metavar="RUN",
+                   help="also time adaptive-halting evaluation of this trained run against all N_sup steps")
     d.set_defaults(func=cmd_bench)
     return p
 

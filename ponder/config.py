@@ -220,6 +220,8 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
     dtype: str = "float32"  # "float32" or "bfloat16" (autocast; master weights stay float32)
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
+    compile: str = "off"  # torch.compile the model step: "off", "inductor" (fused kernels; CPU needs a C compiler,
+    #                       first step pays ~1-2 min of compilation) or another torch.compile backend ("aot_eager")
     augment: bool = False  # re-augment each training example on the fly (task.augment), on top of stored copies
     log_every: int = 50
     eval_every: int = 0  # steps between evaluations during training (0 = only at the end)
@@ -231,6 +233,7 @@ class TrainConfig:
                f"train.optimizer must be adam_atan2, adamw or muon, got {self.optimizer!r}")
         _check(self.loss in ("stablemax", "softmax"), f"train.loss must be stablemax or softmax, got {self.loss!r}")
         _check(self.dtype in ("float32", "bfloat16"), f"train.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        _check(bool(self.compile), "train.compile must be off or a torch.compile backend (inductor, aot_eager, ...)")
         _check(self.batch_size >= 1 and self.steps >= 1, "train.batch_size and train.steps must be >= 1")
 
 
@@ -240,6 +243,8 @@ class EvalConfig:
     max_steps: int = 0  # supervision steps to run at test time; 0 = 2 * N_sup (beyond what was trained)
     max_examples: int = 0  # evaluate on the first N test examples; 0 = all
     plot: bool = True  # write the accuracy-vs-steps PNG
+    halt_threshold: float = 0.0  # adaptive halting stops a puzzle at its first halt logit > this (0: the paper's
+    #                              sigmoid(q) > 0.5); higher = fewer early stops, more steps, less accuracy lost
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ The official evaluator always runs the full N_sup steps; ponder reports that fig
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,8 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             distributed.sum_rows(a) for a in (exact, cell, q_halt, kept, final, final_q, *task_scores.values()))
         exact = exact.astype(bool)
         task_scores = dict(zip(keys, scores))
-    halt_step = np.where((q_halt[:, :last] > 0).any(1), (q_halt[:, :last] > 0).argmax(1), last - 1)
+    stops = q_halt[:, :last] > cfg.eval.halt_threshold
+    halt_step = np.where(stops.any(1), stops.argmax(1), last - 1)
 
     def summary(rows: np.ndarray) -> dict:
         return {"n": int(len(rows)), "exact": exact[rows].mean(0).tolist(), "cell": cell[rows].mean(0).tolist(),
@@ -101,6 +103,51 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     if len(final):
         result["_final"] = (final, final_q)
     return result
+
+
+@torch.inference_mode()
+def evaluate_adaptive(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device) -> dict:
+    """Adaptive halting as a deployment runs it: each puzzle stops at its first halt logit > eval.halt_threshold (at
+    the latest at N_sup), and halted puzzles leave the batch, so the work shrinks with the steps actually used.
+    Gives the same answers as the `adaptive` entry of `evaluate_model` (which runs every step to draw the trace)."""
+    from ponder.train import autocast, batch_tensors
+
+    model.eval()
+    n_sup = cfg.model.n_supervision
+    n = arrays.num_examples if not cfg.eval.max_examples else min(cfg.eval.max_examples, arrays.num_examples)
+    exact, cell, steps = np.zeros(n, bool), np.zeros(n, np.float32), np.zeros(n, np.int64)
+    world = distributed.world()
+    t0 = time.perf_counter()
+    for b, lo in enumerate(range(0, n, cfg.eval.batch_size)):
+        if b % world.size != world.rank:
+            continue
+        rows = torch.arange(lo, min(n, lo + cfg.eval.batch_size))
+        inputs, labels, pids = batch_tensors(arrays, rows.numpy(), meta.ignore_label_id, device)
+        state = model.initial_state(len(rows), device)
+        for s in range(n_sup):
+            with autocast(cfg, device):
+                out = model(state, inputs, pids)
+            halt = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue
+            done = (halt.float() > cfg.eval.halt_threshold) | (s + 1 == n_sup)
+            if done.any():
+                mask = labels[done] != IGNORE
+                correct = (out.logits[done].argmax(-1) == labels[done]) & mask
+                idx = rows[done.cpu()].numpy()
+                exact[idx] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
+                cell[idx] = (correct.sum(-1) / mask.sum(-1).clamp_min(1)).cpu().numpy()
+                steps[idx] = s + 1
+                keep = ~done
+                if not keep.any():
+                    break
+                rows, inputs, labels, pids = rows[keep.cpu()], inputs[keep], labels[keep], pids[keep]
+                state = type(out.state)(**{k: v[keep] for k, v in vars(out.state).items()})
+            else:
+                state = out.state
+    exact, cell, steps = (distributed.sum_rows(a) for a in (exact, cell, steps))
+    seconds = time.perf_counter() - t0
+    return {"n": n, "exact": float(exact.astype(bool).mean()), "cell": float(cell.mean()),
+            "mean_steps": float(steps.mean()), "seconds": seconds, "puzzles_per_s": n / seconds,
+            "halt_threshold": cfg.eval.halt_threshold}
 
 
 def scaling_rows(result: dict) -> list[tuple[int, float, float]]:
@@ -218,12 +265,9 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
     plt.close(fig)
 
 
-def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
-                        device: str = "cpu", pictures: int = 1, ema: bool = True, show: int = 0,
-                        split: str = "test") -> tuple[dict, Path]:
-    """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a split (the test split, or the
-    train split to see what was memorised), write JSON/PNG. Overrides may change test-time settings, including the
-    recursion (model.n_latent, model.n_cycles)."""
+def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str] = (), device: str = "cpu",
+                  ema: bool = True, split: str = "test"):
+    """(checkpoint dir, config with overrides, model on device, split arrays, metadata, data dir) of a checkpoint."""
     ckpt = checkpoint.find(path)
     cfg = checkpoint.load_config(ckpt)
     cfg = from_dict(Config, apply_overrides(to_dict(cfg), list(overrides)))
@@ -242,6 +286,49 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     model.to(device)
     if cfg.train.threads:  # the run's CPU thread count (e.g. 1 when two runs share a 2-core machine)
         torch.set_num_threads(cfg.train.threads)
+    return ckpt, cfg, model, arrays, meta, data_dir
+
+
+def adaptive_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (),
+                        out_dir: str | Path | None = None, device: str = "cpu", ema: bool = True) -> tuple[dict, Path]:
+    """`ponder eval --adaptive`: adaptive-halting evaluation (halted puzzles leave the batch) against the official
+    protocol (every puzzle runs N_sup steps), timed on the same machine in the same call: puzzles/s of each, the
+    speed-up, and the exact-accuracy points lost. Writes adaptive.json."""
+    ckpt, cfg, model, arrays, meta, data_dir = load_for_eval(path, data, overrides, device, ema)
+    fast = evaluate_adaptive(cfg, model, arrays, meta, torch.device(device))
+    t0 = time.perf_counter()
+    full = evaluate_model(cfg, model, arrays, meta, torch.device(device), max_steps=cfg.model.n_supervision)
+    full_s = time.perf_counter() - t0
+    res = {"checkpoint": str(ckpt), "n": fast["n"], "n_supervision": cfg.model.n_supervision, "adaptive": fast,
+           "full": {"exact": full["exact"][-1], "cell": full["cell"][-1], "seconds": full_s,
+                    "puzzles_per_s": fast["n"] / full_s},
+           "speedup": fast["puzzles_per_s"] * full_s / fast["n"],
+           "exact_points_lost": 100 * (full["exact"][-1] - fast["exact"])}
+    out_dir = Path(out_dir) if out_dir else ckpt / "eval"
+    if distributed.world().main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "adaptive.json").write_text(json.dumps(res, indent=2))
+    return res, out_dir
+
+
+def format_adaptive(res: dict) -> str:
+    a, f = res["adaptive"], res["full"]
+    return "\n".join([
+        f"{res['n']} puzzles, N_sup = {res['n_supervision']}",
+        f"  all N_sup steps (official): exact {100 * f['exact']:.1f}%, cell {100 * f['cell']:.1f}%, "
+        f"{f['puzzles_per_s']:.1f} puzzles/s",
+        f"  adaptive halting (logit > {a['halt_threshold']:g}): exact {100 * a['exact']:.1f}%, cell "
+        f"{100 * a['cell']:.1f}%, {a['mean_steps']:.2f} steps on average, {a['puzzles_per_s']:.1f} puzzles/s",
+        f"  speed-up x{res['speedup']:.2f}, exact accuracy lost {res['exact_points_lost']:+.2f} points"])
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
+                        device: str = "cpu", pictures: int = 1, ema: bool = True, show: int = 0,
+                        split: str = "test") -> tuple[dict, Path]:
+    """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a split (the test split, or the
+    train split to see what was memorised), write JSON/PNG. Overrides may change test-time settings, including the
+    recursion (model.n_latent, model.n_cycles)."""
+    ckpt, cfg, model, arrays, meta, data_dir = load_for_eval(path, data, overrides, device, ema, split)
     res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures * 8, show, 0))
     kept = res.pop("_kept_predictions", None)
     out_dir = Path(out_dir) if out_dir else ckpt / ("eval" if split == "test" else f"eval-{split}")

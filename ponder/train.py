@@ -100,7 +100,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     if tc.batch_size % world.size:
         raise UserError(f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the number of "
                         f"processes ({world.size})")
-    device = resolve_device(tc.device)  # bad device or data path: fail before anything is written
+    device = resolve_device(tc.device)  # bad device, backend or data path: fail before anything is written
+    check_compile_backend(tc.compile)
     data_dir = prepare_data(cfg, run_dir) if cfg.data.path else None
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     # table gets the same sign-SGD update on every rank, and broadcasting it each step would cost its whole size)
     step_model = model if not world.parallel else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync())
+    if tc.compile != "off":  # the step's forward and backward graphs, compiled (after DDP wraps the model)
+        step_model = compile_model(step_model, tc.compile)
     opt = build_optimizer(model, tc)
     emb_opt = SignSGD(model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay) if model.puzzle_emb else None
     ema = EMA(params, tc.ema_rate) if tc.ema else None
@@ -207,24 +210,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                 first = int(halted[:mine.start].sum())
                 own = slice(first, first + int(carry.halted.sum()))
                 carry = refill(model, carry, *(t[own] for t in rows))
-            with autocast(cfg, device):
-                out, carry = act_step(step_model, carry, mc.n_supervision, mc.halt_exploration_prob,
-                                      mc.halt_min_steps, gen, shard=(world.rank, world.size))
-                target = continue_target(model, carry, mc.n_supervision) if mc.act_continue else None  # HRM
-                loss = act_loss(out, carry.labels, tc.loss, tc.halt_loss_weight, target)
+            out, carry, loss = supervision_step(step_model, model, carry, cfg, device, gen, (world.rank, world.size))
             if distributed.any_rank(not torch.isfinite(loss.total).item()):
                 raise TrainingDiverged(f"loss is {loss.total.item()} at step {step} (rank {world.rank}); stopped, the "
                                        f"last good checkpoint is kept (try a lower train.lr or train.dtype=float32)")
-            # sum over this rank's slots / local batch; DDP averages over ranks -> sum over the global batch / B
-            (loss.total / local_batch).backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            opt.step()
-            if emb_opt is not None:
-                emb_opt.step()
-            opt.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update()
+            update(loss, local_batch, params, tc, opt, emb_opt, ema)
 
             acc.add(loss, carry, local_batch)
             bar.update(1)
@@ -238,6 +228,47 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 ckpt_path = save(last)
     return finish_run(run_dir, step, ckpt_path, save, last, bar, log_file, tb, stop, elapsed_before + time.perf_counter() - t0)
+
+
+def supervision_step(step_model, model, carry: Carry, cfg: Config, device, gen, shard=(0, 1)):
+    """Forward and loss of one supervision step of every slot (also what `ponder bench` times).
+    step_model: the module called (the model, or its DDP / compiled wrapper); model: the plain module."""
+    mc, tc = cfg.model, cfg.train
+    with autocast(cfg, device):
+        out, carry = act_step(step_model, carry, mc.n_supervision, mc.halt_exploration_prob, mc.halt_min_steps, gen,
+                              shard=shard)
+        target = continue_target(model, carry, mc.n_supervision) if mc.act_continue else None  # HRM
+        loss = act_loss(out, carry.labels, tc.loss, tc.halt_loss_weight, target)
+    return out, carry, loss
+
+
+def update(loss, local_batch: int, params: list, tc, opt, emb_opt, ema) -> None:
+    """Backward, clip, optimiser steps (dense and sparse puzzle table), EMA."""
+    # sum over this rank's slots / local batch; DDP averages over ranks -> sum over the global batch / B
+    (loss.total / local_batch).backward()
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+    opt.step()
+    if emb_opt is not None:
+        emb_opt.step()
+    opt.zero_grad(set_to_none=True)
+    if ema is not None:
+        ema.update()
+
+
+def check_compile_backend(backend: str) -> None:
+    if backend == "off":
+        return
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise UserError(f"train.compile={backend!r}: not a torch.compile backend here "
+                        f"(try inductor or aot_eager, or off)")
+
+
+def compile_model(model: torch.nn.Module, backend: str) -> torch.nn.Module:
+    check_compile_backend(backend)
+    return torch.compile(model, backend=backend)
 
 
 def _no_buffer_sync() -> dict:

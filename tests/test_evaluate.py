@@ -89,3 +89,30 @@ def test_kept_predictions_span_batches():
     res = evaluate_model(cfg, Echo(), arrays, meta, torch.device("cpu"), keep=3)
     assert res["exact"] == [1.0, 1.0]
     assert np.array_equal(res["_kept_predictions"][:, 1], labels)  # all three, in order, from two batches
+
+
+def test_fast_adaptive_evaluation_equals_the_trace():
+    """evaluate_adaptive drops halted puzzles from the batch; its answers equal the full trace's adaptive entry."""
+    from ponder.evaluate import evaluate_adaptive
+    from ponder.models import build_model
+
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(1, 8, (37, 36)).astype(np.uint8)
+    labels = rng.integers(1, 8, (37, 36)).astype(np.uint8)
+    labels[:, :10] = inputs[:, :10]  # some cells are easy, so cell accuracy varies
+    arrays = from_pairs(inputs, labels)
+    meta = Metadata(seq_len=36, vocab_size=8, ignore_label_id=None)
+    for threshold in (0.0, 0.3):
+        cfg = resolve("demo", ["model.n_supervision=6", "eval.batch_size=10", f"eval.halt_threshold={threshold}"])
+        cfg = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
+        torch.manual_seed(0)
+        model = build_model(cfg.model, 8, 36)
+        with torch.no_grad():  # a halting head that fires at different steps for different puzzles
+            model.q_head.weight.normal_(0, 0.5)
+            model.q_head.bias.zero_()
+        full = evaluate_model(cfg, model, arrays, meta, torch.device("cpu"))["adaptive"]
+        fast = evaluate_adaptive(cfg, model, arrays, meta, torch.device("cpu"))
+        assert 1.0 < fast["mean_steps"] < 6.0  # puzzles did stop at different steps
+        assert fast["mean_steps"] == full["mean_steps"]
+        assert fast["exact"] == full["exact"]
+        assert abs(fast["cell"] - full["cell"]) < 1e-6
