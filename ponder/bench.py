@@ -191,7 +191,7 @@ def bench_puzzle_embedding(rows: int, dim: int = 512, batch: int = 768, seconds:
 
 def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, families: str = "",
               device: str = "", checkpoint: str | None = None, compile_backend: str = "off",
-              sizes: str = "paper,small") -> dict:
+              sizes: str = "paper,small", halt_threshold: float = 0.0) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here")
@@ -241,7 +241,8 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     if checkpoint:
         from ponder.evaluate import adaptive_checkpoint, format_adaptive
 
-        res, _ = adaptive_checkpoint(checkpoint, device=dev.type)
+        res, _ = adaptive_checkpoint(checkpoint, overrides=[f"eval.halt_threshold={halt_threshold}"],
+                                     device=dev.type)
         result["adaptive_eval"] = res
         print("adaptive halting on " + checkpoint + ":\n" + format_adaptive(res))
     out = Path(out)

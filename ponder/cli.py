@@ -269,7 +269,8 @@ def cmd_bench(args) -> int:
     from ponder.bench import run_bench
 
     run_bench(args.out, quick=args.quick, compare=args.compare, families=args.families, device=args.device,
-              checkpoint=args.checkpoint, compile_backend=args.compile, sizes=args.sizes)
+              checkpoint=args.checkpoint, compile_backend=args.compile, sizes=args.sizes,
+              halt_threshold=args.halt_threshold)
     return 0
 
 
@@ -393,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--compile", default="off", help="torch.compile backend for the step (inductor, aot_eager)")
     d.add_argument("--checkpoint", metavar="RUN",
                    help="also time adaptive-halting evaluation of this trained run against all N_sup steps")
+    d.add_argument("--halt-threshold", type=float, default=0.0,
+                   help="eval.halt_threshold for --checkpoint (0: the paper's rule)")
     d.set_defaults(func=cmd_bench)
     return p
 

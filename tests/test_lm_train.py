@@ -282,6 +282,7 @@ def test_lm_presets_parse():
         assert max(max(i) for i in idx) < layers and lc.muon_lr == 0.001 and lc.adam_lr == 5e-5
         shapes[name] = tuple(len(i) for i in idx)
     assert shapes["lm-tinyllama-484"] == (4, 8, 4) and shapes["lm-llama32-1b-242"] == (2, 4, 2)
+    assert shapes["lm-smollm2-cpu"] == (10, 10, 10)  # every layer kept: R = 1 starts as the base model
     assert resolve("lm-tinyllama-484").lm.core == "10-17"
 
 
