@@ -207,9 +207,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             if k:  # draw for the global batch (same stream as one process), keep the rows of this rank's slots
                 rows = batch_tensors(arrays, sampler.take(k), meta.ignore_label_id, device,
                                      task if tc.augment else None, aug_rng)
-                first = int(halted[:mine.start].sum())
-                own = slice(first, first + int(carry.halted.sum()))
-                carry = refill(model, carry, *(t[own] for t in rows))
+                carry = refill(model, carry, *(t[own_rows(halted, mine)] for t in rows))
             out, carry, loss = supervision_step(step_model, model, carry, cfg, device, gen, (world.rank, world.size))
             if distributed.any_rank(not torch.isfinite(loss.total).item()):
                 raise TrainingDiverged(f"loss is {loss.total.item()} at step {step} (rank {world.rank}); stopped, the "
@@ -227,7 +225,15 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                 last.update(_eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb))
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 ckpt_path = save(last)
-    return finish_run(run_dir, step, ckpt_path, save, last, bar, log_file, tb, stop, elapsed_before + time.perf_counter() - t0)
+    return finish_run(run_dir, step, ckpt_path, save, last, bar, log_file, tb, stop,
+                      elapsed_before + time.perf_counter() - t0)
+
+
+def own_rows(halted: torch.Tensor, mine: slice) -> slice:
+    """The rows of a global draw (one per free slot of the global carry, in slot order) that belong to the free
+    slots of `mine`, this rank's slice of the slots."""
+    first = int(halted[:mine.start].sum())
+    return slice(first, first + int(halted[mine].sum()))
 
 
 def supervision_step(step_model, model, carry: Carry, cfg: Config, device, gen, shard=(0, 1)):

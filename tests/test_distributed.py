@@ -78,3 +78,34 @@ def test_nproc_must_divide_the_global_batch(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "divisible" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_each_rank_refills_its_own_free_slots():
+    """Free slots that differ between ranks (as once the halting head fires): the rows each rank keeps from the global
+    draw, put in its slots, give the single-process refill of the global carry."""
+    from ponder.config import resolve
+    from ponder.distributed import World
+    from ponder.models import build_model
+    from ponder.models.act import empty_carry, refill
+    from ponder.train import own_rows
+
+    cfg = resolve("demo", ["model.hidden=16", "model.n_heads=2"])
+    model = build_model(cfg.model, 8, 6)
+    halted = torch.tensor([True, False, True, True, False, True, False, False])
+    draw = [torch.arange(4)[:, None].repeat(1, 6) + 1, torch.arange(4)[:, None].repeat(1, 6) + 2, torch.arange(4)]
+
+    def carry(rows: slice):
+        c = empty_carry(model, 8, 6, "cpu")
+        c.halted, c.steps = halted.clone(), torch.arange(8, dtype=torch.int32)
+        return type(c)(type(c.state)(*(v[rows] for v in vars(c.state).values())), c.steps[rows], c.halted[rows],
+                       c.inputs[rows], c.labels[rows], c.puzzle_ids[rows])
+
+    whole = refill(model, carry(slice(0, 8)), *draw)
+    parts = []
+    for rank in range(2):
+        mine = World(rank, 2).shard(8)
+        parts.append(refill(model, carry(mine), *(t[own_rows(halted, mine)] for t in draw)))
+    assert own_rows(halted, World(0, 2).shard(8)) == slice(0, 3)
+    assert own_rows(halted, World(1, 2).shard(8)) == slice(3, 4)
+    for key in ("inputs", "labels", "puzzle_ids", "steps"):
+        assert torch.equal(torch.cat([getattr(p, key) for p in parts]), getattr(whole, key)), key
