@@ -123,10 +123,7 @@ def cmd_train(args) -> int:
     try:
         run = train(cfg, run_dir, resume=bool(args.resume), progress=world.main)
     finally:
-        if world.parallel:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        distributed.shutdown()
     if world.main:
         print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
     return 0
@@ -150,8 +147,6 @@ def _torchrun(args, run_dir: Path) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ponder.evaluate import evaluate_checkpoint, format_table
-
     from ponder.train import resolve_device
 
     resolve_device(args.device)
@@ -169,6 +164,15 @@ def cmd_eval(args) -> int:
     from ponder import distributed
 
     world = distributed.init(args.device)  # under torchrun the test examples are shared out and gathered
+    try:
+        return _eval(args, world)
+    finally:
+        distributed.shutdown()
+
+
+def _eval(args, world) -> int:
+    from ponder.evaluate import evaluate_checkpoint, format_table
+
     if args.adaptive:
         from ponder.evaluate import adaptive_checkpoint, format_adaptive
 

@@ -56,6 +56,12 @@ def init(device: str = "cpu") -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def shutdown() -> None:
+    """Leave the process group (before exit: gloo may abort a process that exits while still in one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world() -> World:
     if not (dist.is_available() and dist.is_initialized()):
         return World()
