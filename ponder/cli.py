@@ -102,6 +102,8 @@ def cmd_train(args) -> int:
             raise UserError("ponder train: give a PRESET (e.g. demo) or --resume RUN_DIR")
         cfg = resolve(args.preset, args.overrides)
         run_dir = None
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # the convenience: re-launch this command under torchrun
         if cfg.train.batch_size % args.nproc:
             raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {args.nproc}")
