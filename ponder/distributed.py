@@ -53,7 +53,7 @@ def init(device: str = "cpu") -> World:
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return world()
 
 
 def shutdown() -> None:
