@@ -5,8 +5,11 @@ Measured in one run, so that the ceiling and the models see the same machine sta
 - for each family at its paper Sudoku-Extreme config (the shipped preset: TRM-MLP, TRM-Att, HRM, URM, the 8-layer
   Transformer) and at a small config (hidden 128): the trainer's own step (`ponder.train.supervision_step` + `update`:
   forward through every recursion, loss, backward, clipping, the preset's optimiser, the sparse puzzle table, EMA),
-  as training examples/s (slots x steps / s); its FLOPs counted by `torch.utils.flop_counter.FlopCounterMode`
+  as training examples/s (slots x steps / s); its FLOPs counted with `torch.utils.flop_counter`'s formulas
   (matmuls and attention, forward and backward) give the achieved GFLOP/s and its ratio to the ceiling;
+- the kernel bound: each FLOP-counted call of the step (every matmul/attention shape) timed alone; their sum is
+  the step's time without any other work, so "share of the kernel bound" says how much is overhead (element-wise
+  ops, copies, allocation, Python) and the bound's GFLOP/s says what the shapes themselves allow;
 - evaluation examples/s: all N_sup supervision steps (the official protocol) in inference mode;
 - peak memory of the step: on CUDA `max_memory_allocated`; on Linux CPUs the process's resident high-water mark
   (VmHWM, reset before each config through /proc/self/clear_refs), which includes the interpreter and libraries.
@@ -24,6 +27,8 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from ponder import UserError
 from ponder.config import resolve
@@ -74,12 +79,69 @@ def _time(fn, seconds: float, device: torch.device, warmup: int = 1, min_reps: i
     return (time.perf_counter() - t0) / n
 
 
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+class KernelLog(TorchDispatchMode):
+    """Records every call of an op that `FlopCounterMode` counts (matmuls, attention, convolutions) with the shapes,
+    strides and dtypes of its arguments and the FLOPs of the call, so that `kernel_bound` can time each on its own."""
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[tuple, list] = {}  # key -> [op, args spec, kwargs spec, count, flops of one call]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.utils.flop_counter import flop_registry
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func.overloadpacket)
+        if formula is not None:
+            spec_args, spec_kwargs = tree_map(_spec, args), tree_map(_spec, kwargs)
+            key = (func, repr(spec_args), repr(spec_kwargs))
+            if key not in self.calls:
+                self.calls[key] = [func, spec_args, spec_kwargs, 0, formula(*args, **kwargs, out_val=out)]
+            self.calls[key][3] += 1
+        return out
+
+    @property
+    def flops(self) -> int:
+        return sum(count * flops for _, _, _, count, flops in self.calls.values())
+
+
+class _TensorSpec(tuple):
+    """(shape, stride, dtype, device) of a tensor argument, rebuilt with random values by `_materialise`."""
+
+
+def _spec(a):
+    return _TensorSpec((tuple(a.shape), a.stride(), a.dtype, a.device)) if isinstance(a, torch.Tensor) else a
+
+
+def _materialise(a):
+    if not isinstance(a, _TensorSpec):
+        return a
+    shape, stride, dtype, device = a
+    size = 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0  # expanded (stride 0) too
+    base = torch.empty(size, dtype=dtype, device=device)
+    return (base.normal_() if dtype.is_floating_point else base.zero_()).as_strided(shape, stride)
+
+
+def kernel_bound(log: KernelLog, device: torch.device, seconds: float = 0.05) -> float:
+    """Seconds the logged calls take when each runs alone on fresh inputs of its shapes (best of several runs of
+    each distinct call, times its count): the step's time if nothing but its FLOP-counted kernels ran. Its FLOPs
+    over this time are the rate the step's own shapes allow; GEMMs with a 97-wide side (TRM-MLP's sequence mixing)
+    run far below the 2048^2 ceiling, so this, not the ceiling, is what lean code can reach."""
+    total = 0.0
+    with torch.no_grad():
+        for func, spec_args, spec_kwargs, count, _ in log.calls.values():
+            args, kwargs = tree_map(_materialise, spec_args), tree_map(_materialise, spec_kwargs)
+            func(*args, **kwargs)
+            _sync(device)
+            best, t_end, reps = float("inf"), time.perf_counter() + seconds, 0
+            while reps < 3 or time.perf_counter() < t_end:
+                t = time.perf_counter()
+                func(*args, **kwargs)
+                _sync(device)
+                best, reps = min(best, time.perf_counter() - t), reps + 1
+            total += count * best
+    return total
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -142,7 +204,6 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
 
     _reset_peak(device)
     step()  # warm-up (and compilation)
-    flops = count_flops(step) if compile_backend == "off" else None
     dt = _time(step, seconds, device, warmup=0)
     peak = _peak_mb(device)
 
@@ -160,10 +221,13 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
     out = {"preset": preset, "overrides": overrides, "params": count_params(model), "batch": batch,
            "n_supervision": mc.n_supervision, "step_s": dt, "train_examples_per_s": batch / dt,
            "eval_examples_per_s": batch / dt_eval, "peak_mb": peak}
-    if flops is None:  # FlopCounterMode does not see inside compiled graphs: take the eager count of the same step
-        flops = count_flops(lambda: update(supervision_step(model, model, carry[0], cfg, device, gen)[2], batch,
-                                           params, tc, opt, emb_opt, ema))
-    out.update(step_gflop=flops / 1e9, train_gflops=flops / dt / 1e9)
+    model.train()
+    log = KernelLog()  # the eager step (a dispatch mode does not see inside compiled graphs), after the timing
+    with log:
+        update(supervision_step(model, model, carry[0], cfg, device, gen)[2], batch, params, tc, opt, emb_opt, ema)
+    kernel_s = kernel_bound(log, device)
+    out.update(step_gflop=log.flops / 1e9, train_gflops=log.flops / dt / 1e9, kernel_s=kernel_s,
+               kernel_bound_gflops=log.flops / kernel_s / 1e9, kernel_share=kernel_s / dt)
     return out
 
 
@@ -204,11 +268,14 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     if not size_list or any(s not in ("paper", "small") for s in size_list):
         raise UserError(f"--sizes takes paper and/or small, got {sizes!r}")
     old = _load_old(compare) if compare else None  # a bad --compare file fails before minutes of measuring
+    from ponder.train import keep_freed_memory
+
+    heap_reuse = dev.type == "cpu" and keep_freed_memory()  # as `ponder train` / `eval` run on CPUs
     seconds = 1.0 if quick else 4.0
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "compile": compile_backend}, "runs": {}}
+                          "compile": compile_backend, "cpu_heap_reuse": heap_reuse}, "runs": {}}
     ceilings = {}
     for dtype in (torch.float32, torch.bfloat16):
         name = "float32" if dtype == torch.float32 else "bfloat16"
@@ -230,7 +297,8 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
                 run["configs"][label] = r
                 peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
                 print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s "
-                      f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling) | eval "
+                      f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling, "
+                      f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "
                       f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}", flush=True)
     result["puzzle_embedding"] = []
     print("sparse puzzle embedding (dim 512, batch 768, CPU): one sign-SGD step against the table size")

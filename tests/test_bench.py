@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ponder import UserError
-from ponder.bench import bench_config, format_compare, run_bench
+from ponder.bench import KernelLog, bench_config, format_compare, kernel_bound, run_bench
 
 
 def test_bench_config_counts_flops_and_memory():
@@ -17,6 +17,37 @@ def test_bench_config_counts_flops_and_memory():
     tokens = 4 * (81 + 16)
     assert r["step_gflop"] * 1e9 > 6 * 0.5 * r["params"] * tokens
     assert r["peak_mb"] is None or r["peak_mb"] > 0
+    # the kernel bound: each counted call timed alone, so it is shorter than the whole step
+    assert 0 < r["kernel_s"] < r["step_s"] and r["kernel_bound_gflops"] > r["train_gflops"]
+
+
+def test_kernel_log_matches_flop_counter_and_groups_calls():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    x, w = torch.randn(6, 5, requires_grad=True), torch.randn(7, 5, requires_grad=True)
+    q = torch.randn(2, 3, 9, 4, requires_grad=True)
+
+    def fn():
+        h = torch.nn.functional.linear(x, w)  # (6,5)@(5,7): 2*6*5*7 = 420 FLOPs
+        h = h @ w  # (6,7)@(7,5): 420
+        a = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        (h.sum() + a.sum()).backward()
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    log = KernelLog()
+    with log:
+        fn()
+    assert log.flops == counter.get_total_flops() > 840
+    mms = [(c[3], c[4]) for c in log.calls.values() if c[0] is torch.ops.aten.mm.default]
+    assert (1, 420) in mms and sum(n for n, _ in mms) == 6  # 2 forward + 2 x 2 backward matmuls
+    twice = KernelLog()
+    with twice:
+        fn()
+        fn()
+    assert twice.flops == 2 * log.flops and len(twice.calls) == len(log.calls)  # same shapes: grouped, counted
+    assert kernel_bound(log, torch.device("cpu")) > 0
 
 
 def test_compare_report_and_bad_files(tmp_path):

@@ -144,3 +144,43 @@ def test_unknown_compile_backend_is_a_user_error(tmp_path, data_dir):
     with pytest.raises(UserError, match="train.compile"):
         train(tiny(data_dir, "train.compile=nonsense"), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+_FAULTS = """
+import resource, sys, torch
+from ponder.train import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "tuned" else False
+for _ in range(2):  # warm-up: the heap grows to hold the block
+    torch.ones(1 << 24)  # 64 MB: above glibc's largest mmap threshold
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    torch.ones(1 << 24)  # allocated, written, freed
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="glibc/Linux allocator behaviour")
+def test_cpu_runs_reuse_freed_activation_memory(tmp_path):
+    """keep_freed_memory (applied by resolve_device on CPU): a freed 64 MB activation is reused from the heap
+    instead of being unmapped and page-faulted back at its next use; left alone under the user's MALLOC_* settings."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "faults.py"
+    script.write_text(_FAULTS)
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES") and
+           not k.startswith("MALLOC_")}
+
+    def run(mode, extra=None):
+        out = subprocess.run([sys.executable, str(script), mode], env={**env, **(extra or {})}, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return out[0] == "True", int(out[1])
+
+    pages = (1 << 26) // os.sysconf("SC_PAGE_SIZE")
+    applied, faults_default = run("default")
+    assert not applied and faults_default > 19 * pages  # glibc: a fresh mmap, faulted in, at every allocation
+    applied, faults_tuned = run("tuned")
+    if not applied:
+        pytest.skip("not glibc")
+    assert faults_tuned <= 2 * pages  # the heap settles after a block or two
+    assert run("tuned", {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "0"})[0] is False

@@ -65,11 +65,41 @@ def swiglu_width(d: int, expansion: float) -> int:
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}  # gate activation (model.activation)
 
 
-def _glu(gate: Tensor, up: Tensor, activation: str) -> Tensor:
-    """act(gate) * up; in place when no graph is recorded (the no-grad recursions), saving two buffers."""
-    act = ACTIVATIONS[activation]
+class SiluGate(torch.autograd.Function):
+    """SiLU(G) * U of the fused projection [G, U], with a backward that writes dG and dU straight into the two
+    halves of one (..., 2I) gradient. Autograd's own graph of chunk -> silu -> mul builds the halves apart and then
+    concatenates them: a copy of the whole expansion per call, ~4% of the TRM-MLP training step on CPU.
+    Saves what autograd saves (the projection and SiLU(G)); the values are the same as the plain expression."""
+
+    @staticmethod
+    def forward(ctx, gate_up: Tensor) -> Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        act = F.silu(gate)
+        ctx.save_for_backward(gate_up, act)
+        return act * up
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        gate_up, act = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        out = torch.empty_like(gate_up)
+        d_gate, d_up = out.chunk(2, dim=-1)
+        torch.mul(grad, up, out=d_gate)  # dL/dSiLU(G)
+        torch.ops.aten.silu_backward.grad_input(d_gate, gate, grad_input=d_gate)  # x SiLU'(G), in place
+        torch.mul(grad, act, out=d_up)
+        return out
+
+
+def _glu(gate_up: Tensor, activation: str) -> Tensor:
+    """act(G) * U of [G, U] = gate_up; in place when no graph is recorded (the no-grad recursions), saving two
+    buffers; `SiluGate` when a graph is recorded."""
     if torch.is_grad_enabled():
-        return act(gate) * up
+        if activation == "silu":
+            return SiluGate.apply(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return ACTIVATIONS[activation](gate) * up
+    gate, up = gate_up.chunk(2, dim=-1)
+    act = ACTIVATIONS[activation]
     return (act(gate) if activation == "gelu" else act(gate, inplace=True)).mul_(up)  # F.gelu has no in-place form
 
 
@@ -84,8 +114,7 @@ class SwiGLU(nn.Module):
         self.down = linear(inter, d)
 
     def expand(self, x: Tensor) -> Tensor:  # (..., d) -> (..., inter): the gated expansion H = act(G) * U
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return _glu(gate, up, self.activation)
+        return _glu(self.gate_up(x), self.activation)
 
     def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
         return self.down(self.expand(x))
