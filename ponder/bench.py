@@ -1,7 +1,8 @@
 """`ponder bench`: training and evaluation throughput of every model family against the machine's matmul ceiling.
 
 Measured in one run, so that the ceiling and the models see the same machine state:
-- the ceiling: best GFLOP/s of a square matmul (`torch.mm` 2048^2) on the device, per dtype;
+- the ceiling: best GFLOP/s of a square matmul (`torch.mm` 2048^2) on the device, per dtype, at the start and
+  again right before each config (the ratio uses the latter: a shared machine's speed drifts within a run);
 - for each family at its paper Sudoku-Extreme config (the shipped preset: TRM-MLP, TRM-Att, HRM, URM, the 8-layer
   Transformer) and at a small config (hidden 128): the trainer's own step (`ponder.train.supervision_step` + `update`:
   forward through every recursion, loss, backward, clipping, the preset's optimiser, the sparse puzzle table, EMA),
@@ -291,13 +292,14 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
             for size in size_list:
                 batch = (32 if size == "paper" else 64) if dev.type == "cpu" else 768
                 label = f"{fam} {size}"
+                ceiling = matmul_ceiling(dtype, dev, seconds=1.0)  # again here: a shared machine's speed drifts
                 r = bench_config(FAMILIES[fam], [] if size == "paper" else SMALL, batch, dtype, dev, seconds,
                                  compile_backend)
-                r["ceiling_ratio"] = r["train_gflops"] / ceilings[name]
+                r["ceiling_gflops"], r["ceiling_ratio"] = ceiling, r["train_gflops"] / ceiling
                 run["configs"][label] = r
                 peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
                 print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s "
-                      f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling, "
+                      f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling {ceiling:.0f}, "
                       f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "
                       f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}", flush=True)
     result["puzzle_embedding"] = []

@@ -58,6 +58,24 @@ def test_two_processes_equal_one_and_resume_across_process_count(tmp_path):
     assert_same_run(one, final(tmp_path / "cut", steps))
 
 
+FAMILIES = {  # tiny versions of the other families, each with what DDP must handle in it
+    "hrm": ["model.family=hrm", "model.act_continue=true"],  # Q-learning continue target: a second forward pass
+    "urm": ["model.family=urm", "model.mixer=attention", "model.pos_encoding=rope", "model.ffn=conv_swiglu",
+            "model.loops=3", "model.no_grad_loops=1"],  # truncated backprop through loops, conv weights
+    "transformer": ["model.family=transformer", "model.mixer=attention", "model.pos_encoding=rope"],
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_processes_equal_one_for_every_family(tmp_path, family):
+    steps = 4
+    args = [f"train.steps={steps}", *COMMON, "model.hidden=32", *FAMILIES[family]]
+    ponder("train", "demo", "--out", "one", *args, cwd=tmp_path)
+    ponder("train", "demo", "--nproc", "2", "--out", "two", *args, cwd=tmp_path)
+    one = final(tmp_path / "one", steps)
+    assert_same_run(one, final(tmp_path / "two", steps))
+
+
 def test_evaluation_shared_across_processes_equals_one(tmp_path):
     ponder("train", "demo", "--out", "run", "train.steps=2", *COMMON, cwd=tmp_path)
     ponder("eval", "run", "--out", "e1", cwd=tmp_path)
