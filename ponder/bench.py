@@ -85,15 +85,16 @@ class KernelLog(TorchDispatchMode):
     strides and dtypes of its arguments and the FLOPs of the call, so that `kernel_bound` can time each on its own."""
 
     def __init__(self):
+        from torch.utils.flop_counter import flop_registry
+
         super().__init__()
+        self.formulas = flop_registry  # op packet -> FLOPs of a call
         self.calls: dict[tuple, list] = {}  # key -> [op, args spec, kwargs spec, count, flops of one call]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from torch.utils.flop_counter import flop_registry
-
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func.overloadpacket)
+        formula = self.formulas.get(func.overloadpacket)
         if formula is not None:
             spec_args, spec_kwargs = tree_map(_spec, args), tree_map(_spec, kwargs)
             key = (func, repr(spec_args), repr(spec_kwargs))
