@@ -180,7 +180,8 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
                  seconds: float, compile_backend: str = "off") -> dict:
     """One family/config: the trainer's step and an N_sup-step evaluation on random Sudoku-shaped batches."""
     from ponder.optim import EMA, SignSGD, build_optimizer
-    from ponder.train import compile_model, supervision_step, update
+    from ponder.runtime import autocast, compile_model
+    from ponder.train import supervision_step, update
 
     name = "bfloat16" if dtype == torch.bfloat16 else "float32"
     cfg = resolve(preset, [*overrides, f"train.batch_size={batch}", f"train.dtype={name}",
@@ -215,7 +216,7 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
     @torch.inference_mode()
     def evaluate():
         state = model.initial_state(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        with autocast(name, device):
             for _ in range(mc.n_supervision):  # the official evaluator's N_sup steps
                 state = model(state, inputs, ids).state
 
@@ -270,7 +271,7 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     if not size_list or any(s not in ("paper", "small") for s in size_list):
         raise UserError(f"--sizes takes paper and/or small, got {sizes!r}")
     old = _load_old(compare) if compare else None  # a bad --compare file fails before minutes of measuring
-    from ponder.train import keep_freed_memory
+    from ponder.runtime import keep_freed_memory
 
     heap_reuse = dev.type == "cpu" and keep_freed_memory()  # as `ponder train` / `eval` run on CPUs
     seconds = 1.0 if quick else 4.0

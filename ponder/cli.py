@@ -149,7 +149,7 @@ def _torchrun(args, run_dir: Path) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ponder.train import resolve_device
+    from ponder.runtime import resolve_device
 
     resolve_device(args.device)
     if args.sweep:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder import UserError, checkpoint, distributed
+from ponder import UserError, checkpoint, distributed, runtime
 from ponder.config import Config, apply_overrides, from_dict, to_dict
 from ponder.models import build_model
 from ponder.models.act import IGNORE
@@ -31,7 +31,7 @@ from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
 def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
                    keep: int = 0) -> dict:
     """Run the trace. `keep` > 0 also returns the predictions after every step of the first `keep` examples."""
-    from ponder.train import autocast, batch_tensors
+    from ponder.train import batch_tensors
 
     model.eval()
     n_sup = cfg.model.n_supervision
@@ -59,7 +59,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         mask = labels != IGNORE
         counts = mask.sum(-1).clamp_min(1)
         for s in range(max_steps):
-            with autocast(cfg, device):
+            with runtime.autocast(cfg.train.dtype, device):
                 out = model(state, inputs, pids)
             state = out.state
             pred = out.logits.argmax(-1)
@@ -110,7 +110,7 @@ def evaluate_adaptive(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, 
     """Adaptive halting as a deployment runs it: each puzzle stops at its first halt logit > eval.halt_threshold (at
     the latest at N_sup), and halted puzzles leave the batch, so the work shrinks with the steps actually used.
     Gives the same answers as the `adaptive` entry of `evaluate_model` (which runs every step to draw the trace)."""
-    from ponder.train import autocast, batch_tensors
+    from ponder.train import batch_tensors
 
     model.eval()
     n_sup = cfg.model.n_supervision
@@ -125,7 +125,7 @@ def evaluate_adaptive(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, 
         inputs, labels, pids = batch_tensors(arrays, rows.numpy(), meta.ignore_label_id, device)
         state = model.initial_state(len(rows), device)
         for s in range(n_sup):
-            with autocast(cfg, device):
+            with runtime.autocast(cfg.train.dtype, device):
                 out = model(state, inputs, pids)
             halt = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue
             done = (halt.float() > cfg.eval.halt_threshold) | (s + 1 == n_sup)
@@ -284,8 +284,7 @@ def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str
     except RuntimeError as e:
         raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
     model.to(device)
-    if cfg.train.threads:  # the run's CPU thread count (e.g. 1 when two runs share a 2-core machine)
-        torch.set_num_threads(cfg.train.threads)
+    runtime.set_threads(cfg.train.threads, torch.device(device))  # e.g. 1 when two runs share a 2-core machine
     return ckpt, cfg, model, arrays, meta, data_dir
 
 

@@ -8,9 +8,7 @@ N/2 + `--resume` + N/2 give bit-identical weights (tests/test_train.py).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ponder import UserError, checkpoint, distributed
+from ponder import UserError, checkpoint, distributed, runtime
 from ponder.config import Config, dump_yaml
 from ponder.models import build_model, count_params
 from ponder.models.act import IGNORE, Carry, act_loss, act_step, continue_target, empty_carry, refill
@@ -31,52 +29,6 @@ from ponder.tasks.dataset import PuzzleArrays, Sampler, atomic_write_text, read_
 
 class TrainingDiverged(Exception):
     """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
-
-
-def autocast(cfg: Config, device: torch.device):
-    if cfg.train.dtype == "bfloat16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-_HEAP_BYTES = 1 << 30  # freed blocks up to this size stay in the heap for reuse
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed large blocks for reuse instead of handing them back to the OS (CPU runs).
-
-    By default glibc serves every block above its mmap threshold (at most 32 MB) with a fresh mmap and unmaps it on
-    free, so each large activation of a step - a (B*D, 2I) SwiGLU expansion of TRM-MLP at hidden 512 is 64 MB -
-    costs page faults and kernel zeroing at every use: on this project's 2-core CPU an element-wise add of two
-    32 MB tensors took 17 ms instead of 3.5 ms, and the TRM-MLP Sudoku step ran 25% slower (README, Scaling).
-    This is what the CUDA caching allocator does on GPUs and what jemalloc/tcmalloc preloads do on CPUs; it is left
-    alone when the user set glibc's MALLOC_* tunables or preloads another allocator. Returns whether it applied.
-    """
-    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES",
-                                     "LD_PRELOAD")):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-        return bool(libc.mallopt(m_mmap_threshold, _HEAP_BYTES) and libc.mallopt(m_trim_threshold, _HEAP_BYTES))
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return False
-
-
-def resolve_device(name: str) -> torch.device:
-    """The run's device, prepared: CUDA index per torchrun rank; on CPU, large freed blocks kept for reuse."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device={name} but CUDA is not available here (use train.device=cpu)")
-    world = distributed.world()
-    if device.type == "cuda" and world.parallel and device.index is None:  # torchrun: one GPU per local rank
-        device = torch.device("cuda", world.local_rank)
-        torch.cuda.set_device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
-    return device
 
 
 def prepare_data(cfg: Config, run_dir: Path) -> Path:
@@ -129,15 +81,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     if tc.batch_size % world.size:
         raise UserError(f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the number of "
                         f"processes ({world.size})")
-    device = resolve_device(tc.device)  # bad device, backend or data path: fail before anything is written
-    check_compile_backend(tc.compile)
+    device = runtime.resolve_device(tc.device)  # bad device, backend or data path: fail before anything is written
+    runtime.check_compile_backend(tc.compile)
     data_dir = prepare_data(cfg, run_dir) if cfg.data.path else None
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    elif world.parallel and device.type == "cpu":  # share the cores instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
+    runtime.set_threads(tc.threads, device)
     torch.manual_seed(tc.seed)
 
     if not data_dir:  # an empty data.path builds into the run directory (rank 0 builds, the others wait)
@@ -149,12 +98,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
     params = list(model.parameters())
-    # the module the supervision step calls: DDP under torchrun (buffers stay in sync by construction: the puzzle
-    # table gets the same sign-SGD update on every rank, and broadcasting it each step would cost its whole size)
-    step_model = model if not world.parallel else torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync())
+    step_model = runtime.data_parallel(model, device) if world.parallel else model  # what the step calls
     if tc.compile != "off":  # the step's forward and backward graphs, compiled (after DDP wraps the model)
-        step_model = compile_model(step_model, tc.compile)
+        step_model = runtime.compile_model(step_model, tc.compile)
     opt = build_optimizer(model, tc)
     emb_opt = SignSGD(model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay) if model.puzzle_emb else None
     ema = EMA(params, tc.ema_rate) if tc.ema else None
@@ -269,7 +215,7 @@ def supervision_step(step_model, model, carry: Carry, cfg: Config, device, gen, 
     """Forward and loss of one supervision step of every slot (also what `ponder bench` times).
     step_model: the module called (the model, or its DDP / compiled wrapper); model: the plain module."""
     mc, tc = cfg.model, cfg.train
-    with autocast(cfg, device):
+    with runtime.autocast(tc.dtype, device):
         out, carry = act_step(step_model, carry, mc.n_supervision, mc.halt_exploration_prob, mc.halt_min_steps, gen,
                               shard=shard)
         target = continue_target(model, carry, mc.n_supervision) if mc.act_continue else None  # HRM
@@ -289,29 +235,6 @@ def update(loss, local_batch: int, params: list, tc, opt, emb_opt, ema) -> None:
     opt.zero_grad(set_to_none=True)
     if ema is not None:
         ema.update()
-
-
-def check_compile_backend(backend: str) -> None:
-    if backend == "off":
-        return
-    import torch._dynamo
-
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
-        raise UserError(f"train.compile={backend!r}: not a torch.compile backend here "
-                        f"(try inductor or aot_eager, or off)")
-
-
-def compile_model(model: torch.nn.Module, backend: str) -> torch.nn.Module:
-    check_compile_backend(backend)
-    return torch.compile(model, backend=backend)
-
-
-def _no_buffer_sync() -> dict:
-    """DDP without per-forward buffer broadcasts (`broadcast_buffers` is deprecated from torch 2.1x on)."""
-    import inspect
-
-    params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
-    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
 def progress_bar(tc, step: int, progress: bool) -> tqdm:

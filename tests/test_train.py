@@ -148,10 +148,10 @@ def test_unknown_compile_backend_is_a_user_error(tmp_path, data_dir):
 
 _FAULTS = """
 import resource, sys, torch
-from ponder.train import keep_freed_memory
+from ponder.runtime import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else False
-for _ in range(2):  # warm-up: the heap grows to hold the block
-    torch.ones(1 << 24)  # 64 MB: above glibc's largest mmap threshold
+for _ in range(10):  # warm-up: the heap grows until freed blocks fit the next request (how many blocks that takes
+    torch.ones(1 << 24)  # depends on what the imports left in the heap); 64 MB: above glibc's largest mmap threshold
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
     torch.ones(1 << 24)  # allocated, written, freed
@@ -182,5 +182,5 @@ def test_cpu_runs_reuse_freed_activation_memory(tmp_path):
     applied, faults_tuned = run("tuned")
     if not applied:
         pytest.skip("not glibc")
-    assert faults_tuned <= 2 * pages  # the heap settles after a block or two
+    assert faults_tuned <= 2 * pages  # once settled, the heap serves every block again
     assert run("tuned", {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "0"})[0] is False

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 
-from ponder import UserError, checkpoint
+from ponder import UserError, checkpoint, runtime
 from ponder.config import Config, apply_overrides, from_dict, to_dict
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
 from ponder.lm.train import MODEL_FIELDS, build_model, lm_loss
 from ponder.tasks.dataset import atomic_write_text
-from ponder.train import autocast, resolve_device
 
 GEN_CHUNK = 48  # new tokens per generate() call; between calls the text is checked for STOP (the model's
 #                 generate stops at EOS only, and an untrained model rarely emits it)
@@ -78,7 +77,7 @@ def perplexity(model, tokenizer, problems: list[Problem], num_steps: int, cfg: C
     for i in range(0, len(problems), batch_size):
         ids, labels = collate([task_example(tokenizer, p) for p in problems[i:i + batch_size]],
                               pad_id(tokenizer))
-        with autocast(cfg, device):
+        with runtime.autocast(cfg.train.dtype, device):
             out = model(ids.to(device), num_steps=num_steps, generator=gen)
         loss, n = lm_loss(out.logits, labels.to(device))
         total, count = total + loss.item() * n, count + n
@@ -166,8 +165,8 @@ def evaluate_lm_checkpoint(path: str | Path, overrides: list[str] = (), out_dir:
         raise UserError("lm.eval_data is empty: give the GSM8K test JSONL, e.g. "
                         "lm.eval_data=../shared/data/gsm8k/test.jsonl")
     problems = load_gsm8k(cfg.lm.eval_data, limit=cfg.lm.eval_examples)
-    model.to(resolve_device(cfg.train.device))
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    device = runtime.resolve_device(cfg.train.device)
+    model.to(device)
+    runtime.set_threads(cfg.train.threads, device)
     out = Path(out_dir) if out_dir else ckpt / "lm_eval"
     return evaluate_lm(model, tokenizer, cfg, problems, out, progress), out

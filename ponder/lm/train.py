@@ -28,15 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ponder import UserError, checkpoint
+from ponder import UserError, checkpoint, runtime
 from ponder.config import Config, LmConfig, dump_yaml, parse_layers
 from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_gsm8k, pack_documents, pad_id,
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
 from ponder.tasks.dataset import atomic_write_text
-from ponder.train import (Run, TrainingDiverged, _StopOnSigint, _tensorboard, autocast, finish_run, must_stop,
-                          progress_bar, resolve_device, write_log)
+from ponder.train import Run, TrainingDiverged, _StopOnSigint, _tensorboard, finish_run, must_stop, progress_bar, write_log
 
 # the LmConfig fields that define the weights: a resumed run must keep them
 MODEL_FIELDS = ("base", "prelude", "core", "coda", "state_std", "adapter_init")
@@ -141,9 +140,8 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
     """Train (or resume) the retrofit run in `run_dir`; `until` stops this call at that step (checkpointed)."""
     run_dir = Path(run_dir)
     tc, lc = cfg.train, cfg.lm
-    device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    device = runtime.resolve_device(tc.device)
+    runtime.set_threads(tc.threads, device)
     torch.manual_seed(tc.seed)
     model, tokenizer = build_model(lc)
     batches = Batches(cfg, tokenizer)  # bad data files fail before anything is written
@@ -203,7 +201,7 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
             for _ in range(lc.grad_accum):
                 ids, labels = batches.next(step)
                 ids, labels = ids.to(device), labels.to(device)
-                with autocast(cfg, device):
+                with runtime.autocast(tc.dtype, device):
                     out = model(ids, num_steps=depth.total, num_grad_steps=depth.k, generator=gen)
                 loss, _ = lm_loss(out.logits, labels)
                 if not torch.isfinite(loss):
