@@ -32,9 +32,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from ponder import UserError
+from ponder.act import Carry, empty_carry
 from ponder.config import resolve
 from ponder.models import build_model, count_params
-from ponder.models.act import Carry, empty_carry
 
 SUDOKU_VOCAB, SUDOKU_CELLS = 11, 81
 FAMILIES = {  # name: preset of the paper config; the small config is the same with hidden 128

@@ -107,9 +107,9 @@ def compare(members: list[Member], out: str | Path, common: list[str] = (), step
         [f"train.max_minutes={minutes}", "train.steps=100000000"]
     cfgs = _configs(members, list(common), budget, data)
     if not data:  # one dataset for all, built once from the shared data config
-        from ponder.train import prepare_data
+        from ponder.tasks import prepare_data
 
-        data_dir = prepare_data(next(iter(cfgs.values())), out)
+        data_dir = prepare_data(next(iter(cfgs.values())).data, out)
         cfgs = _configs(members, list(common), budget, str(data_dir))
     eval_steps = eval_steps or 2 * max(cfg.model.n_supervision for cfg in cfgs.values())
     rows = []

@@ -13,8 +13,8 @@ from pathlib import Path
 from ponder.config import resolve
 from ponder.evaluate import evaluate_checkpoint, format_table
 from ponder.models import build_model, count_params
-from ponder.tasks import get_task
-from ponder.train import prepare_data, train
+from ponder.tasks import get_task, prepare_data
+from ponder.train import train
 
 
 def run_demo(out: Path, overrides: list[str] = (), minutes: float | None = None) -> dict:
@@ -33,7 +33,7 @@ def run_demo(out: Path, overrides: list[str] = (), minutes: float | None = None)
           f"{cfg.train.dtype} on {cfg.train.device}")
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    prepare_data(cfg, out)
+    prepare_data(cfg.data, out)
     print(f"  data built in {time.perf_counter() - t:.1f}s")
     run = train(cfg, out)
     t = time.perf_counter()

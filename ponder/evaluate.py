@@ -22,17 +22,14 @@ import torch
 from ponder import UserError, checkpoint, distributed, runtime
 from ponder.config import Config, apply_overrides, from_dict, to_dict
 from ponder.models import build_model
-from ponder.models.act import IGNORE
 from ponder.tasks import get_task, task_for
-from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
+from ponder.tasks.dataset import IGNORE, Metadata, PuzzleArrays, batch_tensors, read_split
 
 
 @torch.inference_mode()
 def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
                    keep: int = 0) -> dict:
     """Run the trace. `keep` > 0 also returns the predictions after every step of the first `keep` examples."""
-    from ponder.train import batch_tensors
-
     model.eval()
     n_sup = cfg.model.n_supervision
     max_steps = max_steps or cfg.eval.max_steps or 2 * n_sup
@@ -110,8 +107,6 @@ def evaluate_adaptive(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, 
     """Adaptive halting as a deployment runs it: each puzzle stops at its first halt logit > eval.halt_threshold (at
     the latest at N_sup), and halted puzzles leave the batch, so the work shrinks with the steps actually used.
     Gives the same answers as the `adaptive` entry of `evaluate_model` (which runs every step to draw the trace)."""
-    from ponder.train import batch_tensors
-
     model.eval()
     n_sup = cfg.model.n_supervision
     n = arrays.num_examples if not cfg.eval.max_examples else min(cfg.eval.max_examples, arrays.num_examples)

@@ -1,7 +1,7 @@
 """The training loop: a plain function, in a fixed order per step:
 refill halted slots -> lr -> one supervision step (forward) -> loss -> backward -> clip -> step -> EMA -> log -> eval/ckpt.
 
-Each optimiser step is ONE supervision step of every slot of the persistent ACT carry (`ponder.models.act`), as in
+Each optimiser step is ONE supervision step of every slot of the persistent ACT carry (`ponder.act`), as in
 the official TRM/HRM code. Everything a resumed run needs is in the checkpoint: on CPU, N steps straight and
 N/2 + `--resume` + N/2 give bit-identical weights (tests/test_train.py).
 """
@@ -19,47 +19,17 @@ import torch
 from tqdm import tqdm
 
 from ponder import UserError, checkpoint, distributed, runtime
+from ponder.act import Carry, act_loss, act_step, continue_target, empty_carry, refill
 from ponder.config import Config, dump_yaml
+from ponder.files import atomic_write_text
 from ponder.models import build_model, count_params
-from ponder.models.act import IGNORE, Carry, act_loss, act_step, continue_target, empty_carry, refill
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
-from ponder.tasks import build_dataset, task_for
-from ponder.tasks.dataset import PuzzleArrays, Sampler, atomic_write_text, read_split
+from ponder.tasks import prepare_data, task_for
+from ponder.tasks.dataset import IGNORE, Sampler, batch_tensors, read_split
 
 
 class TrainingDiverged(Exception):
     """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
-
-
-def prepare_data(cfg: Config, run_dir: Path) -> Path:
-    """The dataset directory of a run: data.path, or built once into <run>/data from the data config."""
-    if cfg.data.path:
-        path = Path(cfg.data.path)
-        if not (path / "train" / "dataset.json").exists():
-            raise UserError(f"{path}: no dataset here (data.path); build one with `ponder data {cfg.data.task} --out "
-                            f"{path} ...` or leave data.path empty to build it from the data.{cfg.data.task} options")
-        return path
-    out = run_dir / "data"
-    if not (out / "test" / "dataset.json").exists():
-        build_dataset(cfg.data, out)
-    return out
-
-
-def batch_tensors(arrays: PuzzleArrays, idx: np.ndarray, ignore_id: int | None, device, task=None,
-                  rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows `idx` as (inputs, labels with IGNORE, puzzle ids); optionally re-augmented by the task."""
-    order = np.argsort(idx, kind="stable")  # sorted reads from the memory map, then back to stream order
-    inputs = np.empty((len(idx), arrays.inputs.shape[1]), np.int64)
-    labels = np.empty_like(inputs)
-    inputs[order], labels[order] = arrays.inputs[idx[order]], arrays.labels[idx[order]]
-    if task is not None:
-        inputs, labels = task.augment(rng, inputs, labels)
-    pids = arrays.example_puzzle_ids[idx]
-    labels = torch.from_numpy(np.ascontiguousarray(labels)).long()
-    if ignore_id is not None:
-        labels[labels == ignore_id] = IGNORE
-    return (torch.from_numpy(np.ascontiguousarray(inputs)).long().to(device), labels.to(device),
-            torch.from_numpy(np.asarray(pids)).long().to(device))
 
 
 @dataclass
@@ -83,7 +53,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                         f"processes ({world.size})")
     device = runtime.resolve_device(tc.device)  # bad device, backend or data path: fail before anything is written
     runtime.check_compile_backend(tc.compile)
-    data_dir = prepare_data(cfg, run_dir) if cfg.data.path else None
+    data_dir = prepare_data(cfg.data, run_dir) if cfg.data.path else None
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     runtime.set_threads(tc.threads, device)
@@ -91,9 +61,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
 
     if not data_dir:  # an empty data.path builds into the run directory (rank 0 builds, the others wait)
         if world.main:
-            data_dir = prepare_data(cfg, run_dir)
+            data_dir = prepare_data(cfg.data, run_dir)
         distributed.barrier()
-        data_dir = data_dir or prepare_data(cfg, run_dir)
+        data_dir = data_dir or prepare_data(cfg.data, run_dir)
     arrays, meta = read_split(data_dir, "train")
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)

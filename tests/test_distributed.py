@@ -101,10 +101,10 @@ def test_nproc_must_divide_the_global_batch(tmp_path):
 def test_each_rank_refills_its_own_free_slots():
     """Free slots that differ between ranks (as once the halting head fires): the rows each rank keeps from the global
     draw, put in its slots, give the single-process refill of the global carry."""
+    from ponder.act import empty_carry, refill
     from ponder.config import resolve
     from ponder.distributed import World
     from ponder.models import build_model
-    from ponder.models.act import empty_carry, refill
     from ponder.train import own_rows
 
     cfg = resolve("demo", ["model.hidden=16", "model.n_heads=2"])

@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 import torch
 
+from ponder.act import act_loss, act_step, continue_target, empty_carry, refill
 from ponder.config import ModelConfig, TrainConfig, preset_names, resolve
 from ponder.models import build_model
-from ponder.models.act import act_loss, act_step, continue_target, empty_carry, refill
 from ponder.optim import EMA, SignSGD, build_optimizer
 
 VOCAB, SEQ, IDS = 12, 8, 5

@@ -5,15 +5,16 @@ import copy
 
 import pytest
 import torch
+from test_train import data_dir  # noqa: F401 (data_dir is a fixture used below)
+from test_train import tiny as tiny_run
 
 from ponder import checkpoint
+from ponder.act import Carry, continue_target
 from ponder.config import ModelConfig
 from ponder.models import build_model, count_params
-from ponder.models.act import Carry, continue_target
 from ponder.models.hrm import HRMState
 from ponder.models.trm import StepOutput
 from ponder.train import train
-from test_train import data_dir, tiny as tiny_run  # noqa: F401 (data_dir is a fixture used below)
 
 HRM_PAPER = dict(family="hrm", n_layers=4, n_cycles=2, n_latent=2, puzzle_emb_len=1, act_continue=True)
 

@@ -23,9 +23,9 @@ import torch
 
 from ponder import UserError, checkpoint, runtime
 from ponder.config import Config, apply_overrides, from_dict, to_dict
+from ponder.files import atomic_write_text
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
 from ponder.lm.train import MODEL_FIELDS, build_model, lm_loss
-from ponder.tasks.dataset import atomic_write_text
 
 GEN_CHUNK = 48  # new tokens per generate() call; between calls the text is checked for STOP (the model's
 #                 generate stops at EOS only, and an untrained model rarely emits it)

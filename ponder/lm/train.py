@@ -30,12 +30,13 @@ from torch import nn
 
 from ponder import UserError, checkpoint, runtime
 from ponder.config import Config, LmConfig, dump_yaml, parse_layers
+from ponder.files import atomic_write_text
 from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_gsm8k, pack_documents, pad_id,
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
-from ponder.tasks.dataset import atomic_write_text
-from ponder.train import Run, TrainingDiverged, _StopOnSigint, _tensorboard, finish_run, must_stop, progress_bar, write_log
+from ponder.train import (Run, TrainingDiverged, _StopOnSigint, _tensorboard, finish_run, must_stop, progress_bar,
+                          write_log)
 
 # the LmConfig fields that define the weights: a resumed run must keep them
 MODEL_FIELDS = ("base", "prelude", "core", "coda", "state_std", "adapter_init")

@@ -7,7 +7,7 @@ One small network f (2 post-norm blocks) is applied recursively to two states:
 One *supervision step* = T recursions, each n latent updates z <- f(z, y + x) and one answer update y <- f(y, z).
 The first T-1 recursions run under no_grad; only the last carries gradient (n + 1 calls of f). The returned state is
 detached, so each supervision step is its own optimisation problem (deep supervision). The deep-supervision loop,
-halting and refilling live in `ponder.models.act`; this file is one step of the model.
+halting and refilling live in `ponder.act`; this file is one step of the model.
 
 Faithful to the official code (ponder keeps its numbers):
 - token embedding x sqrt(D); 16 prefix positions of which only the first holds the learned puzzle vector;
@@ -17,7 +17,7 @@ Faithful to the official code (ponder keeps its numbers):
 - fixed random initial y and z (truncated normal buffers, not learned); Q-head on position 0 with zero weight, bias -5.
 Weight counts (puzzle table excluded): TRM-MLP Sudoku 5,028,866; TRM-Att Sudoku 6,828,034 (tests/test_trm.py).
 Ablations (config fields; TRM paper Sudoku table): `single_z` (official trm_singlez: one latent, z <- f(z + x)
-n times then z <- f(z), answer read from z) and `act_continue` (HRM's Q-learning continue head, `ponder.models.act`).
+n times then z <- f(z), answer read from z) and `act_continue` (HRM's Q-learning continue head, `ponder.act`).
 The embedding, heads and initial states live in `Recursive`, shared with HRM and URM (`ponder.models.hrm`, `.urm`).
 """
 

@@ -6,7 +6,7 @@ input embedding e and runs all blocks: h <- blocks(h + e). Truncated backpropaga
 `no_grad_loops` loops run without gradient, the rest with it (official: the first (H_cycles-1) * L_cycles loops are
 forward-only; the released scripts run 12 loops, 6 without grad). The state starts from a fixed random buffer
 (official init_hidden) and is carried detached between supervision steps; deep supervision, halting and refilling
-are the shared ACT loop of `ponder.models.act` (URM: 16 ACT steps, q_halt > 0, no continue loss).
+are the shared ACT loop of `ponder.act` (URM: 16 ACT steps, q_halt > 0, no continue loss).
 
 Faithful to the official code: 1 puzzle-prefix position (puzzle_emb_len 1), bidirectional attention with RoPE,
 ConvSwiGLU with a causal depthwise conv of kernel 2 (`ponder.models.layers`). Dense weights of the released

@@ -82,6 +82,22 @@ def task_for(cfg: DataConfig, meta: Metadata, where: str | Path) -> Task:
     return task
 
 
+def prepare_data(cfg: DataConfig, run_dir: Path) -> Path:
+    """The dataset directory of a run: data.path, or built once into <run>/data from the data config."""
+    from ponder import UserError
+
+    if cfg.path:
+        path = Path(cfg.path)
+        if not (path / "train" / "dataset.json").exists():
+            raise UserError(f"{path}: no dataset here (data.path); build one with `ponder data {cfg.task} --out "
+                            f"{path} ...` or leave data.path empty to build it from the data.{cfg.task} options")
+        return path
+    out = Path(run_dir) / "data"
+    if not (out / "test" / "dataset.json").exists():
+        build_dataset(cfg, out)
+    return out
+
+
 def build_dataset(cfg: DataConfig, out: str | Path) -> Path:
     """Build train/ and test/ of `cfg.task` into `out` (the one path used by `ponder data` and by training)."""
     from ponder.tasks.dataset import write_identifiers, write_split

@@ -41,7 +41,8 @@ import numpy as np
 
 from ponder import UserError
 from ponder.config import ArcConfig
-from ponder.tasks.dataset import Metadata, PuzzleArrays, atomic_write_text
+from ponder.files import atomic_write_text
+from ponder.tasks.dataset import Metadata, PuzzleArrays
 from ponder.tasks.grids import DIHEDRAL_INVERSE, dihedral
 from ponder.tasks.splits import seeded_rng
 

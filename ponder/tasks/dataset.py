@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ponder import UserError
+from ponder.files import atomic_open, atomic_write_text
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+IGNORE = -100  # label of a position without loss in the tensors a batch hands over (F.cross_entropy's ignore_index);
+#               on disk the dataset's own ignore_label_id (0) marks them
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,6 @@ def from_pairs(inputs: np.ndarray, labels: np.ndarray, groups: np.ndarray | None
     )
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
 def write_split(root: str | Path, split: str, arrays: PuzzleArrays, meta: Metadata) -> None:
     """Write `<root>/<split>/` in the official layout (files written to a temp name, then renamed)."""
     arrays.validate(f"{root}/{split}")
@@ -116,7 +111,8 @@ def write_split(root: str | Path, split: str, arrays: PuzzleArrays, meta: Metada
             a = a.astype(np.uint8) if meta.vocab_size <= 256 else a.astype(np.int32)
         else:
             a = a.astype(np.int32)
-        _atomic_save_npy(d / f"all__{name}.npy", a)
+        with atomic_open(d / f"all__{name}.npy", "wb") as f:
+            np.save(f, a)
     meta = Metadata(**{**asdict(meta), "total_groups": arrays.num_groups,
                        "mean_puzzle_examples": float(arrays.num_examples / max(1, len(arrays.puzzle_identifiers)))})
     body = asdict(meta)
@@ -126,14 +122,6 @@ def write_split(root: str | Path, split: str, arrays: PuzzleArrays, meta: Metada
 
 def write_identifiers(root: str | Path, names: list[str]) -> None:
     atomic_write_text(Path(root) / "identifiers.json", json.dumps(names))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_metadata(root: str | Path, split: str) -> Metadata:
@@ -212,3 +200,20 @@ class Sampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.offset, self._order = int(state["epoch"]), int(state["offset"]), None
+
+
+def batch_tensors(arrays: PuzzleArrays, idx: np.ndarray, ignore_id: int | None, device, task=None,
+                  rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows `idx` as (inputs, labels with IGNORE, puzzle ids); optionally re-augmented by the task."""
+    order = np.argsort(idx, kind="stable")  # sorted reads from the memory map, then back to stream order
+    inputs = np.empty((len(idx), arrays.inputs.shape[1]), np.int64)
+    labels = np.empty_like(inputs)
+    inputs[order], labels[order] = arrays.inputs[idx[order]], arrays.labels[idx[order]]
+    if task is not None:
+        inputs, labels = task.augment(rng, inputs, labels)
+    pids = arrays.example_puzzle_ids[idx]
+    labels = torch.from_numpy(np.ascontiguousarray(labels)).long()
+    if ignore_id is not None:
+        labels[labels == ignore_id] = IGNORE
+    return (torch.from_numpy(np.ascontiguousarray(inputs)).long().to(device), labels.to(device),
+            torch.from_numpy(np.asarray(pids)).long().to(device))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE = -100
+from ponder.tasks.dataset import IGNORE
 
 
 @dataclass
