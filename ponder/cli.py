@@ -86,17 +86,23 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _resumed_config(args, command: str):
+    """(config, run directory) of `--resume RUN`: the run's config + key=value overrides (all arguments are)."""
+    from ponder.run import config_from_checkpoint
+
+    overrides = ([args.preset] if args.preset else []) + args.overrides
+    if any("=" not in o for o in overrides):
+        raise UserError(f"{command} --resume RUN takes only key=value overrides (the run keeps its preset)")
+    return config_from_checkpoint(args.resume, overrides)[1], Path(args.resume)
+
+
 def cmd_train(args) -> int:
-    from ponder import checkpoint, distributed
-    from ponder.config import apply_overrides, from_dict, resolve, to_dict, Config
+    from ponder import distributed
+    from ponder.config import resolve
     from ponder.train import train
 
     if args.resume:
-        run_dir = Path(args.resume)
-        overrides = ([args.preset] if args.preset else []) + args.overrides  # with --resume, all are overrides
-        if any("=" not in o for o in overrides):
-            raise UserError("ponder train --resume RUN takes only key=value overrides (the run keeps its preset)")
-        cfg = from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(checkpoint.find(run_dir))), overrides))
+        cfg, run_dir = _resumed_config(args, "ponder train")
     else:
         if not args.preset:
             raise UserError("ponder train: give a PRESET (e.g. demo) or --resume RUN_DIR")
@@ -230,16 +236,10 @@ def cmd_info(args) -> int:
 
 def _lm_config(args):
     """(config, run directory) of `ponder lm train/run`: a preset + overrides, or the run being resumed."""
-    from ponder import checkpoint
-    from ponder.config import Config, apply_overrides, from_dict, resolve, to_dict
+    from ponder.config import resolve
 
     if getattr(args, "resume", None):
-        overrides = ([args.preset] if args.preset else []) + args.overrides  # with --resume, all are overrides
-        if any("=" not in o for o in overrides):
-            raise UserError("ponder lm train --resume RUN takes only key=value overrides (the run keeps its preset)")
-        run_dir = Path(args.resume)
-        return from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(checkpoint.find(run_dir))),
-                                                 overrides)), run_dir
+        return _resumed_config(args, "ponder lm train")
     if not args.preset:
         raise UserError(f"ponder lm {args.lm_command}: give a PRESET (e.g. lm-smollm2-cpu)")
     cfg = resolve(args.preset, args.overrides)
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ponder: interrupted (a checkpoint was saved where training was running)", file=sys.stderr)
         return 130
     except Exception as e:
-        from ponder.train import TrainingDiverged
+        from ponder.run import TrainingDiverged
 
         if isinstance(e, TrainingDiverged):
             print(f"ponder: error: {e}", file=sys.stderr)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ponder import UserError, checkpoint
 from ponder.config import Config, resolve, to_dict
+from ponder.run import config_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _train_member(cfg: Config, run_dir: Path) -> dict:
 
     done = run_dir / "finished.json"
     if done.exists():
-        saved = checkpoint.load_config(checkpoint.find(run_dir))
+        saved = config_from_checkpoint(run_dir)[1]
         if to_dict(saved) != to_dict(cfg):
             raise UserError(f"{run_dir}: trained with another config than this member's; use another --out, or "
                             f"delete {run_dir} to retrain it")

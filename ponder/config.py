@@ -386,6 +386,28 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
     raise UserError(f"config key '{name}' expects {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
+def changed_keys(a: Config, b: Config, keys: tuple[str, ...]) -> list[str]:
+    """The dotted keys under `keys` (sections such as "model" or fields such as "train.batch_size") whose values
+    differ between two configs, field by field: changed_keys(a, b, ("model",)) -> ["model.hidden"]."""
+
+    def leaves(value: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, sub in value.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
+        return {prefix: value}
+
+    def lookup(cfg: Config, key: str) -> Any:
+        node: Any = to_dict(cfg)
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    out = []
+    for key in keys:
+        old, new = leaves(lookup(a, key), key), leaves(lookup(b, key), key)
+        out += [k for k in old if old[k] != new[k]]
+    return out
+
+
 def _parse_scalar(text: str) -> Any:
     """`key=value` values are read as YAML scalars: 3e-4 -> float, true -> bool, 'abc' -> str."""
     value = yaml.safe_load(text) if text != "" else ""

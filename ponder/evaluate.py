@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from ponder import UserError, checkpoint, distributed, runtime
-from ponder.config import Config, apply_overrides, from_dict, to_dict
+from ponder.config import Config
 from ponder.models import build_model
+from ponder.run import config_from_checkpoint
 from ponder.tasks import get_task, task_for
 from ponder.tasks.dataset import IGNORE, Metadata, PuzzleArrays, batch_tensors, read_split
 
@@ -263,9 +264,7 @@ def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray
 def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str] = (), device: str = "cpu",
                   ema: bool = True, split: str = "test"):
     """(checkpoint dir, config with overrides, model on device, split arrays, metadata, data dir) of a checkpoint."""
-    ckpt = checkpoint.find(path)
-    cfg = checkpoint.load_config(ckpt)
-    cfg = from_dict(Config, apply_overrides(to_dict(cfg), list(overrides)))
+    ckpt, cfg = config_from_checkpoint(path, overrides)
     meta_ck = checkpoint.load_meta(ckpt)
     data_dir = Path(data) if data else Path(meta_ck["data"])
     arrays, meta = read_split(data_dir, split)

@@ -1,49 +1,34 @@
-"""The training loop: a plain function, in a fixed order per step:
+"""The puzzle trainer: a plain function, in a fixed order per step:
 refill halted slots -> lr -> one supervision step (forward) -> loss -> backward -> clip -> step -> EMA -> log -> eval/ckpt.
 
 Each optimiser step is ONE supervision step of every slot of the persistent ACT carry (`ponder.act`), as in
-the official TRM/HRM code. Everything a resumed run needs is in the checkpoint: on CPU, N steps straight and
-N/2 + `--resume` + N/2 give bit-identical weights (tests/test_train.py).
+the official TRM/HRM code. The run directory, logs, resume point and the loop skeleton (stop, budget, progress,
+checkpoint cadence, Ctrl-C) are the run layer's (`ponder.run`), shared with the LM trainer. Everything a resumed run
+needs is in the checkpoint: on CPU, N steps straight and N/2 + `--resume` + N/2 give bit-identical weights
+(tests/test_train.py).
 """
 
 from __future__ import annotations
 
-import json
-import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ponder import UserError, checkpoint, distributed, runtime
 from ponder.act import Carry, act_loss, act_step, continue_target, empty_carry, refill
-from ponder.config import Config, dump_yaml
-from ponder.files import atomic_write_text
+from ponder.config import Config
+from ponder.evaluate import evaluate_model
 from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
+from ponder.run import Loop, Run, RunLog, check_finite, resume_point
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.dataset import IGNORE, Sampler, batch_tensors, read_split
 
 
-class TrainingDiverged(Exception):
-    """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
-
-
-@dataclass
-class Run:
-    """What a finished `train` call hands back."""
-
-    run_dir: Path
-    checkpoint: Path
-    step: int
-    seconds: float
-    metrics: dict
-
-
-def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True, until: int | None = None) -> Run:
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          until: int | None = None) -> Run:
     """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would."""
     run_dir = Path(run_dir)
     tc, mc = cfg.train, cfg.model
@@ -80,16 +65,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     local_batch = tc.batch_size // world.size
     mine = world.shard(tc.batch_size)  # this rank's slots of the global carry
     carry = empty_carry(model, local_batch, meta.seq_len, device)
-    step, elapsed_before = 0, 0.0
+    step, elapsed = 0, 0.0
 
     if resume:
-        ckpt = checkpoint.latest_for_resume(run_dir)
-        saved = checkpoint.load_config(ckpt)
-        if saved.model != cfg.model or saved.train.batch_size != tc.batch_size:
-            raise UserError(f"{ckpt}: a resumed run keeps its model config and train.batch_size; start a new run "
-                            f"to change them")
-        model.load_state_dict(checkpoint.load_weights(ckpt, ema=False))
-        st = checkpoint.load_state(ckpt)
+        point = resume_point(run_dir, cfg, keep=("model", "train.batch_size"))
+        model.load_state_dict(point.weights)
+        st = point.state
         opt.load_state_dict(st["optimizer"])
         if ema is not None:
             ema.shadow = [t.to(device) for t in st["ema"]]
@@ -97,50 +78,30 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         gen.set_state(st["generator"])
         aug_rng.bit_generator.state = st["aug_rng"]
         carry = Carry.from_tensors({k: v[mine].to(device) for k, v in st["carry"].items()}, type(carry.state))
-        step, elapsed_before = st["step"], st["elapsed"]
+        step, elapsed = st["step"], st["elapsed"]
 
-    if world.main:
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    n_params = count_params(model)
+    log = RunLog(run_dir, cfg, main=world.main)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
-                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": n_params,
+                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
                 "data": str(data_dir.resolve()), "processes": world.size}
-    log_file = open(run_dir / "metrics.jsonl", "a") if world.main else _NullLog()
-    tb = _tensorboard(run_dir) if world.main else None
 
-    def ema_state() -> dict | None:
-        if ema is None:
-            return None
-        sd = model.state_dict()
-        names = [n for n, _ in model.named_parameters()]
-        return {**sd, **dict(zip(names, ema.shadow))}
-
-    def save(metrics: dict) -> Path:
+    def save(step: int, metrics: dict, elapsed: float) -> Path:
         """Every rank calls this (the carry is gathered into the global one); rank 0 writes."""
         global_carry = {k: distributed.gather_rows(v).cpu() for k, v in carry.tensors().items()}
         path = checkpoint.step_path(run_dir, step)
         if world.main:
             state = {"optimizer": opt.state_dict(), "ema": [t.cpu() for t in ema.shadow] if ema else None,
                      "sampler": sampler.state_dict(), "generator": gen.get_state(),
-                     "aug_rng": aug_rng.bit_generator.state, "carry": global_carry, "step": step,
-                     "elapsed": elapsed_before + time.perf_counter() - t0}
-            path = checkpoint.save(run_dir, step, model.state_dict(), ema_state(), state, cfg,
+                     "aug_rng": aug_rng.bit_generator.state, "carry": global_carry, "step": step, "elapsed": elapsed}
+            path = checkpoint.save(run_dir, step, model.state_dict(), ema_weights(model, ema), state, cfg,
                                    {**meta_out, "metrics": metrics}, keep=tc.keep_checkpoints)
         distributed.barrier()  # nobody reads a checkpoint before it is complete
         return path
 
     model.train()
-    t0 = time.perf_counter()
-    budget = tc.max_minutes * 60
-    bar = progress_bar(tc, step, progress and world.main)
-    acc = _Meter()
-    last = {}
-    ckpt_path = None
-    with _StopOnSigint() as stop:
-        while step < min(tc.steps, until or tc.steps):
-            if distributed.any_rank(must_stop(stop, bar, step, budget, elapsed_before + time.perf_counter() - t0)):
-                break
-            step += 1
+    meter = Meter()
+    with Loop(tc, log, save, run_dir, step, elapsed, until, progress and world.main) as loop:
+        for step in loop:
             lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -154,24 +115,18 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                                      task if tc.augment else None, aug_rng)
                 carry = refill(model, carry, *(t[own_rows(halted, mine)] for t in rows))
             out, carry, loss = supervision_step(step_model, model, carry, cfg, device, gen, (world.rank, world.size))
-            if distributed.any_rank(not torch.isfinite(loss.total).item()):
-                raise TrainingDiverged(f"loss is {loss.total.item()} at step {step} (rank {world.rank}); stopped, the "
-                                       f"last good checkpoint is kept (try a lower train.lr or train.dtype=float32)")
+            check_finite(loss.total, step, "try a lower train.lr or train.dtype=float32")
             update(loss, local_batch, params, tc, opt, emb_opt, ema)
 
-            acc.add(loss, carry, local_batch)
-            bar.update(1)
-            if step % tc.log_every == 0 or step == tc.steps:
-                last = {"step": step, "lr": lr, **acc.flush(), "elapsed": elapsed_before + time.perf_counter() - t0}
-                write_log(last, log_file, tb)
-                bar.set_postfix_str(f"loss {last['loss']:.3f} exact {last['exact']:.3f} steps {last['halt_steps']:.1f} "
-                                    f"{last['examples_per_s']:.0f} ex/s")
-            if tc.eval_every and step % tc.eval_every == 0:
-                last.update(_eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb))
-            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                ckpt_path = save(last)
-    return finish_run(run_dir, step, ckpt_path, save, last, bar, log_file, tb, stop,
-                      elapsed_before + time.perf_counter() - t0)
+            meter.add(loss, carry, local_batch)
+            if loop.log_due:
+                loop.log({"lr": lr, **meter.flush()},
+                         "loss {loss:.3f} exact {exact:.3f} steps {halt_steps:.1f} {examples_per_s:.0f} ex/s")
+            if loop.due(tc.eval_every):
+                loop.log_eval(evaluate_during_training(cfg, model, ema, data_dir, device),
+                              "step {step}: eval exact {eval_exact:.3f} (adaptive {eval_adaptive_exact:.3f} at "
+                              "{eval_adaptive_steps:.1f} steps)")
+    return loop.result
 
 
 def own_rows(halted: torch.Tensor, mine: slice) -> slice:
@@ -207,83 +162,7 @@ def update(loss, local_batch: int, params: list, tc, opt, emb_opt, ema) -> None:
         ema.update()
 
 
-def progress_bar(tc, step: int, progress: bool) -> tqdm:
-    return tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True, mininterval=1.0,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
-
-
-def must_stop(stop, bar, step: int, budget_s: float, elapsed_s: float) -> bool:
-    """Ctrl-C (finish at a step boundary so the checkpoint is consistent) or the wall-time budget is spent."""
-    if stop.requested:
-        bar.write(f"interrupted at step {step}: saving a checkpoint")
-        return True
-    return bool(budget_s) and elapsed_s >= budget_s
-
-
-def write_log(last: dict, log_file, tb) -> None:
-    """One metrics.jsonl line and its numeric values to TensorBoard (train/<key>)."""
-    log_file.write(json.dumps(last) + "\n")
-    log_file.flush()
-    if tb is not None:
-        for key, v in last.items():
-            if key != "step" and isinstance(v, (int, float)):
-                tb.add_scalar(f"train/{key}", v, last["step"])
-
-
-def finish_run(run_dir: Path, step: int, ckpt_path: Path | None, save, last: dict, bar, log_file, tb, stop,
-               seconds: float) -> Run:
-    """End of a training call (shared by the puzzle and LM trainers): the final checkpoint unless this step was just
-    saved, close the logs, re-raise a Ctrl-C once the checkpoint is on disk."""
-    bar.close()
-    if ckpt_path is None or not ckpt_path.name.endswith(f"{step:08d}"):
-        ckpt_path = save(last)
-    log_file.close()
-    if tb is not None:
-        tb.close()
-    if stop.requested:
-        raise KeyboardInterrupt
-    return Run(run_dir, ckpt_path, step, seconds, last)
-
-
-class _NullLog:
-    """metrics.jsonl on ranks other than 0: nothing is written."""
-
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _StopOnSigint:
-    """The first Ctrl-C asks the loop to stop at the next step boundary (then a checkpoint is saved);
-    a second one interrupts at once, leaving the last periodic checkpoint as it was."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave the default behaviour
-            self._old = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-class _Meter:
+class Meter:
     """Training metrics over the slots that halted since the last flush (as the official loop reports them)."""
 
     def __init__(self):
@@ -320,20 +199,19 @@ class _Meter:
         return out
 
 
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency, but a missing optional logger must not stop training
+def ema_weights(model: torch.nn.Module, ema: EMA | None) -> dict | None:
+    """The model's state dict with the EMA weights in place of the raw ones (buffers as they are)."""
+    if ema is None:
         return None
-    return SummaryWriter(str(run_dir / "tb"))
+    names = [n for n, _ in model.named_parameters()]
+    return {**model.state_dict(), **dict(zip(names, ema.shadow))}
 
 
-def _eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb) -> dict:
-    from ponder.evaluate import evaluate_model
-
+def evaluate_during_training(cfg: Config, model, ema: EMA | None, data_dir: Path, device) -> dict:
+    """train.eval_every: the test split at N_sup steps, on the EMA weights as the official code does."""
     arrays, meta = read_split(data_dir, "test")
     backup = None
-    if ema is not None:  # evaluate the EMA weights, as the official code does
+    if ema is not None:
         backup = [p.detach().clone() for p in model.parameters()]
         with torch.no_grad():
             for p, s in zip(model.parameters(), ema.shadow):
@@ -344,13 +222,5 @@ def _eval_during_training(cfg, model, ema, data_dir, device, step, log_file, tb)
             for p, b in zip(model.parameters(), backup):
                 p.copy_(b)
     model.train()
-    out = {"eval_exact": res["exact"][-1], "eval_cell": res["cell"][-1],
-           "eval_adaptive_exact": res["adaptive"]["exact"], "eval_adaptive_steps": res["adaptive"]["mean_steps"]}
-    log_file.write(json.dumps({"step": step, **out}) + "\n")
-    if tb is not None:
-        for k, v in out.items():
-            tb.add_scalar(k.replace("eval_", "eval/"), v, step)
-    if distributed.world().main:
-        tqdm.write(f"step {step}: eval exact {out['eval_exact']:.3f} (adaptive {out['eval_adaptive_exact']:.3f} "
-                   f"at {out['eval_adaptive_steps']:.1f} steps)")
-    return out
+    return {"eval_exact": res["exact"][-1], "eval_cell": res["cell"][-1],
+            "eval_adaptive_exact": res["adaptive"]["exact"], "eval_adaptive_steps": res["adaptive"]["mean_steps"]}

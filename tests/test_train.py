@@ -9,7 +9,8 @@ import torch
 
 from ponder import checkpoint
 from ponder.config import resolve
-from ponder.train import TrainingDiverged, train
+from ponder.run import TrainingDiverged
+from ponder.train import train
 from ponder.tasks import build_dataset
 
 TINY = ["model.hidden=32", "model.n_heads=2", "model.n_latent=2", "model.n_cycles=2", "model.n_supervision=4",

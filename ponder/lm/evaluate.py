@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 from ponder import UserError, checkpoint, runtime
-from ponder.config import Config, apply_overrides, from_dict, to_dict
+from ponder.config import Config, changed_keys
 from ponder.files import atomic_write_text
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
 from ponder.lm.train import MODEL_FIELDS, build_model, lm_loss
+from ponder.run import config_from_checkpoint
 
 GEN_CHUNK = 48  # new tokens per generate() call; between calls the text is checked for STOP (the model's
 #                 generate stops at EOS only, and an untrained model rarely emits it)
@@ -34,12 +35,10 @@ EVAL_SEED = 0  # seed of the initial-state noise in perplexity forwards (same no
 
 def load_lm(path: str | Path, overrides: list[str] = ()) -> tuple[torch.nn.Module, object, Config, Path]:
     """The model of a `ponder lm` checkpoint (or run directory), its tokenizer, the config with `overrides`."""
-    ckpt = checkpoint.find(path)
+    ckpt, cfg = config_from_checkpoint(path, overrides)
     if checkpoint.load_meta(ckpt).get("kind") != "lm":
         raise UserError(f"{ckpt}: not a `ponder lm` checkpoint (use `ponder eval` for puzzle models)")
-    saved = checkpoint.load_config(ckpt)
-    cfg = from_dict(Config, apply_overrides(to_dict(saved), list(overrides)))
-    changed = [f"lm.{f}" for f in MODEL_FIELDS if getattr(saved.lm, f) != getattr(cfg.lm, f)]
+    changed = changed_keys(checkpoint.load_config(ckpt), cfg, tuple(f"lm.{f}" for f in MODEL_FIELDS))
     if changed:
         raise UserError(f"{ckpt}: {', '.join(changed)} define the checkpoint's weights and cannot be overridden")
     model, tokenizer = build_model(cfg.lm)

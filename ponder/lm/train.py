@@ -14,9 +14,11 @@ step -> log -> checkpoint.
   then cosine to train.lr_min_ratio (1.0 = constant; the Llama pretrained-init runs used no cooldown).
 - Data: phase 1 = lm.healing_steps steps of packed text from lm.healing_data, then GSM8K (lm.task_data) examples
   with the loss on the answer only (`ponder.lm.data`). Both streams are seeded and resumable.
-- Checkpoints: `ponder.checkpoint` (model weights in safetensors; optimiser, state-noise generator, data positions,
-  step in state.pt), so `--resume` continues bit-identically on CPU (tests/test_lm_train.py). Ctrl-C saves at a step
-  boundary; a NaN loss stops the run and keeps the last good checkpoint.
+- Run directory, logs, resume point and the loop skeleton (budget, progress, checkpoint cadence, Ctrl-C saves at a
+  step boundary, a NaN loss stops the run and keeps the last good checkpoint): the run layer `ponder.run`, shared
+  with the puzzle trainer. Checkpoints: `ponder.checkpoint` (model weights in safetensors; optimiser, state-noise
+  generator, data positions, step in state.pt), so `--resume` continues bit-identically on CPU
+  (tests/test_lm_train.py).
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ponder import UserError, checkpoint, runtime
-from ponder.config import Config, LmConfig, dump_yaml, parse_layers
-from ponder.files import atomic_write_text
+from ponder.config import Config, LmConfig, parse_layers
 from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_gsm8k, pack_documents, pad_id,
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
-from ponder.train import (Run, TrainingDiverged, _StopOnSigint, _tensorboard, finish_run, must_stop, progress_bar,
-                          write_log)
+from ponder.run import Loop, Run, RunLog, check_finite, resume_point
 
 # the LmConfig fields that define the weights: a resumed run must keep them
 MODEL_FIELDS = ("base", "prelude", "core", "coda", "state_std", "adapter_init")
@@ -150,47 +150,32 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
     opt = build_optimizer(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator(device=device).manual_seed(tc.seed)  # the initial-state noise s0 of every forward
-    step, elapsed_before = 0, 0.0
+    step, elapsed = 0, 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
 
     if resume:
-        ckpt = checkpoint.latest_for_resume(run_dir)
-        saved = checkpoint.load_config(ckpt)
-        changed = [f for f in MODEL_FIELDS if getattr(saved.lm, f) != getattr(lc, f)]
-        if changed or saved.train.batch_size != tc.batch_size:
-            raise UserError(f"{ckpt}: a resumed run keeps its model (lm.{', lm.'.join(MODEL_FIELDS)}) and "
-                            f"train.batch_size; start a new run to change them")
-        model.load_state_dict(checkpoint.load_weights(ckpt, ema=False))
-        st = checkpoint.load_state(ckpt)
+        point = resume_point(run_dir, cfg, keep=(*(f"lm.{f}" for f in MODEL_FIELDS), "train.batch_size"))
+        model.load_state_dict(point.weights)
+        st = point.state
         opt.load_state_dict(st["optimizer"])
         batches.load_state_dict(st["data"])
         gen.set_state(st["generator"])
-        step, elapsed_before = st["step"], st["elapsed"]
+        step, elapsed = st["step"], st["elapsed"]
 
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    log = RunLog(run_dir, cfg)
     n_params = sum(p.numel() for p in params)
-    log_file = open(run_dir / "metrics.jsonl", "a")
-    tb = _tensorboard(run_dir)
 
-    def save(metrics: dict) -> Path:
+    def save(step: int, metrics: dict, elapsed: float) -> Path:
         state = {"optimizer": opt.state_dict(), "generator": gen.get_state(), "data": batches.state_dict(),
-                 "step": step, "elapsed": elapsed_before + time.perf_counter() - t0}
+                 "step": step, "elapsed": elapsed}
         meta = {"kind": "lm", "params": n_params, "metrics": metrics}
         return checkpoint.save(run_dir, step, _unshared(model.state_dict()), None, state, cfg, meta,
                                keep=tc.keep_checkpoints)
 
     model.train()
-    t0 = time.perf_counter()
-    budget = tc.max_minutes * 60
-    bar = progress_bar(tc, step, progress)
     meter = {"loss": 0.0, "n": 0, "k": 0, "tokens": 0, "steps": 0, "t": time.perf_counter()}
-    last: dict = {}
-    ckpt_path = None
-    with _StopOnSigint() as stop:
-        while step < min(tc.steps, until or tc.steps):
-            if must_stop(stop, bar, step, budget, elapsed_before + time.perf_counter() - t0):
-                break
-            step += 1
+    with Loop(tc, log, save, run_dir, step, elapsed, until, progress) as loop:
+        for step in loop:
             r_bar = mean_recurrence_at(step - 1, lc.mean_recurrence, tc.steps, lc.curriculum_fraction, lc.curriculum)
             depth = sample_depth(r_bar, lc.backprop_depth, step, lc.depth_seed)
             scale = lr_at(step, 1.0, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
@@ -205,9 +190,7 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
                 with runtime.autocast(tc.dtype, device):
                     out = model(ids, num_steps=depth.total, num_grad_steps=depth.k, generator=gen)
                 loss, _ = lm_loss(out.logits, labels)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss is {loss.item()} at step {step}; stopped, the last good checkpoint "
-                                           f"is kept (try lower lm.muon_lr / lm.adam_lr or train.dtype=float32)")
+                check_finite(loss, step, "try lower lm.muon_lr / lm.adam_lr or train.dtype=float32")
                 (loss / lc.grad_accum).backward()
                 loss_sum += loss.item() / lc.grad_accum
                 meter["tokens"] += ids.numel()
@@ -220,16 +203,11 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
             meter["n"] += depth.n
             meter["k"] += depth.k
             meter["steps"] += 1
-            bar.update(1)
-            if step % tc.log_every == 0 or step == tc.steps:
+            if loop.log_due:
                 dt, m = time.perf_counter() - meter["t"], meter["steps"]
-                last = {"step": step, "phase": batches.phase(step), "loss": meter["loss"] / m, "r_bar": r_bar,
-                        "n": meter["n"] / m, "k": meter["k"] / m, "lr_scale": scale,
-                        "tokens_per_s": meter["tokens"] / dt, "elapsed": elapsed_before + time.perf_counter() - t0}
+                loop.log({"phase": batches.phase(step), "loss": meter["loss"] / m, "r_bar": r_bar,
+                          "n": meter["n"] / m, "k": meter["k"] / m, "lr_scale": scale,
+                          "tokens_per_s": meter["tokens"] / dt},
+                         "{phase} loss {loss:.3f} r_bar {r_bar} n+k {n:.1f}+{k:.1f} {tokens_per_s:.0f} tok/s")
                 meter = {"loss": 0.0, "n": 0, "k": 0, "tokens": 0, "steps": 0, "t": time.perf_counter()}
-                write_log(last, log_file, tb)
-                bar.set_postfix_str(f"{last['phase']} loss {last['loss']:.3f} r_bar {r_bar} n+k {last['n']:.1f}+"
-                                    f"{last['k']:.1f} {last['tokens_per_s']:.0f} tok/s")
-            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                ckpt_path = save(last)
-    return finish_run(run_dir, step, ckpt_path, save, last, bar, log_file, tb, stop, elapsed_before + time.perf_counter() - t0)
+    return loop.result

@@ -1,0 +1,246 @@
+"""The run layer both trainers stand on (`ponder.train` for puzzles, `ponder.lm.train` for LMs): the run directory,
+its logs, its resume point, and the loop skeleton.
+
+    <run>/config.yaml     the resolved config (rewritten atomically at every start and resume)
+    <run>/metrics.jsonl   one JSON line per log interval (and per periodic evaluation)
+    <run>/tb/             TensorBoard: the same numbers, as train/<key> and eval/<key>
+    <run>/ckpt/           complete checkpoints (`ponder.checkpoint`)
+
+`Loop` is the skeleton written once; each trainer writes its own step inside it, in the open:
+
+    with Loop(cfg.train, log, save, step, elapsed, until, progress) as loop:
+        for step in loop:          # stops at train.steps, `until`, the wall-time budget, or a Ctrl-C
+            ...one optimiser step...
+            if loop.log_due:
+                loop.log({...}, "loss {loss:.3f}")   # metrics.jsonl, TensorBoard, the progress bar
+    run = loop.result              # the final checkpoint is written when the block ends
+
+A checkpoint is saved every train.checkpoint_every steps and at the end (unless that step was just saved); a
+first Ctrl-C finishes the current step, saves, and re-raises KeyboardInterrupt once the checkpoint is on disk.
+Under torchrun every rank runs the loop (its stop decision is agreed by all ranks); rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ponder import UserError, checkpoint, distributed
+from ponder.config import Config, TrainConfig, apply_overrides, changed_keys, dump_yaml, from_dict, to_dict
+from ponder.files import atomic_write_text
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
+
+
+def check_finite(loss: torch.Tensor, step: int, hint: str) -> None:
+    """The NaN guard: raise TrainingDiverged on every rank when the loss of any rank is not finite."""
+    if distributed.any_rank(not torch.isfinite(loss).item()):
+        world = distributed.world()
+        where = f" (rank {world.rank})" if world.parallel else ""
+        raise TrainingDiverged(f"loss is {loss.item()} at step {step}{where}; stopped, the last good checkpoint is "
+                               f"kept ({hint})")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# configs of existing runs
+
+
+def config_from_checkpoint(path: str | Path, overrides: list[str] = ()) -> tuple[Path, Config]:
+    """(checkpoint directory, its config with `overrides` applied) of a checkpoint or run directory (the latest)."""
+    ckpt = checkpoint.find(path)
+    return ckpt, from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(ckpt)), list(overrides)))
+
+
+@dataclass
+class ResumePoint:
+    checkpoint: Path
+    weights: dict  # raw (not EMA) weights and buffers
+    state: dict  # what the trainer saved in state.pt: optimiser, RNGs, data position, step, elapsed
+
+
+def resume_point(run_dir: Path, cfg: Config, keep: tuple[str, ...]) -> ResumePoint:
+    """The latest checkpoint of a run being resumed, after checking that `cfg` keeps the config keys `keep` (the
+    ones that define the weights and the data stream, e.g. "model" and "train.batch_size")."""
+    ckpt = checkpoint.latest_for_resume(run_dir)
+    changed = changed_keys(checkpoint.load_config(ckpt), cfg, keep)
+    if changed:
+        raise UserError(f"{ckpt}: a resumed run keeps its model config and batch size ({', '.join(keep)}); "
+                        f"{', '.join(changed)} changed: start a new run to change them")
+    return ResumePoint(ckpt, checkpoint.load_weights(ckpt, ema=False), checkpoint.load_state(ckpt))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# logs
+
+
+class NullSink:
+    """Stands in for metrics.jsonl and TensorBoard where nothing is written (ranks other than 0, no tensorboard)."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a missing optional logger must not stop training
+        return NullSink()
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+class RunLog:
+    """A run's config.yaml, metrics.jsonl and TensorBoard, opened by rank 0 (the other ranks get no-op sinks)."""
+
+    def __init__(self, run_dir: Path, cfg: Config, main: bool = True):
+        if main:
+            atomic_write_text(Path(run_dir) / "config.yaml", dump_yaml(cfg))
+        self.file = open(Path(run_dir) / "metrics.jsonl", "a") if main else NullSink()
+        self.board = _tensorboard(Path(run_dir)) if main else NullSink()
+
+    def write(self, record: dict, section: str = "train") -> None:
+        """One metrics.jsonl line; its numbers to TensorBoard as <section>/<key> ("eval_exact" -> "eval/exact")."""
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self.board.add_scalar(f"{section}/{key.removeprefix(section + '_')}", value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        self.board.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the loop skeleton
+
+
+class StopOnSigint:
+    """The first Ctrl-C asks the loop to stop at the next step boundary (then a checkpoint is saved);
+    a second one interrupts at once, leaving the last periodic checkpoint as it was."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave the default behaviour
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+@dataclass
+class Run:
+    """What a finished training call hands back."""
+
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    seconds: float
+    metrics: dict
+
+
+class Loop:
+    """The training loop's skeleton, shared by both trainers (see the module docstring). Iterating yields the next
+    step number; the periodic checkpoint of a step is written after the trainer's body for it has run."""
+
+    def __init__(self, tc: TrainConfig, log: RunLog, save: Callable[[int, dict, float], Path], run_dir: Path,
+                 step: int = 0, elapsed: float = 0.0, until: int | None = None, progress: bool = True):
+        self.tc, self.log_sink, self.save, self.run_dir = tc, log, save, Path(run_dir)
+        self.step, self.elapsed_before, self.last_step = step, elapsed, min(tc.steps, until or tc.steps)
+        self.last: dict = {}  # the latest log record (+ evaluation results): the checkpoint's meta metrics
+        self.checkpoint: Path | None = None
+        self.result: Run | None = None
+        self.bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True,
+                        mininterval=1.0, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+
+    def elapsed(self) -> float:
+        """Training seconds of the whole run, resumed calls included."""
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def __enter__(self) -> Loop:
+        self.stop = StopOnSigint().__enter__()
+        self.t0 = time.perf_counter()
+        return self
+
+    def _must_stop(self) -> bool:
+        """Ctrl-C (finish at a step boundary so the checkpoint is consistent) or the wall-time budget is spent."""
+        if self.stop.requested:
+            self.bar.write(f"interrupted at step {self.step}: saving a checkpoint")
+            return True
+        budget = self.tc.max_minutes * 60
+        return bool(budget) and self.elapsed() >= budget
+
+    def __iter__(self) -> Iterator[int]:
+        while self.step < self.last_step and not distributed.any_rank(self._must_stop()):
+            self.step += 1
+            yield self.step  # the trainer's body runs here
+            self.bar.update(1)
+            if self.due(self.tc.checkpoint_every):
+                self.checkpoint = self.save(self.step, self.last, self.elapsed())
+
+    def due(self, every: int) -> bool:
+        """Whether this step is one of every `every` steps (0 = never)."""
+        return bool(every) and self.step % every == 0
+
+    @property
+    def log_due(self) -> bool:
+        return self.due(self.tc.log_every) or self.step == self.tc.steps
+
+    def log(self, values: dict, text: str = "") -> dict:
+        """Write {step, **values, elapsed} to metrics.jsonl and TensorBoard; `text` (a format string over the
+        record, e.g. "loss {loss:.3f}") becomes the progress bar's postfix. Returns the record."""
+        self.last = {"step": self.step, **values, "elapsed": self.elapsed()}
+        self.log_sink.write(self.last)
+        if text:
+            self.bar.set_postfix_str(text.format(**self.last))
+        return self.last
+
+    def log_eval(self, values: dict, text: str = "") -> None:
+        """A periodic evaluation's results: a metrics.jsonl line, eval/<key> in TensorBoard, a printed line (rank 0);
+        they join the metrics of the next checkpoint."""
+        self.log_sink.write({"step": self.step, **values}, section="eval")
+        self.last.update(values)
+        if text and distributed.world().main:
+            tqdm.write(text.format(step=self.step, **values))
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.stop.__exit__()
+        self.bar.close()
+        if kind is not None:  # an error (or a second Ctrl-C) inside the loop: the last periodic checkpoint stays
+            self.log_sink.close()
+            return
+        if self.checkpoint is None or not self.checkpoint.name.endswith(f"{self.step:08d}"):
+            self.checkpoint = self.save(self.step, self.last, self.elapsed())
+        self.log_sink.close()
+        self.result = Run(self.run_dir, self.checkpoint, self.step, self.elapsed(), self.last)
+        if self.stop.requested:
+            raise KeyboardInterrupt
