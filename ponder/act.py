@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ponder.tasks.dataset import IGNORE
+from ponder.tasks.batches import IGNORE
 
 
 @dataclass

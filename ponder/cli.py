@@ -1,7 +1,7 @@
 """The `ponder` command: thin; it parses, resolves the config and dispatches to the library.
 
     ponder demo                          train + evaluate the embedded CPU demo (generated Sudoku), ~10 minutes
-    ponder data TASK --out DIR ...       build a dataset directory (sudoku | maze | ca1d; HRM/TRM npy layout)
+    ponder data TASK --out DIR ...       build a dataset directory (sudoku | maze | ca1d | arc; HRM/TRM npy layout)
     ponder train PRESET [k=v ...]        train; --resume RUN continues a run exactly
     ponder eval CHECKPOINT [--data DIR]  test-time scaling table, adaptive halting, JSON + PNG
     ponder compare NAME=PRESET[,k=v] ... several models, same data and budget: one table and plot
@@ -45,15 +45,6 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _task_sections() -> dict:
-    from ponder.config import ArcConfig, Ca1dConfig, MazeConfig, SudokuConfig
-
-    return {"sudoku": SudokuConfig, "maze": MazeConfig, "ca1d": Ca1dConfig, "arc": ArcConfig}
-
-
-_TASK_SECTIONS = _task_sections()
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -66,9 +57,9 @@ def cmd_demo(args) -> int:
 
 def cmd_data(args) -> int:
     from ponder.config import DataConfig
-    from ponder.tasks import build_dataset
+    from ponder.tasks import TASKS, build_dataset
 
-    section = _TASK_SECTIONS[args.task]
+    section = TASKS[args.task].config
     fields = {f.name for f in dataclasses.fields(section)}
     options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     cfg = DataConfig(task=args.task, seed=args.seed, **{args.task: section(**options)})
@@ -285,6 +276,7 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from ponder.config import field_docs, preset_names
+    from ponder.tasks import TASKS
 
     p = _Parser(prog="ponder", description="Recurrent-depth reasoning models: train, evaluate, scale test-time depth.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -298,13 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="build a dataset directory in the HRM/TRM npy layout")
     tasks = d.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK")
-    summaries = {"sudoku": "generated n x n Sudoku (4, 6, 9) or the public CSV files",
-                 "maze": "generated N x N mazes with a unique shortest path (Maze-Hard: 30x30, >= 110) or the CSV",
-                 "ca1d": "1dCA-Reasoning: predict a hidden cellular-automaton rule's state k steps ahead",
-                 "arc": "ARC-AGI 1 or 2 (Kaggle JSON or task files), augmented as in HRM/TRM"}
-    for name, section in _TASK_SECTIONS.items():
+    for name, task in TASKS.items():  # one sub-command per registered task, its options from its config dataclass
+        section = task.config
         docs = field_docs(section)
-        t = tasks.add_parser(name, help=summaries[name], description=section.__doc__.split("\n\n")[0])
+        t = tasks.add_parser(name, help=task.summary, description=section.__doc__.split("\n\n")[0])
         t.add_argument("--out", required=True, help="dataset directory to write (train/, test/, identifiers.json)")
         t.add_argument("--seed", type=int, default=0, help="seed: same arguments -> byte-identical files")
         t.add_argument("--force", action="store_true", help="rebuild over an existing dataset")

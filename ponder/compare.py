@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ponder import UserError, checkpoint
+from ponder import UserError, checkpoint, plots
 from ponder.config import Config, resolve, to_dict
 from ponder.run import config_from_checkpoint
 
@@ -125,7 +125,7 @@ def compare(members: list[Member], out: str | Path, common: list[str] = (), step
               "members": rows}
     (out / "compare.json").write_text(json.dumps(report, indent=2))
     (out / "compare.txt").write_text(format_compare(report) + "\n")
-    plot_compare(report, out / "compare.png")
+    plots.plot_compare(report, out / "compare.png")
     return report
 
 
@@ -145,29 +145,3 @@ def format_compare(report: dict) -> str:
                      f"{100 * res['exact'][best]:6.1f}% ({best + 1:>3}) | {100 * a['exact']:6.1f}% ({a['mean_steps']:5.2f}) | "
                      f"{100 * res['cell'][at]:9.1f}%")
     return "\n".join(lines)
-
-
-def plot_compare(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.4))
-    for r in report["members"]:
-        res = r["result"]
-        line, = ax.plot(res["steps"], [100 * v for v in res["exact"]], "o-", ms=3,
-                        label=f"{r['name']} ({r['family']}, {r['weights'] / 1e6:.2f}M weights, {r['steps']} steps)")
-        ax.axvline(res["n_supervision"], color=line.get_color(), ls=":", lw=1)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("supervision steps at test time (dotted: each member's N_sup)")
-    ax.set_ylabel("exact accuracy (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    budget = report["budget"]
-    ax.set_title(f"Same data, same budget ({budget['steps']} steps)" if budget["steps"]
-                 else f"Same data, same budget ({budget['minutes']:g} min each)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

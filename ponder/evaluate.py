@@ -19,18 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder import UserError, checkpoint, distributed, runtime
+from ponder import UserError, checkpoint, distributed, plots, runtime
 from ponder.config import Config
 from ponder.models import build_model
 from ponder.run import config_from_checkpoint
-from ponder.tasks import get_task, task_for
-from ponder.tasks.dataset import IGNORE, Metadata, PuzzleArrays, batch_tensors, read_split
+from ponder.tasks import Task, get_task, task_for
+from ponder.tasks.batches import IGNORE, batch_tensors
+from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
 
 
 @torch.inference_mode()
 def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
-                   keep: int = 0) -> dict:
-    """Run the trace. `keep` > 0 also returns the predictions after every step of the first `keep` examples."""
+                   keep: int = 0, task: Task | None = None) -> dict:
+    """Run the trace. `keep` > 0 also returns the predictions after every step of the first `keep` examples.
+    `task` (default: data.task's) adds its scores, groups and pooled answers."""
     model.eval()
     n_sup = cfg.model.n_supervision
     max_steps = max_steps or cfg.eval.max_steps or 2 * n_sup
@@ -41,15 +43,16 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     q_halt = np.zeros((n, max_steps), np.float32)
     kept = np.zeros((min(keep, n), max_steps, meta.seq_len), np.int64)
     task_scores: dict[str, np.ndarray] = {}  # per-example task metrics (a row is filled by the rank that ran it)
-    task = get_task(cfg.data) if cfg.data.task else None
-    final = np.zeros((n if hasattr(task, "aggregate") else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
+    task = task or get_task(cfg.data)
+    final = np.zeros((n if task.aggregates else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
     final_q = np.zeros(len(final), np.float32)  # their q_halt: the voting confidence (also for HRM, as its notebook)
-    strata = np.empty(n, object)
+    strata, grouped = np.empty(n, object), False  # per-example group labels of tasks that define them (1dCA: k)
     world = distributed.world()  # under torchrun, rank r runs batches r, r + W, ... and the rows are summed at the end
     for b, lo in enumerate(range(0, n, cfg.eval.batch_size)):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
-        if hasattr(task, "strata"):
-            strata[idx] = task.strata(np.asarray(arrays.inputs[idx]))
+        labels_of = task.strata(np.asarray(arrays.inputs[idx]))
+        if labels_of is not None:
+            strata[idx], grouped = labels_of, True
         if b % world.size != world.rank:
             continue
         inputs, labels, pids = batch_tensors(arrays, idx, meta.ignore_label_id, device)
@@ -69,7 +72,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             if s + 1 == last and len(final):
                 final[idx] = pred.cpu().numpy()
                 final_q[idx] = out.q_halt.float().cpu().numpy()
-            if s + 1 == last and task is not None:
+            if s + 1 == last:
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
                     task_scores.setdefault(key, np.zeros(n, np.float32))[idx] = v
             if lo < len(kept):  # the first `keep` examples, which may span several batches
@@ -94,7 +97,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
 
     result = {"n_supervision": n_sup, "steps": list(range(1, max_steps + 1)), **summary(np.arange(n)),
               "task_metrics": {k: float(v.mean()) for k, v in task_scores.items()}}
-    if hasattr(task, "strata"):  # e.g. 1dCA: every metric per k
+    if grouped:  # e.g. 1dCA: every metric per k
         result["groups"] = {str(g): summary(np.flatnonzero(strata == g)) for g in sorted(set(strata.tolist()))}
     if keep:
         result["_kept_predictions"] = kept
@@ -171,96 +174,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_scaling(result: dict, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    steps = result["steps"]
-    ax.plot(steps, [100 * v for v in result["exact"]], "o-", ms=3, label="exact (whole answer)")
-    ax.plot(steps, [100 * v for v in result["cell"]], "s-", ms=3, label="cell")
-    for name, g in result.get("groups", {}).items():
-        ax.plot(steps, [100 * v for v in g["exact"]], "--", lw=1.2, label=f"exact, {name}")
-    a = result["adaptive"]
-    ax.plot([a["mean_steps"]], [100 * a["exact"]], "r*", ms=14, label=f"adaptive halting ({a['mean_steps']:.1f} steps)")
-    ax.axvline(result["n_supervision"], color="grey", ls="--", lw=1, label="N_sup (trained)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("supervision steps at test time")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_title(title or f"Test-time scaling ({result['n']} held-out examples)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_solving(task, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray, path: Path,
-                 steps: list[int] | None = None) -> None:
-    """One example being solved: the decoded answer after each supervision step. Cells without a label show the
-    input. Changed cells are highlighted (yellow), wrong ones in red; tasks with a `palette` are drawn as coloured
-    cells (wrong ones outlined in red), others as digits with the givens in black."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = steps or list(range(1, preds.shape[0] + 1))
-    given = task.grid(inputs)
-    scored = task.grid(labels) != 0  # cells that carry a label
-    truth = np.where(scored, task.grid(labels), given)
-    palette = getattr(task, "palette", None)
-    rows, cols_ = given.shape
-    cols = len(steps) + 1
-    width = 2.1 * min(3.0, max(0.5, cols_ / rows))
-    fig, axes = plt.subplots(1, cols, figsize=(width * cols, 2.4))
-    prev = given
-    for ax, s in zip(np.atleast_1d(axes), [0] + steps):
-        grid = given if s == 0 else np.where(scored, task.grid(preds[s - 1]), given)
-        ax.set_xlim(0, cols_)
-        ax.set_ylim(rows, 0)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if palette is not None:
-            ax.imshow(np.clip(grid, 0, len(palette) - 1), cmap=matplotlib.colors.ListedColormap(palette),
-                      vmin=0, vmax=len(palette) - 1, extent=(0, cols_, rows, 0), interpolation="nearest")
-        for r in range(rows):
-            for c in range(cols_):
-                wrong = s and scored[r, c] and grid[r, c] != truth[r, c]
-                if palette is not None:
-                    if wrong:
-                        ax.add_patch(plt.Rectangle((c + 0.08, r + 0.08), 0.84, 0.84, fill=False, ec="#d1242f", lw=1.2))
-                    continue
-                if s and grid[r, c] != prev[r, c]:
-                    ax.add_patch(plt.Rectangle((c, r), 1, 1, color="#ffe08a"))
-                v = grid[r, c]
-                if v:
-                    color = "#d1242f" if wrong else ("black" if given[r, c] else "#1a7f37")  # a changed given is wrong
-                    ax.text(c + 0.5, r + 0.55, str(v), ha="center", va="center", fontsize=max(6, 60 // rows),
-                            color=color, weight="bold" if given[r, c] else "normal")
-        if palette is None:
-            for i in range(rows + 1):
-                ax.axhline(i, color="grey", lw=0.4)
-            for i in range(cols_ + 1):
-                ax.axvline(i, color="grey", lw=0.4)
-            box_r, box_c = getattr(task, "box", (rows, cols_))  # thick lines between Sudoku boxes
-            for i in range(0, rows + 1, box_r):
-                ax.axhline(i, color="black", lw=1.4)
-            for i in range(0, cols_ + 1, box_c):
-                ax.axvline(i, color="black", lw=1.4)
-        right = bool((grid[scored] == truth[scored]).all())
-        ax.set_title("input" if s == 0 else f"step {s}" + (" (right)" if right else ""), fontsize=9)
-        prev = grid
-    fig.suptitle("answer after each supervision step (" + ("red outline" if palette is not None else "red") +
-                 ": wrong" + ("" if palette is not None else ", yellow: changed") + ")", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str] = (), device: str = "cpu",
                   ema: bool = True, split: str = "test"):
     """(checkpoint dir, config with overrides, model on device, split arrays, metadata, data dir) of a checkpoint."""
@@ -330,7 +243,11 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     out_dir.mkdir(parents=True, exist_ok=True)
     final = res.pop("_final", None)
     if final is not None and split == "test":  # tasks that pool answers over versions (ARC): voting, pass@k, submission
-        res["task_metrics"].update(get_task(cfg.data).aggregate(data_dir, arrays, *final, out_dir))
+        task = get_task(cfg.data)
+        pooled = task.aggregate(data_dir, arrays, *final, out_dir)
+        res["task_metrics"].update(pooled.metrics)
+        for name, sheet in pooled.sheets.items():
+            plots.draw_sheet(sheet, task.palette, out_dir / f"{name}.png")
     res["checkpoint"] = str(ckpt)
     res["weights"] = "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
     res["data"] = str(data_dir)
@@ -344,7 +261,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
         res["_examples"] = texts
         (out_dir / "examples.txt").write_text("\n\n".join(texts) + "\n")
     if cfg.eval.plot:
-        plot_scaling(res, out_dir / "scaling.png")
+        plots.plot_scaling(res, out_dir / "scaling.png")
         if pictures and kept is not None and len(kept):
             write_pictures(cfg, arrays, meta, kept, out_dir, pictures)
     return res, out_dir
@@ -363,7 +280,8 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
     for j, i in enumerate(order[:count]):
         steps = sorted({s for s in [1, 2, 3, 4, 6, 8, 12, 16, n_sup] if s <= n_sup})
         path = out_dir / f"solving_{j}.png"
-        plot_solving(task, np.asarray(arrays.inputs[i]), labels[i], kept[i], path, steps)
+        answers = {s: task.grid(kept[i, s - 1]) for s in steps}
+        plots.plot_solving(task.grid(arrays.inputs[i]), task.grid(labels[i]), answers, path, task.palette, task.box)
         paths.append(path)
     return paths
 
@@ -384,7 +302,7 @@ def sweep_checkpoint(path: str | Path, key: str, values: list[str], data: str | 
         runs.append({"value": value, **res})
     sweep = {"key": key, "checkpoint": str(ckpt), "runs": runs}
     (out_dir / "sweep.json").write_text(json.dumps(sweep, indent=2))
-    plot_sweep(sweep, out_dir / "sweep.png")
+    plots.plot_sweep(sweep, out_dir / "sweep.png")
     return sweep, out_dir
 
 
@@ -402,32 +320,3 @@ def format_sweep(sweep: dict) -> str:
         lines.append(f"{run['value']:>18} | {100 * run['exact'][at]:6.1f}% | {100 * run['cell'][at]:6.1f}%{per} | "
                      f"{100 * run['exact'][best]:6.1f}% @ {best + 1:>3}")
     return "\n".join(lines)
-
-
-def plot_sweep(sweep: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = sweep["runs"]
-    x = np.arange(len(runs))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-
-    def at_nsup(series: list[dict], what: str = "exact") -> list[float]:
-        return [100 * r[what][min(run["n_supervision"], len(run["steps"])) - 1] for r, run in zip(series, runs)]
-
-    ax.plot(x, at_nsup(runs), "o-", label="exact (all)")
-    ax.plot(x, at_nsup(runs, "cell"), "s-", label="cell (all)")
-    for g in runs[0].get("groups", {}):
-        ax.plot(x, at_nsup([run["groups"][g] for run in runs]), "--", marker=".", label=f"exact, {g}")
-    ax.set_xticks(x, [str(run["value"]) for run in runs])
-    ax.set_xlabel(f"{sweep['key']} at test time")
-    ax.set_ylabel("accuracy at N_sup (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"Accuracy against {sweep['key']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -24,7 +24,8 @@ from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
 from ponder.run import Loop, Run, RunLog, check_finite, resume_point
 from ponder.tasks import prepare_data, task_for
-from ponder.tasks.dataset import IGNORE, Sampler, batch_tensors, read_split
+from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
+from ponder.tasks.dataset import read_split
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,

