@@ -169,7 +169,7 @@ class RightForSmallK(torch.nn.Module):
         return torch.zeros(batch_size, dtype=torch.long)
 
     def forward(self, state, inputs, puzzle_ids):
-        from ponder.models.trm import StepOutput
+        from ponder.models.base import StepOutput
 
         step = state + 1
         k = torch.as_tensor(self.task.steps_ahead(inputs.numpy()))

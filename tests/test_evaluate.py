@@ -7,7 +7,7 @@ import torch
 
 from ponder.config import resolve
 from ponder.evaluate import evaluate_model, format_table, scaling_rows
-from ponder.models.trm import StepOutput
+from ponder.models.base import StepOutput
 from ponder.tasks import Task
 from ponder.tasks.dataset import Metadata, from_pairs
 

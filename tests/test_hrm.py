@@ -13,7 +13,7 @@ from ponder.act import Carry, continue_target
 from ponder.config import ModelConfig
 from ponder.models import build_model, count_params
 from ponder.models.hrm import HRMState
-from ponder.models.trm import StepOutput
+from ponder.models.base import StepOutput
 from ponder.train import train
 
 HRM_PAPER = dict(family="hrm", n_layers=4, n_cycles=2, n_latent=2, puzzle_emb_len=1, act_continue=True)

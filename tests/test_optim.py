@@ -6,7 +6,7 @@ import torch
 
 from ponder.act import act_loss, stablemax_cross_entropy
 from ponder.models.layers import SparseEmbedding
-from ponder.models.trm import StepOutput
+from ponder.models.base import StepOutput
 from ponder.optim import EMA, AdamAtan2, SignSGD, lr_at
 from ponder.tasks.batches import IGNORE
 

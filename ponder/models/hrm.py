@@ -10,7 +10,7 @@ One supervision step = H_cycles high-level updates, each after L_cycles low-leve
 very last L call and the very last H call; `one_step_grad=False` backpropagates through the whole last H cycle
 (its L_cycles L calls + the H call). The returned state is detached (deep supervision, `ponder.act`).
 HRM trains a Q-learning continue head (`act_continue`, on in the paper recipe): halt when q_halt > q_continue.
-Embedding, heads, RoPE and the fixed initial states are TRM's (`ponder.models.trm.Recursive`; TRM forked HRM's code).
+Embedding, heads, RoPE and the fixed initial states are TRM's (`ponder.models.base.Recursive`; TRM forked HRM's code).
 Weight counts (puzzle table excluded): Sudoku 27,275,266; ARC 27,276,290 (tests/test_hrm.py).
 """
 
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ponder.config import ModelConfig
-from ponder.models.trm import Recursive, StepOutput
+from ponder.models.base import Recursive, StepOutput
 
 
 @dataclass

@@ -18,131 +18,24 @@ Faithful to the official code (ponder keeps its numbers):
 Weight counts (puzzle table excluded): TRM-MLP Sudoku 5,028,866; TRM-Att Sudoku 6,828,034 (tests/test_trm.py).
 Ablations (config fields; TRM paper Sudoku table): `single_z` (official trm_singlez: one latent, z <- f(z + x)
 n times then z <- f(z), answer read from z) and `act_continue` (HRM's Q-learning continue head, `ponder.act`).
-The embedding, heads and initial states live in `Recursive`, shared with HRM and URM (`ponder.models.hrm`, `.urm`).
+The block, embedding, heads and initial states live in `ponder.models.base.Recursive`, shared with HRM and URM.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ponder.config import ModelConfig
-from ponder.models.layers import (Attention, Rotary, SparseEmbedding, SwiGLU, feed_forward, linear, rms_norm,
-                                  trunc_normal_)
+from ponder.models.base import Recursive, StepOutput
 
 
 @dataclass
 class State:
     y: Tensor  # (B, P+L, D) answer state (official z_H)
     z: Tensor  # (B, P+L, D) latent state (official z_L)
-
-
-@dataclass
-class StepOutput:
-    state: State  # detached state to carry into the next supervision step
-    logits: Tensor  # (B, L, V) answer logits (prefix positions removed)
-    q_halt: Tensor  # (B,) float32 halting logit; halt when > 0
-    q_continue: Tensor | None = None  # (B,) only for models trained with the ACT continue target (HRM)
-
-
-class Block(nn.Module):
-    """Post-norm: h <- norm(h + mixer(h)); h <- norm(h + SwiGLU(h)). URM: ConvSwiGLU or a conv in attention."""
-
-    def __init__(self, cfg: ModelConfig, total_len: int):
-        super().__init__()
-        self.cfg = cfg
-        if cfg.mixer == "attention":
-            self.attn = Attention.from_config(cfg)
-        else:  # TRM-MLP: mixes positions with a SwiGLU over the sequence axis (official mlp_t)
-            self.mlp_t = SwiGLU(total_len, cfg.expansion)
-        self.mlp = feed_forward(cfg)
-
-    def forward(self, h: Tensor, rotary: Rotary | None) -> Tensor:  # (B, S, D) -> (B, S, D)
-        eps = self.cfg.norm_eps
-        if self.cfg.mixer == "attention":
-            h = rms_norm(h + self.attn(h, rotary), eps)
-        elif self.cfg.mlp_norm_quirk:
-            t = h.transpose(1, 2)  # (B, D, S)
-            h = rms_norm(t + self.mlp_t(t), eps).transpose(1, 2)  # normed over S, as the official code does
-        else:
-            h = rms_norm(h + self.mlp_t(h.transpose(1, 2)).transpose(1, 2), eps)
-        return rms_norm(h + self.mlp(h), eps)
-
-
-class Recursive(nn.Module):
-    """What TRM and HRM share (the official code is the same in both): the input embedding with the puzzle prefix,
-    positions, `networks` of n_layers post-norm blocks each, the LM and Q heads and fixed random initial states.
-    A subclass sets `State` (a dataclass whose fields, in order, start from the buffers named in `inits`)."""
-
-    State: type
-
-    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
-                 networks: tuple[str, ...], inits: tuple[str, ...]):
-        super().__init__()
-        self.cfg = cfg
-        self.seq_len = seq_len
-        self.prefix = cfg.puzzle_emb_len  # P: puzzle-prefix positions
-        total = seq_len + self.prefix
-        d = cfg.hidden
-        self.embed_scale = math.sqrt(d)
-        self.embed_tokens = nn.Embedding(vocab_size, d)
-        trunc_normal_(self.embed_tokens.weight, std=1.0 / self.embed_scale)
-        self.puzzle_emb = SparseEmbedding(num_puzzle_ids, d) if cfg.puzzle_emb else None
-        self.embed_pos = None
-        if cfg.pos_encoding == "learned":
-            self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(total, d), std=1.0 / self.embed_scale))
-        self.rotary = Rotary(d // cfg.n_heads, total, cfg.rope_theta) if cfg.pos_encoding == "rope" else None
-        for name in networks:  # built here, between embedding and heads, so TRM keeps its init order
-            self.add_module(name, nn.ModuleList(Block(cfg, total) for _ in range(cfg.n_layers)))
-        self.lm_head = linear(d, vocab_size)
-        self.q_head = linear(d, 2, bias=True)  # (q_halt, q_continue) on position 0
-        with torch.no_grad():
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)  # start far from halting
-        self.inits = inits
-        for name in inits:
-            self.register_buffer(name, trunc_normal_(torch.empty(d), std=1.0))
-
-    # -- state --------------------------------------------------------------------------------------------------------
-    def initial_state(self, batch_size: int, device: torch.device | str):
-        shape = (batch_size, self.seq_len + self.prefix, self.cfg.hidden)
-        return self.State(*(getattr(self, n).to(device).expand(shape).clone() for n in self.inits))
-
-    def reset(self, state, mask: Tensor):
-        """Slots where mask (B,) is true start again from the fixed initial states."""
-        m = mask.view(-1, 1, 1)
-        return self.State(*(torch.where(m, getattr(self, n), s) for n, s in zip(self.inits, vars(state).values())))
-
-    # -- pieces of one supervision step -----------------------------------------------------------------------------
-    def embed(self, inputs: Tensor, puzzle_ids: Tensor) -> Tensor:  # (B, L) -> (B, P+L, D)
-        e = self.embed_tokens(inputs)
-        if self.prefix:
-            b, d = inputs.shape[0], self.cfg.hidden
-            if self.puzzle_emb is not None:  # first prefix slot = puzzle vector, the other P-1 are zeros
-                first = self.puzzle_emb(puzzle_ids).to(e.dtype).unsqueeze(1)
-                pre = torch.cat((first, e.new_zeros(b, self.prefix - 1, d)), dim=1)
-            else:
-                pre = e.new_zeros(b, self.prefix, d)
-            e = torch.cat((pre, e), dim=1)
-        if self.embed_pos is not None:
-            e = 0.707106781 * (e + self.embed_pos)
-        return self.embed_scale * e
-
-    def run(self, blocks: nn.ModuleList, h: Tensor, injection: Tensor | float) -> Tensor:
-        """One network: blocks(h + injection). Official: ReasoningModule(hidden_states, input_injection)."""
-        h = h + injection
-        for block in blocks:
-            h = block(h, self.rotary)
-        return h
-
-    def readout(self, state, h: Tensor) -> StepOutput:
-        """Heads on the answer state h (B, P+L, D); `state` is carried on (already detached)."""
-        logits = self.lm_head(h[:, self.prefix:])  # (B, L, V)
-        q = self.q_head(h[:, 0]).float()  # (B, 2)
-        return StepOutput(state, logits, q[:, 0], q[:, 1] if self.cfg.act_continue else None)
 
 
 class TRM(Recursive):

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ponder.config import ModelConfig
-from ponder.models.trm import Recursive, StepOutput
+from ponder.models.base import Recursive, StepOutput
 
 
 @dataclass
