@@ -1,0 +1,180 @@
+"""The package's shape: no import cycle (imports inside functions included), dependencies pointing down, no module
+taking another's private names, and one task registry that the config and the CLI agree with."""
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ponder"
+
+# who may import what (module prefixes; a rule on "ponder.tasks" covers the package and its submodules)
+ONLY = {  # these import nothing from ponder but the listed modules
+    "ponder.tasks": ("ponder", "ponder.config", "ponder.files", "ponder.tasks"),  # tasks know no model or trainer
+    "ponder.models": ("ponder", "ponder.config", "ponder.models"),  # models know only config and their layers
+    "ponder.run": ("ponder", "ponder.config", "ponder.files", "ponder.checkpoint", "ponder.distributed"),
+    "ponder.runtime": ("ponder", "ponder.distributed"),
+    "ponder.files": (),
+    "ponder.plots": (),  # figures take plain results: no task, model or run
+    "ponder.checkpoint": ("ponder", "ponder.config"),
+    "ponder.distributed": (),
+    "ponder.config": ("ponder",),
+}
+NEVER = {  # these never import the listed modules
+    "ponder.lm": ("ponder.train", "ponder.evaluate", "ponder.tasks", "ponder.act", "ponder.compare", "ponder.demo",
+                  "ponder.bench"),  # the LM side stands on the run layer and config, not on the puzzle trainer
+    "ponder.evaluate": ("ponder.train",),  # the trainer may call the evaluator, never the reverse
+}
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent / Path(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def imports(path: Path) -> list[tuple[str, str | None]]:
+    """(imported ponder module, name taken from it or None) for every import statement of a file, at any depth."""
+    here = module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names if _under(a.name, "ponder")]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if not _under(base, "ponder"):
+                continue
+            for alias in node.names:  # `from ponder import checkpoint` imports the module ponder.checkpoint
+                sub = f"{base}.{alias.name}"
+                out.append((sub, None) if is_module(sub) else (base, alias.name))
+    return out
+
+
+def import_graph() -> dict[str, list[tuple[str, str | None]]]:
+    return {module_name(p): imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def cycles(graph: dict[str, list[tuple[str, str | None]]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (or a module importing itself), by Tarjan."""
+    edges = {m: sorted({t for t, _ in targets if t in graph}) for m, targets in graph.items()}
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1 or v in edges[v]:
+                found.append(sorted(group))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def violations(graph: dict[str, list[tuple[str, str | None]]]) -> list[str]:
+    out = []
+    for module, targets in graph.items():
+        for target, name in targets:
+            if target == module:
+                continue
+            for prefix, allowed in ONLY.items():
+                if _under(module, prefix) and not any(target == a or (a != "ponder" and _under(target, a))
+                                                      for a in allowed):
+                    out.append(f"{module} imports {target} (it may import only {', '.join(allowed) or 'nothing'})")
+            for prefix, banned in NEVER.items():
+                if _under(module, prefix) and any(_under(target, b) for b in banned):
+                    out.append(f"{module} imports {target}")
+            if _under(target, "ponder.cli") and module != "ponder.__main__":
+                out.append(f"{module} imports the CLI")
+            if name and name.startswith("_") and name != "__version__":
+                out.append(f"{module} takes the private name {target}.{name}")
+    return out
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    assert len(graph) > 30 and graph["ponder.train"]  # the walk found the package and its imports
+    assert cycles(graph) == []
+
+
+def test_dependencies_point_down():
+    assert violations(import_graph()) == []
+
+
+def test_the_checks_can_fail():
+    """The rules are live: a planted cycle, an upward import, a private name and a CLI import are all reported."""
+    graph = import_graph()
+    graph["ponder.tasks.sudoku"] = [*graph["ponder.tasks.sudoku"], ("ponder.models.trm", None)]
+    graph["ponder.lm.train"] = [*graph["ponder.lm.train"], ("ponder.train", "_Meter")]
+    graph["ponder.models.trm"] = [*graph["ponder.models.trm"], ("ponder.cli", None)]
+    graph["ponder.evaluate"] = [*graph["ponder.evaluate"], ("ponder.train", None)]
+    found = violations(graph)
+    assert "ponder.tasks.sudoku imports ponder.models.trm (it may import only ponder, ponder.config, ponder.files, " \
+           "ponder.tasks)" in found
+    assert "ponder.lm.train imports ponder.train" in found
+    assert "ponder.lm.train takes the private name ponder.train._Meter" in found
+    assert "ponder.models.trm imports the CLI" in found and "ponder.evaluate imports ponder.train" in found
+    graph = import_graph()
+    graph["ponder.evaluate"] = [*graph["ponder.evaluate"], ("ponder.train", "evaluate_model")]
+    assert cycles(graph) == [["ponder.evaluate", "ponder.train"]]  # the cycle this package had
+
+
+def test_imports_inside_functions_are_seen():
+    """An import inside a function counts (that is how the old evaluate <-> train cycle hid)."""
+    graph = import_graph()
+    assert ("ponder.tasks", "prepare_data") in graph["ponder.compare"]  # imported inside compare()
+    assert ("ponder.lm.model", "RecurrentLM") in graph["ponder.lm.train"]  # inside build_model()
+
+
+def test_task_registry_matches_config_and_cli():
+    from ponder.cli import build_parser
+    from ponder.config import DataConfig
+    from ponder.tasks import TASKS, Task
+
+    sections = {f.name for f in dataclasses.fields(DataConfig) if dataclasses.is_dataclass(f.default_factory)}
+    assert set(sections) == set(TASKS)  # every config section is a registered task and back
+    for name, cls in TASKS.items():
+        assert issubclass(cls, Task) and cls.name == name and cls.summary
+        assert isinstance(getattr(DataConfig(), name), cls.config)
+    data = next(a for a in build_parser()._subparsers._group_actions[0].choices["data"]._actions
+                if a.dest == "task")
+    assert list(data.choices) == list(TASKS)  # `ponder data <task>` for each, in registry order
+
+
+@pytest.mark.parametrize("hook", ["identifiers", "extra_files", "strata", "aggregate", "augment", "score"])
+def test_optional_hooks_are_part_of_the_protocol(hook):
+    """The evaluator and the dataset builder call every hook without asking whether a task has it."""
+    from ponder.tasks import Task
+
+    assert callable(getattr(Task, hook))
+    for path in (PACKAGE / "evaluate.py", PACKAGE / "tasks" / "__init__.py", PACKAGE / "train.py"):
+        assert f'hasattr(task, "{hook}")' not in path.read_text()
