@@ -8,7 +8,7 @@ its logs, its resume point, and the loop skeleton.
 
 `Loop` is the skeleton written once; each trainer writes its own step inside it, in the open:
 
-    with Loop(cfg.train, log, save, step, elapsed, until, progress) as loop:
+    with Loop(cfg.train, log, save, run_dir, step, elapsed, until, progress) as loop:
         for step in loop:          # stops at train.steps, `until`, the wall-time budget, or a Ctrl-C
             ...one optimiser step...
             if loop.log_due:
