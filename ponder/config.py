@@ -203,6 +203,8 @@ class TrainConfig:
     lr: float = 1e-4
     lr_warmup_steps: int = 2000  # linear warm-up from 0
     lr_min_ratio: float = 1.0  # cosine decay towards lr * ratio after warm-up; 1.0 = constant (official default)
+    lr_counter: str = "before"  # "before": the n-th update uses lr(n) (TRM/HRM count the step before the update);
+    #                             "after": lr(n-1), the first update at lr 0 (official URM counts after the update)
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1  # decoupled, lr * wd per step
@@ -229,6 +231,8 @@ class TrainConfig:
     keep_checkpoints: int = 2  # most recent checkpoints kept on disk
 
     def __post_init__(self) -> None:
+        _check(self.lr_counter in ("before", "after"),
+               f"train.lr_counter must be before or after, got {self.lr_counter!r}")
         _check(self.optimizer in ("adam_atan2", "adamw", "muon"),
                f"train.optimizer must be adam_atan2, adamw or muon, got {self.optimizer!r}")
         _check(self.loss in ("stablemax", "softmax"), f"train.loss must be stablemax or softmax, got {self.loss!r}")

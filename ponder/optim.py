@@ -1,9 +1,11 @@
 """Optimisers, schedule and EMA, in plain PyTorch (no CUDA-only packages).
 
-- `AdamAtan2`: the update of the `adam-atan2` package the official code uses (a fused CUDA-only kernel there):
-      p <- p (1 - lr wd);  m <- lerp(m, g, 1 - b1);  v <- lerp(v, g^2, 1 - b2)
-      p <- p - lr atan2(m / (1 - b1^t), sqrt(v) / sqrt(1 - b2^t))
-  No eps and no a/b scaling (lucidrains' adam-atan2-pytorch defaults to a=1.27, b=1 and differs). Written with
+- `AdamAtan2`: the update of the `adam-atan2` package (0.0.3) the official code uses (a fused CUDA-only kernel there):
+      p <- p (1 - lr wd);  m <- lerp(m, g, 1 - b1);  v <- b2 v + (1 - b2) g^2
+      p <- p - lr / (1 - b1^t) atan2(m, sqrt(v) / sqrt(1 - b2^t))
+  The first moment's bias correction scales the step size, outside the atan2, as in the package's own test oracle
+  (its first update is ~lr, not 0.785 lr). No eps and no a/b scaling (lucidrains' adam-atan2-pytorch defaults to
+  a=1.27, b=1 and differs). Checked against the package's oracle values (tests/test_parity.py). Written with
   torch._foreach ops: the small configs are dominated by per-tensor call overhead otherwise.
 - `build_optimizer`: train.optimizer -> AdamAtan2, AdamW, or Muon on the hidden weight matrices + AdamAtan2 on the
   rest (`Combined` makes the pair look like one optimiser to the training loop and the checkpoint).
@@ -55,11 +57,10 @@ class AdamAtan2(torch.optim.Optimizer):
             torch._foreach_mul_(v, b2)
             torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
             c1, c2 = 1 - b1**t, math.sqrt(1 - b2**t)
-            num = torch._foreach_div(m, c1)
             den = torch._foreach_sqrt(v)
             torch._foreach_div_(den, c2)
-            for p, a, b in zip(params, num, den):
-                p.add_(torch.atan2(a, b), alpha=-lr)
+            for p, a, b in zip(params, m, den):  # the first moment's correction scales the step, outside atan2
+                p.add_(torch.atan2(a, b), alpha=-lr / c1)
 
 
 def _newton_schulz_float32(grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int,
@@ -180,8 +181,11 @@ class SignSGD:
         self.emb.local = self.emb.local_ids = None
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 1.0) -> float:
-    """Learning rate for optimiser step `step` (1-based, as the official loop increments before computing it)."""
+def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 1.0, counter: str = "before") -> float:
+    """Learning rate of optimiser step `step` (1-based). counter "before" (TRM/HRM, whose loop increments its step
+    before computing the lr) schedules it at `step`; "after" (URM, which increments after the update) at step - 1, so
+    its first update has lr 0 under warm-up."""
+    step = step if counter == "before" else step - 1
     if step < warmup:
         return base * step / max(1, warmup)
     progress = (step - warmup) / max(1, total - warmup)

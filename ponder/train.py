@@ -37,8 +37,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     if tc.batch_size % world.size:
         raise UserError(f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the number of "
                         f"processes ({world.size})")
-    device = runtime.resolve_device(tc.device)  # bad device, backend or data path: fail before anything is written
+    device = runtime.resolve_device(tc.device)  # bad device, backend, resume or data path: fail before any write
     runtime.check_compile_backend(tc.compile)
+    point = resume_point(run_dir, cfg, keep=("model", "train.batch_size")) if resume else None
     data_dir = prepare_data(cfg.data, run_dir) if cfg.data.path else None
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -68,8 +69,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     carry = empty_carry(model, local_batch, meta.seq_len, device)
     step, elapsed = 0, 0.0
 
-    if resume:
-        point = resume_point(run_dir, cfg, keep=("model", "train.batch_size"))
+    if point is not None:
         model.load_state_dict(point.weights)
         st = point.state
         opt.load_state_dict(st["optimizer"])
@@ -103,11 +103,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     meter = Meter()
     with Loop(tc, log, save, run_dir, step, elapsed, until, progress and world.main) as loop:
         for step in loop:
-            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
+            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter)
             for group in opt.param_groups:
                 group["lr"] = lr
             if emb_opt is not None:
-                emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
+                emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter)
 
             halted = distributed.gather_rows(carry.halted)  # the global carry's free slots
             k = int(halted.sum())

@@ -56,3 +56,43 @@ def test_round_trip_through_yaml():
     cfg = resolve("demo", ["model.hidden=48"])
     assert from_dict(Config, yaml.safe_load(dump_yaml(cfg))) == cfg
     assert from_dict(Config, to_dict(cfg)) == cfg
+
+
+# The paper presets against the official recipes (../shared/reference/trm_hrm.md section 6, urm_retrofit.md 1.2-1.4):
+# changing one of these values in a shipped preset fails here.
+OFFICIAL = {"model.hidden": 512, "model.n_heads": 8, "model.n_supervision": 16, "model.halt_exploration_prob": 0.1,
+            "train.batch_size": 768, "train.lr": 1e-4, "train.lr_warmup_steps": 2000, "train.lr_min_ratio": 1.0,
+            "train.beta1": 0.9, "train.beta2": 0.95, "train.optimizer": "adam_atan2", "train.loss": "stablemax",
+            "train.halt_loss_weight": 0.5, "train.grad_clip": 0.0, "train.lr_counter": "before"}
+TRM = {"model.family": "trm", "model.n_layers": 2, "model.n_cycles": 3, "model.puzzle_emb_len": 16,
+       "train.ema": True, "train.ema_rate": 0.999}
+SUDOKU = {"train.weight_decay": 1.0, "train.puzzle_emb_lr": 1e-4, "train.puzzle_emb_weight_decay": 1.0}
+ARC = {"train.weight_decay": 0.1, "train.puzzle_emb_lr": 1e-2, "train.puzzle_emb_weight_decay": 0.1}
+HRM = {"model.family": "hrm", "model.n_layers": 4, "model.n_cycles": 2, "model.n_latent": 2, "model.puzzle_emb_len": 1,
+       "model.act_continue": True, "train.ema": False}
+URM = {"model.family": "urm", "model.n_layers": 4, "model.loops": 12, "model.no_grad_loops": 6,
+       "model.ffn": "conv_swiglu", "model.conv_kernel": 2, "model.conv_placement": "ffn", "model.puzzle_emb_len": 1,
+       "train.ema": True, "train.ema_rate": 0.999, "train.lr_counter": "after"}
+PINNED = {
+    "sudoku-extreme-trm-mlp": {**TRM, **SUDOKU, "model.n_latent": 6, "model.mixer": "mlp", "model.pos_encoding": "none",
+                               "train.steps": 65104},
+    "sudoku-extreme-trm-att": {**TRM, **SUDOKU, "model.n_latent": 6, "model.mixer": "attention",
+                               "model.pos_encoding": "rope", "train.steps": 65104},
+    "maze-hard-trm-att": {**TRM, **SUDOKU, "model.n_latent": 4, "model.mixer": "attention",
+                          "model.pos_encoding": "rope"},  # the maze command sets the Sudoku decay values too
+    "arc1-trm-att": {**TRM, **ARC, "model.n_latent": 4, "model.pos_encoding": "rope"},
+    "arc2-trm-att": {**TRM, **ARC, "model.n_latent": 4, "model.pos_encoding": "rope"},
+    "sudoku-extreme-hrm": {**HRM, **SUDOKU, "train.steps": 26041},
+    "arc1-hrm": {**HRM, **ARC},
+    "sudoku-extreme-urm": {**URM, **SUDOKU, "train.batch_size": 128},
+    "arc1-urm": {**URM, **ARC},
+    "arc2-urm": {**URM, **ARC, "train.optimizer": "muon"},
+}
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_paper_presets_keep_the_official_recipes(name):
+    values = to_dict(resolve(name))
+    for key, want in {**OFFICIAL, **PINNED[name]}.items():
+        section, field = key.split(".")
+        assert values[section][field] == want, f"{name}: {key} is {values[section][field]!r}, official {want!r}"

@@ -48,7 +48,8 @@ def test_adam_atan2_hand_values():
         expected *= 1 - 0.1 * 0.1  # decoupled decay lr * wd
         m = 0.9 * m + 0.1 * g
         v = 0.95 * v + 0.05 * g * g
-        expected -= 0.1 * math.atan2(m / (1 - 0.9**t), math.sqrt(v) / math.sqrt(1 - 0.95**t))  # no eps, no a/b
+        # the package's update: the first moment's correction scales the step, outside atan2; no eps, no a/b
+        expected -= 0.1 / (1 - 0.9**t) * math.atan2(m, math.sqrt(v) / math.sqrt(1 - 0.95**t))
         assert math.isclose(p.item(), expected, rel_tol=1e-6), (t, p.item(), expected)
 
 
@@ -117,3 +118,26 @@ def test_muon_float32_newton_schulz_matches_torch():
     assert _muon._zeropower_via_newtonschulz is not _newton_schulz_float32  # restored after the step
     cos = torch.nn.functional.cosine_similarity(moved[0].flatten(), moved[1].flatten(), dim=0)
     assert cos > 0.999 and torch.allclose(moved[0], moved[1], atol=2e-3)
+
+
+def test_the_built_muon_matches_adamw_rms():
+    """train.optimizer=muon: the optimiser ponder builds scales Muon's orthogonalised update to AdamW's RMS
+    (Moonlight's match_rms_adamw: lr * 0.2 * sqrt(max(rows, cols))), so a square hidden matrix moves by an RMS of
+    about 0.2 lr; torch's default adjustment would move it by lr / sqrt(rows) (0.0625 lr at 256)."""
+    from ponder.config import TrainConfig
+    from ponder.optim import Combined, build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.hidden = torch.nn.Linear(256, 256, bias=False)
+    model.lm_head, model.q_head = torch.nn.Linear(256, 4, bias=False), torch.nn.Linear(256, 2)
+    opt = build_optimizer(model, TrainConfig(optimizer="muon", lr=1e-3, weight_decay=0.0))
+    assert isinstance(opt, Combined)
+    muon = opt.optimizers[0]
+    assert [p for g in muon.param_groups for p in g["params"]] == [model.hidden.weight]  # heads go to AdamAtan2
+    before = model.hidden.weight.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    rms = (model.hidden.weight.detach() - before).pow(2).mean().sqrt().item()
+    assert 0.12 < rms / 1e-3 < 0.3, rms / 1e-3

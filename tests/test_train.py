@@ -54,14 +54,15 @@ def test_resume_is_bit_identical(tmp_path, data_dir):
 
 
 def test_loss_falls_and_artifacts(tmp_path, data_dir):
-    run = train(tiny(data_dir, "train.steps=120", "train.log_every=10"), tmp_path / "r", progress=False)
+    # 240 steps: seeds 0-2 end at 72-89% cell accuracy from ~27% (120 steps gave +9..+33 points: too noisy to test)
+    run = train(tiny(data_dir, "train.steps=240", "train.log_every=20"), tmp_path / "r", progress=False)
     logs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert logs[-1]["lm_loss"] < 0.85 * logs[0]["lm_loss"], (logs[0], logs[-1])
-    assert logs[-1]["cell"] > logs[0]["cell"] + 0.15  # beyond copying the givens
+    assert logs[-1]["cell"] > logs[0]["cell"] + 0.3  # beyond copying the givens (~47% of the cells)
     ck = run.checkpoint
     for name in ("model.safetensors", "ema.safetensors", "state.pt", "config.yaml", "meta.json"):
         assert (ck / name).exists()
-    assert checkpoint.load_config(ck) == tiny(data_dir, "train.steps=120", "train.log_every=10")
+    assert checkpoint.load_config(ck) == tiny(data_dir, "train.steps=240", "train.log_every=20")
     assert (tmp_path / "r" / "config.yaml").exists() and any((tmp_path / "r" / "tb").iterdir())
     # EMA weights differ from the raw ones, and evaluation loads the EMA ones
     raw, ema = weights(tmp_path / "r")
@@ -185,3 +186,69 @@ def test_cpu_runs_reuse_freed_activation_memory(tmp_path):
         pytest.skip("not glibc")
     assert faults_tuned <= 2 * pages  # once settled, the heap serves every block again
     assert run("tuned", {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "0"})[0] is False
+
+
+def test_puzzle_table_follows_the_warm_up(tmp_path, data_dir):
+    """The sign-SGD puzzle table is scheduled like the weights: at step 1 of a 10-step warm-up its rows move by
+    puzzle_emb_lr / 10 (sign of the gradient, zero initial rows so no decay), not by the full rate."""
+    cfg = tiny(data_dir, "train.steps=1", "train.lr_warmup_steps=10", "train.puzzle_emb_lr=1e-2", "train.ema=false")
+    train(cfg, tmp_path / "r", progress=False)
+    table = checkpoint.load_weights(checkpoint.find(tmp_path / "r"), ema=False)["puzzle_emb.weight"]
+    moved = table[table.abs().sum(1) > 0]
+    assert len(moved) > 0 and torch.allclose(moved.abs(), torch.full_like(moved, 1e-3))
+
+
+def test_urm_counter_makes_the_first_update_at_lr_zero(tmp_path, data_dir):
+    """train.lr_counter=after (official URM): the n-th update uses lr(n-1), so under warm-up the first one has lr 0
+    and leaves the weights as they were (weight decay is lr * wd: nothing either); "before" moves them."""
+    init = None
+    for counter in ("after", "before"):
+        cfg = tiny(data_dir, "train.steps=1", "train.lr_warmup_steps=4", f"train.lr_counter={counter}",
+                   "train.ema=false", "model.puzzle_emb=false", "model.puzzle_emb_len=1")
+        torch.manual_seed(cfg.train.seed)
+        from ponder.models import build_model
+
+        init = init or build_model(cfg.model, 6, 16).state_dict()
+        train(cfg, tmp_path / counter, progress=False)
+        after = checkpoint.load_weights(checkpoint.find(tmp_path / counter), ema=False)
+        unchanged = all(torch.equal(after[k], v) for k, v in init.items())
+        assert unchanged == (counter == "after"), counter
+
+
+def test_clipping_is_by_global_norm():
+    """train.grad_clip scales all gradients together to that global norm (3-4-5: to 0.6, 0.8), not clipped per
+    value (which would give 1, 1)."""
+    from types import SimpleNamespace
+
+    from ponder.config import TrainConfig
+    from ponder.train import update
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    loss = SimpleNamespace(total=(p * torch.tensor([3.0, 4.0])).sum() * 8)
+    update(loss, 8, [p], TrainConfig(grad_clip=1.0), opt, None, None)
+    assert torch.allclose(p.detach(), torch.tensor([-0.6, -0.8]))
+
+
+def test_resume_restores_the_exploration_draws(tmp_path, data_dir, monkeypatch):
+    """The halting-exploration generator continues where it was: the draws a resumed run makes are those of the
+    uninterrupted run (recorded at every supervision step)."""
+    import ponder.train as trainer
+
+    seen: dict[str, list] = {"straight": [], "resumed": []}
+    real = trainer.supervision_step
+
+    def record(step_model, model, carry, cfg, device, gen, shard=(0, 1)):
+        seen[key].append(gen.get_state().clone())
+        return real(step_model, model, carry, cfg, device, gen, shard)
+
+    monkeypatch.setattr(trainer, "supervision_step", record)
+    cfg = tiny(data_dir, "train.steps=4", "model.halt_exploration_prob=1.0")
+    key = "straight"
+    train(cfg, tmp_path / "a", progress=False)
+    key = "resumed"
+    train(cfg, tmp_path / "b", progress=False, until=2)
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert len(seen["straight"]) == len(seen["resumed"]) == 4
+    assert all(torch.equal(a, b) for a, b in zip(seen["straight"], seen["resumed"]))
+    assert not torch.equal(seen["straight"][1], seen["straight"][2])  # the generator does advance

@@ -143,6 +143,7 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
     tc, lc = cfg.train, cfg.lm
     device = runtime.resolve_device(tc.device)
     runtime.set_threads(tc.threads, device)
+    point = resume_point(run_dir, cfg, keep=(*(f"lm.{f}" for f in MODEL_FIELDS), "train.batch_size")) if resume else None
     torch.manual_seed(tc.seed)
     model, tokenizer = build_model(lc)
     batches = Batches(cfg, tokenizer)  # bad data files fail before anything is written
@@ -153,8 +154,7 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
     step, elapsed = 0, 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    if resume:
-        point = resume_point(run_dir, cfg, keep=(*(f"lm.{f}" for f in MODEL_FIELDS), "train.batch_size"))
+    if point is not None:
         model.load_state_dict(point.weights)
         st = point.state
         opt.load_state_dict(st["optimizer"])
@@ -178,7 +178,7 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
         for step in loop:
             r_bar = mean_recurrence_at(step - 1, lc.mean_recurrence, tc.steps, lc.curriculum_fraction, lc.curriculum)
             depth = sample_depth(r_bar, lc.backprop_depth, step, lc.depth_seed)
-            scale = lr_at(step, 1.0, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio)
+            scale = lr_at(step, 1.0, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter)
             for o, base_lr in zip(opt.optimizers, (lc.muon_lr, lc.adam_lr), strict=True):
                 for group in o.param_groups:
                     group["lr"] = base_lr * scale

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ponder.config import ModelConfig
-from ponder.models.layers import (Attention, Rotary, SparseEmbedding, SwiGLU, feed_forward, linear, rms_norm,
-                                  trunc_normal_)
+from ponder.models.layers import (Attention, Rotary, SparseEmbedding, SwiGLU, embedding, feed_forward, linear,
+                                  rms_norm, trunc_normal_)
 
 
 @dataclass
@@ -69,20 +69,21 @@ class Recursive(nn.Module):
         total = seq_len + self.prefix
         d = cfg.hidden
         self.embed_scale = math.sqrt(d)
-        self.embed_tokens = nn.Embedding(vocab_size, d)
-        trunc_normal_(self.embed_tokens.weight, std=1.0 / self.embed_scale)
-        self.puzzle_emb = SparseEmbedding(num_puzzle_ids, d) if cfg.puzzle_emb else None
-        self.embed_pos = None
-        if cfg.pos_encoding == "learned":
-            self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(total, d), std=1.0 / self.embed_scale))
-        self.rotary = Rotary(d // cfg.n_heads, total, cfg.rope_theta) if cfg.pos_encoding == "rope" else None
-        for name in networks:  # built here, between embedding and heads, so TRM keeps its init order
-            self.add_module(name, nn.ModuleList(Block(cfg, total) for _ in range(cfg.n_layers)))
+        # built in the official order (embedding, heads, puzzle table, positions, networks, initial states) with the
+        # official initialisers, so that a seed draws the official weights (tests/test_parity.py)
+        self.embed_tokens = embedding(vocab_size, d, std=1.0 / self.embed_scale)
         self.lm_head = linear(d, vocab_size)
         self.q_head = linear(d, 2, bias=True)  # (q_halt, q_continue) on position 0
         with torch.no_grad():
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)  # start far from halting
+        self.puzzle_emb = SparseEmbedding(num_puzzle_ids, d) if cfg.puzzle_emb else None
+        self.embed_pos = None
+        if cfg.pos_encoding == "learned":
+            self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(total, d), std=1.0 / self.embed_scale))
+        self.rotary = Rotary(d // cfg.n_heads, total, cfg.rope_theta) if cfg.pos_encoding == "rope" else None
+        for name in networks:
+            self.add_module(name, nn.ModuleList(Block(cfg, total) for _ in range(cfg.n_layers)))
         self.inits = inits
         for name in inits:
             self.register_buffer(name, trunc_normal_(torch.empty(d), std=1.0))

@@ -39,21 +39,32 @@ def trunc_normal_(tensor: Tensor, std: float = 1.0, lower: float = -2.0, upper: 
 
 
 def rms_norm(x: Tensor, eps: float, dim: int = -1) -> Tensor:
-    """Weightless RMSNorm over axis `dim`, in float32 (the fused F.rms_norm kernel for the last axis)."""
+    """Weightless RMSNorm over axis `dim` in float32: x * rsqrt(mean(x^2) + eps), the official formula. The fused
+    F.rms_norm gives the same bits over the last axis of a contiguous tensor; over a strided one (TRM-MLP's norm over
+    the transposed sequence axis) it rounds differently from the official code, so the formula is written out there
+    (measured against the official outputs: bit-equal, tests/test_parity.py; the same speed)."""
     dtype = x.dtype
     x = x.float()
-    if dim in (-1, x.ndim - 1):
+    if dim in (-1, x.ndim - 1) and x.is_contiguous():
         return F.rms_norm(x, (x.shape[-1],), eps=eps).to(dtype)
     return (x * torch.rsqrt(x.square().mean(dim, keepdim=True) + eps)).to(dtype)
 
 
 def linear(d_in: int, d_out: int, bias: bool = False) -> nn.Linear:
-    """LeCun-normal (std 1/sqrt(fan_in), truncated) linear layer, as the official CastedLinear."""
-    layer = nn.Linear(d_in, d_out, bias=bias)
+    """LeCun-normal (std 1/sqrt(fan_in), truncated) linear layer, as the official CastedLinear. Built without
+    PyTorch's default init (`skip_init`), so the random stream is consumed exactly as by the official code."""
+    layer = torch.nn.utils.skip_init(nn.Linear, d_in, d_out, bias=bias)
     trunc_normal_(layer.weight, std=1.0 / math.sqrt(d_in))
     if bias:
         nn.init.zeros_(layer.bias)
     return layer
+
+
+def embedding(num: int, d: int, std: float) -> nn.Embedding:
+    """Truncated-normal embedding table, as the official CastedEmbedding (no default init drawn first)."""
+    table = torch.nn.utils.skip_init(nn.Embedding, num, d)
+    trunc_normal_(table.weight, std=std)
+    return table
 
 
 def swiglu_width(d: int, expansion: float) -> int:
@@ -137,8 +148,12 @@ class ConvSwiGLU(SwiGLU):
     """URM (official ConvSwiGLU): Y = down(SiLU(conv(act(G) * U))); the conv output replaces H (no residual)."""
 
     def __init__(self, d: int, expansion: float, kernel: int, activation: str = "silu"):
-        super().__init__(d, expansion, activation)
-        self.conv = CausalConv(swiglu_width(d, expansion), kernel)
+        nn.Module.__init__(self)  # built in the official order: gate_up, conv, down (the seed then draws its weights)
+        inter = swiglu_width(d, expansion)
+        self.activation = activation
+        self.gate_up = linear(d, 2 * inter)
+        self.conv = CausalConv(inter, kernel)
+        self.down = linear(inter, d)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, d) -> (B, T, d)
         return self.down(F.silu(self.conv(self.expand(x))))
@@ -164,9 +179,12 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: (B, H, L, Dh); rotate-half convention."""
+    """x: (B, H, L, Dh); rotate-half convention, computed in the tables' float32 and cast back to x's dtype, as the
+    official code does (under bf16 autocast q and k are bf16; rotating them in bf16 would round the angles)."""
+    dtype = x.dtype
+    x = x.to(cos.dtype)
     x1, x2 = x.chunk(2, dim=-1)
-    return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x.dtype)
+    return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).to(dtype)
 
 
 class Attention(nn.Module):
@@ -196,9 +214,8 @@ class Attention(nn.Module):
         if self.conv_placement == "value":
             v = self.conv(v)
         q, k, v = (t.view(b, l, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
-        if rotary is not None:
-            cos, sin = rotary.cos.to(q.dtype), rotary.sin.to(q.dtype)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if rotary is not None:  # in float32 (the tables' dtype), also under autocast
+            q, k = apply_rotary(q, rotary.cos, rotary.sin), apply_rotary(k, rotary.cos, rotary.sin)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, l, d)  # (B, L, D)
         if self.conv_placement == "attention":
             out = self.conv(out)
