@@ -3,7 +3,8 @@
     <run>/ckpt/step_00001234/
       model.safetensors   raw weights + buffers (initial states, puzzle-identifier table)
       ema.safetensors     the same with EMA weights (what evaluation loads, as the official checkpoints are EMA)
-      state.pt            optimiser state, step, RNG states, ACT carry, data position (for --resume)
+      state.pt            optimiser state, step, RNG states, ACT carry, data position (for --resume; absent in a
+                          checkpoint imported from the official code, which holds weights only)
       config.yaml         the fully resolved config
       meta.json           step, dataset shape (vocab, seq_len, identifiers), weight count, last metrics
 
@@ -34,18 +35,25 @@ def step_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"step_{step:08d}"
 
 
-def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: dict, cfg: Config, meta: dict,
+def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: dict | None, cfg: Config, meta: dict,
          keep: int = 2) -> Path:
+    """Write checkpoint `step` of a run (state None: weights only, as an imported checkpoint) and keep the newest
+    `keep`."""
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = step_path(run_dir, step)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
-    if ema_sd is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in ema_sd.items()}, str(tmp / "ema.safetensors"))
-    torch.save(state, tmp / "state.pt")
-    (tmp / "config.yaml").write_text(dump_yaml(cfg))
-    (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
+        if ema_sd is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema_sd.items()}, str(tmp / "ema.safetensors"))
+        if state is not None:
+            torch.save(state, tmp / "state.pt")
+        (tmp / "config.yaml").write_text(dump_yaml(cfg))
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+    except BaseException:  # a full disk, Ctrl-C: the half-written folder goes, the previous checkpoint stays newest
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # re-saving a step (e.g. Ctrl-C right after a periodic save): swap, then drop the old one
         old = root / f".old-{final.name}-{os.getpid()}"
         os.rename(final, old)

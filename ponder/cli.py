@@ -4,6 +4,7 @@
     ponder data TASK --out DIR ...       build a dataset directory (sudoku | maze | ca1d | arc; HRM/TRM npy layout)
     ponder train PRESET [k=v ...]        train; --resume RUN continues a run exactly
     ponder eval CHECKPOINT [--data DIR]  test-time scaling table, adaptive halting, JSON + PNG
+    ponder import FILE --family F --preset P --out RUN   an official TRM/HRM/URM checkpoint as a ponder run
     ponder compare NAME=PRESET[,k=v] ... several models, same data and budget: one table and plot
     ponder info PRESET [k=v ...]         resolved config and weight count
     ponder bench                         throughput and GFLOP/s against the machine's matmul ceiling
@@ -182,7 +183,7 @@ def _eval(args, world) -> int:
             print(f"wrote {out / 'adaptive.json'}")
         return 0
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
-                                   ema=not args.raw, show=args.show, split=args.split)
+                                   ema=not args.raw, show=args.show, split=args.split, outputs=args.save_outputs)
     if not world.main:
         return 0
     for text in res.pop("_examples", []):
@@ -195,7 +196,18 @@ def _eval(args, world) -> int:
             print(f"{key} at N_sup: {100 * value:.1f}%")
     if (out / "submission.json").exists():
         print(f"wrote {out / 'submission.json'} (Kaggle format, two attempts per test input)")
-    print(f"wrote {out / 'results.json'}" + (f", {out / 'scaling.png'}" if (out / "scaling.png").exists() else ""))
+    print(f"wrote {out / 'results.json'}" + (f", {out / 'scaling.png'}" if (out / "scaling.png").exists() else "")
+          + (f", {out / 'outputs.safetensors'}" if args.save_outputs else ""))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ponder.official import import_checkpoint
+
+    ckpt = import_checkpoint(args.checkpoint, args.family, args.preset, args.overrides,
+                             _fresh_dir(Path(args.out)), args.data)
+    print(f"imported {args.checkpoint} as {ckpt}; evaluate it with: ponder eval {args.out}"
+          + ("" if args.data else " --data DIR (no dataset was given to record)"))
     return 0
 
 
@@ -333,9 +345,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "N_sup steps: puzzles/s, speed-up, accuracy lost (adaptive.json)")
     d.add_argument("--show", type=int, default=0, metavar="K",
                    help="print the first K test examples with the answer after N_sup steps (also in examples.txt)")
+    d.add_argument("--save-outputs", type=int, default=0, metavar="K",
+                   help="also write outputs.safetensors: the float32 logits and halting logits of the first K "
+                        "examples after every supervision step (as the official evaluate.py saves them)")
     d.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="evaluate once per value of a test-time setting, e.g. model.n_latent=1,2,4,8 (recursion depth)")
     d.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("import", help="turn an official TRM/HRM/URM checkpoint into a ponder run",
+                       description="Convert a checkpoint saved by the official pretrain.py (the state_dict of "
+                                   "ACTLossHead, with or without torch.compile's _orig_mod. prefix; URM's dict with "
+                                   "model_state_dict) into a run directory that `ponder eval` reads. The preset (and "
+                                   "overrides) must describe the checkpoint's architecture; every missing, "
+                                   "unexpected or mis-shaped tensor is named.")
+    d.add_argument("checkpoint", help="the official checkpoint file (e.g. step_26040 or step_N.pt)")
+    d.add_argument("overrides", **overrides)
+    d.add_argument("--family", required=True, choices=("trm", "hrm", "urm"), help="the official code it comes from")
+    d.add_argument("--preset", required=True, help="the matching preset, e.g. sudoku-extreme-hrm (or a YAML path)")
+    d.add_argument("--out", required=True, help="run directory to create")
+    d.add_argument("--data", help="the dataset it is evaluated on (checked against the checkpoint's vocabulary and "
+                                  "puzzle table, and recorded for ponder eval)")
+    d.set_defaults(func=cmd_import)
 
     d = sub.add_parser("compare", help="train several models on the same data and budget; one table and plot",
                        description="Each MEMBER is NAME=PRESET[,key=value,...], e.g. trm=demo "

@@ -30,8 +30,9 @@ from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
 
 @torch.inference_mode()
 def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
-                   keep: int = 0, task: Task | None = None) -> dict:
-    """Run the trace. `keep` > 0 also returns the predictions after every step of the first `keep` examples.
+                   keep: int = 0, task: Task | None = None, outputs: int = 0) -> dict:
+    """Run the trace. `keep` > 0 also returns the predictions after every step of the first `keep` examples;
+    `outputs` > 0 the raw outputs (float32 logits, halting logits) after every step of the first `outputs` examples.
     `task` (default: data.task's) adds its scores, groups and pooled answers."""
     model.eval()
     n_sup = cfg.model.n_supervision
@@ -42,6 +43,9 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     cell = np.zeros((n, max_steps), np.float32)
     q_halt = np.zeros((n, max_steps), np.float32)
     kept = np.zeros((min(keep, n), max_steps, meta.seq_len), np.int64)
+    raw = {"logits": np.zeros((max_steps, min(outputs, n), meta.seq_len, meta.vocab_size), np.float32),
+           "q_halt": np.zeros((max_steps, min(outputs, n)), np.float32),
+           "q_continue": np.zeros((max_steps, min(outputs, n)), np.float32)}  # step-major, as the official evaluator
     task_scores: dict[str, np.ndarray] = {}  # per-example task metrics (a row is filled by the rank that ran it)
     task = task or get_task(cfg.data)
     final = np.zeros((n if task.aggregates else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
@@ -78,6 +82,12 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             if lo < len(kept):  # the first `keep` examples, which may span several batches
                 hi = min(len(kept), lo + len(idx))
                 kept[lo:hi, s] = pred[: hi - lo].cpu().numpy()
+            if lo < outputs:
+                hi = min(raw["q_halt"].shape[1], lo + len(idx))
+                raw["logits"][s, lo:hi] = out.logits[: hi - lo].float().cpu().numpy()
+                raw["q_halt"][s, lo:hi] = out.q_halt[: hi - lo].float().cpu().numpy()
+                if out.q_continue is not None:
+                    raw["q_continue"][s, lo:hi] = out.q_continue[: hi - lo].float().cpu().numpy()
 
     if world.parallel:  # every row was written by exactly one rank, zeros elsewhere: a sum assembles them
         keys = sorted(distributed.broadcast(sorted(task_scores)))
@@ -86,6 +96,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             distributed.sum_rows(a) for a in (exact, cell, q_halt, kept, final, final_q, *task_scores.values()))
         exact = exact.astype(bool)
         task_scores = dict(zip(keys, scores))
+        raw = {k: distributed.sum_rows(v) for k, v in raw.items()}
     stops = q_halt[:, :last] > cfg.eval.halt_threshold
     halt_step = np.where(stops.any(1), stops.argmax(1), last - 1)
 
@@ -101,6 +112,8 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         result["groups"] = {str(g): summary(np.flatnonzero(strata == g)) for g in sorted(set(strata.tolist()))}
     if keep:
         result["_kept_predictions"] = kept
+    if outputs:
+        result["_outputs"] = raw
     if len(final):
         result["_final"] = (final, final_q)
     return result
@@ -179,6 +192,8 @@ def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str
     """(checkpoint dir, config with overrides, model on device, split arrays, metadata, data dir) of a checkpoint."""
     ckpt, cfg = config_from_checkpoint(path, overrides)
     meta_ck = checkpoint.load_meta(ckpt)
+    if not (data or meta_ck.get("data")):
+        raise UserError(f"{ckpt}: no dataset is recorded with this checkpoint (imported without --data); pass --data DIR")
     data_dir = Path(data) if data else Path(meta_ck["data"])
     arrays, meta = read_split(data_dir, split)
     if (meta.vocab_size, meta.seq_len) != (meta_ck["vocab_size"], meta_ck["seq_len"]):
@@ -228,15 +243,19 @@ def format_adaptive(res: dict) -> str:
         f"  speed-up x{res['speedup']:.2f}, exact accuracy lost {res['exact_points_lost']:+.2f} points"])
 
 
-def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (), out_dir: str | Path | None = None,
-                        device: str = "cpu", pictures: int = 1, ema: bool = True, show: int = 0,
-                        split: str = "test") -> tuple[dict, Path]:
+def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (),
+                        out_dir: str | Path | None = None, device: str = "cpu", pictures: int = 1, ema: bool = True,
+                        show: int = 0, split: str = "test", outputs: int = 0) -> tuple[dict, Path]:
     """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a split (the test split, or the
     train split to see what was memorised), write JSON/PNG. Overrides may change test-time settings, including the
-    recursion (model.n_latent, model.n_cycles)."""
+    recursion (model.n_latent, model.n_cycles). `outputs` > 0 also writes outputs.safetensors: the inputs, labels
+    and puzzle ids of the first `outputs` examples and, after every supervision step, their float32 logits
+    (steps, examples, seq_len, vocab), q_halt and q_continue (steps, examples; zeros for models without it)."""
     ckpt, cfg, model, arrays, meta, data_dir = load_for_eval(path, data, overrides, device, ema, split)
-    res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures * 8, show, 0))
+    res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures * 8, show, 0),
+                         outputs=outputs)
     kept = res.pop("_kept_predictions", None)
+    raw = res.pop("_outputs", None)
     out_dir = Path(out_dir) if out_dir else ckpt / ("eval" if split == "test" else f"eval-{split}")
     if not distributed.world().main:  # under torchrun rank 0 holds the gathered results and writes them
         return res, out_dir
@@ -253,6 +272,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     res["data"] = str(data_dir)
     res["split"] = split
     (out_dir / "results.json").write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
+    if raw is not None:
+        write_outputs(raw, arrays, out_dir / "outputs.safetensors")
     if show and kept is not None:  # the first `show` test examples as text, answered after N_sup steps
         task = get_task(cfg.data)
         step = min(cfg.model.n_supervision, kept.shape[1]) - 1  # N_sup, or the last step run
@@ -265,6 +286,18 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
         if pictures and kept is not None and len(kept):
             write_pictures(cfg, arrays, meta, kept, out_dir, pictures)
     return res, out_dir
+
+
+def write_outputs(raw: dict, arrays: PuzzleArrays, path: Path) -> None:
+    """The raw outputs of the first examples (see evaluate_checkpoint), with what they were computed from."""
+    from safetensors.torch import save_file
+
+    k = raw["q_halt"].shape[1]
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in raw.items()}
+    tensors.update(inputs=torch.from_numpy(np.asarray(arrays.inputs[:k]).astype(np.int32)),
+                   labels=torch.from_numpy(np.asarray(arrays.labels[:k]).astype(np.int32)),
+                   puzzle_identifiers=torch.from_numpy(arrays.example_puzzle_ids[:k].astype(np.int32)))
+    save_file(tensors, str(path))
 
 
 def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.ndarray, out_dir: Path,

@@ -71,6 +71,8 @@ def resume_point(run_dir: Path, cfg: Config, keep: tuple[str, ...]) -> ResumePoi
     """The latest checkpoint of a run being resumed, after checking that `cfg` keeps the config keys `keep` (the
     ones that define the weights and the data stream, e.g. "model" and "train.batch_size")."""
     ckpt = checkpoint.latest_for_resume(run_dir)
+    if not (ckpt / "state.pt").exists():
+        raise UserError(f"{ckpt}: holds weights only (an imported checkpoint), no training state to resume")
     changed = changed_keys(checkpoint.load_config(ckpt), cfg, keep)
     if changed:
         raise UserError(f"{ckpt}: a resumed run keeps its model config and batch size ({', '.join(keep)}); "
@@ -180,7 +182,8 @@ class Loop:
         self.checkpoint: Path | None = None
         self.result: Run | None = None
         self.bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True,
-                        mininterval=1.0, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+                        mininterval=1.0,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
 
     def elapsed(self) -> float:
         """Training seconds of the whole run, resumed calls included."""

@@ -1,0 +1,44 @@
+"""Checkpoints: written to a temporary folder and renamed into place (a failure midway leaves the previous one the
+newest and nothing half-written), and a training state that carries code is refused without running it."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ponder import UserError, checkpoint
+from ponder.config import Config
+
+
+def save(run: Path, step: int, **state):
+    return checkpoint.save(run, step, {"w": torch.full((3,), float(step))}, None, {"step": step, **state}, Config(),
+                           {"params": 3})
+
+
+def test_a_failure_midway_keeps_the_previous_checkpoint_newest(tmp_path, monkeypatch):
+    first = save(tmp_path, 1)
+
+    def disk_full(*args, **kwargs):  # model.safetensors is written, then the training state fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(OSError):
+        save(tmp_path, 2)
+    assert checkpoint.list_checkpoints(tmp_path) == [first] and checkpoint.find(tmp_path) == first
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_00000001"]  # no partial or temp folder
+    assert checkpoint.load_state(first)["step"] == 1
+    assert torch.equal(checkpoint.load_weights(first)["w"], torch.full((3,), 1.0))
+
+
+def test_a_training_state_carrying_code_is_refused_unrun(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    ckpt = save(tmp_path, 1)
+    torch.save({"step": 1, "optimizer": Payload()}, ckpt / "state.pt")
+    with pytest.raises(UserError, match="not a readable training state"):
+        checkpoint.load_state(ckpt)
+    assert not marker.exists()
