@@ -199,3 +199,14 @@ def test_evaluation_reports_every_k() -> None:
         assert groups[f"k={k}"]["exact"] == [0.0] * (k - 1) + [1.0] * (6 - k + 1)
     table = format_table(res)
     assert "k=4" in table.splitlines()[1]
+
+
+def test_drawn_radius1_rules_are_the_wolfram_tables_of_their_numbers() -> None:
+    """The elementary rules are drawn as numbers (a seeded permutation of 0..255); each table must be that number's
+    Wolfram table (entry v = bit v), the one `step` and `wolfram_rule` use, not its bit-reversed mirror."""
+    from ponder.tasks.splits import seeded_rng
+
+    train, test = draw_rules(Ca1dConfig(radius=1, train_rules=200, test_rules=56, **SMALL), seed=3)
+    numbers = seeded_rng(3, "ca1d_rules").permutation(256)
+    assert [r.tolist() for r in train] == [wolfram_rule(int(n)).tolist() for n in numbers[:200]]
+    assert [r.tolist() for r in test] == [wolfram_rule(int(n)).tolist() for n in numbers[200:]]
