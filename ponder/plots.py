@@ -25,7 +25,8 @@ RIGHT, WRONG, CHANGED = "#1a7f37", "#d1242f", "#ffe08a"
 def figure(path: str | Path, rows: int = 1, cols: int = 1, size: tuple[float, float] = (6.4, 4.2), dpi: int = 120,
            title: str = "", title_size: float = 9, grid: bool = False) -> Iterator[tuple]:
     """(plt, fig, axes) of a new figure, saved to `path` (its folder made if needed) when the block ends; axes is one
-    Axes, or with grid=True always a (rows, cols) array. matplotlib is imported here, so commands that draw nothing never load it."""
+    Axes, or with grid=True always a (rows, cols) array. matplotlib is imported here, so commands that draw nothing
+    never load it."""
     import matplotlib
 
     matplotlib.use("Agg")
