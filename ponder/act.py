@@ -119,12 +119,14 @@ class LossOutput:
     halt: Tensor
     correct: Tensor  # (B, L) bool token correct (masked)
     seq_correct: Tensor  # (B,) bool every scored token correct
+    hops: Tensor | None = None  # (B, units) mean per-token ACT hops (the 1dCA sequence models with model.act)
 
 
 def act_loss(out, labels: Tensor, loss: str = "stablemax", halt_weight: float = 0.5,
              continue_target: Tensor | None = None) -> LossOutput:
     """lm = sum over sequences of the token-mean CE; halt = BCE(q_halt, sequence exactly right), summed;
-    total = lm + halt_weight * (halt [+ continue BCE when the model has a continue head])."""
+    total = lm + halt_weight * (halt [+ continue BCE when the model has a continue head]) [+ the model's per-example
+    aux_loss, summed: per-token ACT's ponder cost]."""
     mask = labels != IGNORE
     counts = mask.sum(-1)
     with torch.no_grad():
@@ -135,4 +137,8 @@ def act_loss(out, labels: Tensor, loss: str = "stablemax", halt_weight: float = 
     q = halt
     if continue_target is not None:
         q = q + F.binary_cross_entropy_with_logits(out.q_continue, continue_target, reduction="sum")
-    return LossOutput(lm + halt_weight * q, lm.detach(), halt.detach(), correct, seq_correct)
+    total = lm + halt_weight * q
+    if out.aux_loss is not None:
+        total = total + out.aux_loss.sum()
+    hops = out.hops.detach() if out.hops is not None else None
+    return LossOutput(total, lm.detach(), halt.detach(), correct, seq_correct, hops)

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ponder import UserError
-from ponder.config import Config, dump_yaml, from_dict
+from ponder.config import Config, dump_yaml, from_dict, load_yaml
 
 CKPT_DIR = "ckpt"
 
@@ -93,7 +93,7 @@ def find(path: str | Path) -> Path:
 
 def load_config(ckpt: Path) -> Config:
     try:
-        return from_dict(Config, yaml.safe_load((ckpt / "config.yaml").read_text()))
+        return from_dict(Config, load_yaml((ckpt / "config.yaml").read_text()))
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"{ckpt}/config.yaml: unreadable ({e.__class__.__name__})") from None
 

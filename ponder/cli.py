@@ -232,7 +232,9 @@ def cmd_info(args) -> int:
     built = cfg.data.path and (Path(cfg.data.path) / "train" / "dataset.json").exists()
     meta = read_metadata(cfg.data.path, "train") if built else get_task(cfg.data).metadata()
     model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
-    print(f"# {cfg.model.family.upper()} ({cfg.model.mixer}), vocab {meta.vocab_size}, seq_len {meta.seq_len}: "
+    kind = f" ({cfg.model.mixer})" if cfg.model.carries_state else (f" (ACT: {cfg.model.act})" if cfg.model.act != "off"
+                                                                    else "")
+    print(f"# {cfg.model.family.upper()}{kind}, vocab {meta.vocab_size}, seq_len {meta.seq_len}: "
           f"{count_params(model):,} weights (puzzle-identifier table excluded)")
     return 0
 

@@ -9,6 +9,7 @@ The fully resolved config is written beside every run and inside every checkpoin
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,13 +21,16 @@ import yaml
 from ponder import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
+RECURSIVE_FAMILIES = ("trm", "hrm", "urm", "transformer")  # one supervision step on a carried state (ponder.act)
+SEQUENCE_FAMILIES = ("neox", "lstm", "mamba", "armt")  # the 1dCA study's causal models: one pass, nothing carried
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The recursive model. Names follow the TRM paper; the official code's names are in the comments."""
 
-    family: str = "trm"  # trm | hrm | urm | transformer (key of ponder.models.MODELS)
+    family: str = "trm"  # trm | hrm | urm | transformer, or the 1dCA study's neox | lstm | mamba | armt
+    #                      (key of ponder.models.MODELS)
     hidden: int = 512  # D (hidden_size)
     n_heads: int = 8  # attention heads (num_heads), head_dim = hidden / n_heads
     expansion: float = 4.0  # SwiGLU expansion; inter = round_up_256(expansion * hidden * 2/3)
@@ -62,10 +66,44 @@ class ModelConfig:
     loops: int = 12  # URM inner loops per supervision step, each = input re-injection + all n_layers blocks
     no_grad_loops: int = 6  # URM TBPTL: leading loops run without gradient (released scripts 6 of 12; paper best 2
     #                         of 8; URM ARC-1 pass@1 without TBPTL: 40.0 vs 53.8)
+    # -- the 1dCA study's causal sequence models ("Beyond Memorization", ../shared/reference/ca1d.md section 4) -----
+    #    neox: GPT-NeoX (HF transformers); lstm: stacked single-layer LSTMs; mamba: mambapy; armt: GPT-NeoX with an
+    #    associative memory per layer over segments. They use hidden, n_layers, n_heads (neox, armt) and expansion
+    #    (neox, armt: the MLP width is expansion x hidden, GELU; paper 128 x 4 = 512).
+    rotary_pct: float = 0.25  # neox, armt: fraction of each head's dimensions rotated by RoPE (the reference's 0.25)
+    mamba_state: int = 16  # mamba: SSM state size N (d_state); d_inner = 2 x hidden, conv kernel 4
+    mem_tokens: int = 16  # armt: memory tokens appended to every segment (the write positions)
+    mem_dim: int = 32  # armt: d_mem, the key width before the DPFP feature map (d_key = 2 nu d_mem)
+    mem_heads: int = 1  # armt: memory heads
+    dpfp_nu: int = 3  # armt: nu of the DPFP feature map
+    segment_len: int = 42  # armt: tokens per segment (the segments layout: one transition, 2 (W + 1), per segment)
+    act: str = "off"  # per-token ACT (Graves 2016) of neox/lstm/mamba/armt: off | layer (every layer repeated
+    #                   adaptively) | model (the whole stack iterated; armt writes memory on the final hop only)
+    act_halting: str = "adaptive"  # adaptive (halting unit, threshold) | constant (exactly act_max_hop hops, no
+    #                                halting: the reference's constant-depth "CD" variant)
+    act_max_hop: int = 4  # most hops per token (the reference's max_hop: 4, some scripts 2)
+    act_threshold: float = 0.9  # a token halts once its cumulative halting probability exceeds this (1 - 0.1)
+    act_penalty: float = 3e-4  # time_penalty: loss += act_penalty x mean remainder (the reference's ponder cost)
+    act_noise: float = 0.0  # std of Gaussian noise on the halting probability in training (noisy_halting: 0.1)
 
     def __post_init__(self) -> None:
-        _check(self.family in ("trm", "hrm", "urm", "transformer"),
-               f"model.family must be trm, hrm, urm or transformer, got {self.family!r}")
+        _check(self.family in RECURSIVE_FAMILIES + SEQUENCE_FAMILIES,
+               f"model.family must be one of {', '.join(RECURSIVE_FAMILIES + SEQUENCE_FAMILIES)}, got {self.family!r}")
+        _check(self.act in ("off", "layer", "model"), f"model.act must be off, layer or model, got {self.act!r}")
+        _check(self.act_halting in ("adaptive", "constant"),
+               f"model.act_halting must be adaptive or constant, got {self.act_halting!r}")
+        _check(self.act_max_hop >= 1 and 0.0 < self.act_threshold < 1.0 and self.act_penalty >= 0 and
+               self.act_noise >= 0, "model.act_max_hop >= 1, 0 < model.act_threshold < 1, act_penalty and act_noise >= 0")
+        _check(self.act == "off" or self.family in SEQUENCE_FAMILIES,
+               f"model.act (per-token ACT) is for the 1dCA sequence models ({', '.join(SEQUENCE_FAMILIES)}); the "
+               f"recursive families halt by supervision step (model.n_supervision)")
+        _check(self.family not in SEQUENCE_FAMILIES or self.n_supervision == 1,
+               f"model.family={self.family} carries no state between supervision steps: model.n_supervision must be 1")
+        _check(0.0 < self.rotary_pct <= 1.0, "model.rotary_pct must be in (0, 1]")
+        for name in ("mamba_state", "mem_tokens", "mem_dim", "mem_heads", "dpfp_nu", "segment_len"):
+            _check(getattr(self, name) >= 1, f"model.{name} must be >= 1")
+        _check(self.mem_dim % self.mem_heads == 0 and self.hidden % self.mem_heads == 0,
+               "model.mem_dim and model.hidden must divide by model.mem_heads")
         _check(self.mixer in ("attention", "mlp"), f"model.mixer must be 'attention' or 'mlp', got {self.mixer!r}")
         _check(self.ffn in ("swiglu", "conv_swiglu"), f"model.ffn must be swiglu or conv_swiglu, got {self.ffn!r}")
         _check(self.conv_placement in ("ffn", "attention", "value"),
@@ -83,6 +121,12 @@ class ModelConfig:
         _check(self.puzzle_emb_len >= (1 if self.puzzle_emb else 0),
                "model.puzzle_emb needs model.puzzle_emb_len >= 1")
         _check(0.0 <= self.halt_exploration_prob <= 1.0, "model.halt_exploration_prob must be in [0, 1]")
+
+    @property
+    def carries_state(self) -> bool:
+        """Whether a supervision step continues from the previous one's state (the recursive families); the 1dCA
+        sequence models answer in one pass, so evaluating more steps would only repeat it."""
+        return self.family in RECURSIVE_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -137,7 +181,9 @@ class Ca1dConfig:
     context: int = 10  # given states s_0..s_{context-1}
     k: int = 1  # predict s_{context-1+k}; 0 = mixed: every example draws k from 1..max_k
     max_k: int = 4  # largest k of the mixed mode
-    layout: str = "puzzle"  # "puzzle" (fixed-length, for TRM/HRM/URM) or "causal" (sep/gen/mask, for causal LMs)
+    layout: str = "puzzle"  # "puzzle" (fixed-length, for TRM/HRM/URM), "causal" (sep/gen/mask, for causal models) or
+    #                         "segments" (the reference's repeat-state layout for ARMT/Mamba: [sep s_t sep s_t+1]
+    #                         per transition, then [gen s_c-1 sep target]; 2 (W + 1) tokens per segment)
     train_size: int = 950000  # train examples
     test_size: int = 100000  # test examples (rules disjoint from the train rules)
     train_rules: int = 0  # distinct train rules (examples cycle over them); 0 = a fresh rule for every example
@@ -148,7 +194,8 @@ class Ca1dConfig:
         _check(self.width >= 2 * self.radius + 1, "data.ca1d.width must be >= 2 * radius + 1")
         _check(self.context >= 2, "data.ca1d.context must be >= 2 (at least one example transition)")
         _check(1 <= self.max_k <= 16 and 0 <= self.k <= 16, "data.ca1d.k must be in 0..16 and max_k in 1..16")
-        _check(self.layout in ("puzzle", "causal"), f"data.ca1d.layout must be puzzle or causal, got {self.layout!r}")
+        _check(self.layout in ("puzzle", "causal", "segments"),
+               f"data.ca1d.layout must be puzzle, causal or segments, got {self.layout!r}")
         _check(self.train_size >= 1 and self.test_size >= 1, "data.ca1d train_size and test_size must be >= 1")
         _check(self.train_rules >= 0 and self.test_rules >= 0, "data.ca1d train_rules and test_rules must be >= 0")
 
@@ -202,7 +249,8 @@ class TrainConfig:
     batch_size: int = 768  # global batch (slots of the persistent carry)
     lr: float = 1e-4
     lr_warmup_steps: int = 2000  # linear warm-up from 0
-    lr_min_ratio: float = 1.0  # cosine decay towards lr * ratio after warm-up; 1.0 = constant (official default)
+    lr_min_ratio: float = 1.0  # decay towards lr * ratio after warm-up; 1.0 = constant (official default)
+    lr_decay: str = "cosine"  # the decay's shape: cosine, or linear (the 1dCA reference's HF linear schedule)
     lr_counter: str = "before"  # "before": the n-th update uses lr(n) (TRM/HRM count the step before the update);
     #                             "after": lr(n-1), the first update at lr 0 (official URM counts after the update)
     beta1: float = 0.9
@@ -231,6 +279,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # most recent checkpoints kept on disk
 
     def __post_init__(self) -> None:
+        _check(self.lr_decay in ("cosine", "linear"), f"train.lr_decay must be cosine or linear, got {self.lr_decay!r}")
         _check(self.lr_counter in ("before", "after"),
                f"train.lr_counter must be before or after, got {self.lr_counter!r}")
         _check(self.optimizer in ("adam_atan2", "adamw", "muon"),
@@ -412,9 +461,24 @@ def changed_keys(a: Config, b: Config, keys: tuple[str, ...]) -> list[str]:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true/false. PyYAML's YAML 1.1 default also reads on/off/yes/no as booleans,
+    which turned `train.compile=off` or `model.act: off` into False."""
+
+
+_Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+                                   for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def _parse_scalar(text: str) -> Any:
     """`key=value` values are read as YAML scalars: 3e-4 -> float, true -> bool, 'abc' -> str."""
-    value = yaml.safe_load(text) if text != "" else ""
+    value = load_yaml(text) if text != "" else ""
     # YAML reads "1e-4" as a string (it wants "1.0e-4"); accept the form everyone types.
     if isinstance(value, str):
         try:
@@ -457,7 +521,7 @@ def load_preset(name: str) -> dict:
     if not path.exists():
         raise UserError(f"unknown preset '{name}'; shipped presets: {', '.join(preset_names())} (or a path to a .yaml file)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -37,6 +37,8 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     model.eval()
     n_sup = cfg.model.n_supervision
     max_steps = max_steps or cfg.eval.max_steps or 2 * n_sup
+    if not cfg.model.carries_state:  # the 1dCA sequence models answer in one pass: a second step would repeat it
+        max_steps = 1
     last = min(n_sup, max_steps)  # adaptive halting stops at N_sup at the latest (or earlier if fewer steps are run)
     n = arrays.num_examples if not cfg.eval.max_examples else min(cfg.eval.max_examples, arrays.num_examples)
     exact = np.zeros((n, max_steps), bool)
@@ -51,6 +53,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     final = np.zeros((n if task.aggregates else 0, meta.seq_len), np.uint8)  # answers at N_sup, for voting
     final_q = np.zeros(len(final), np.float32)  # their q_halt: the voting confidence (also for HRM, as its notebook)
     strata, grouped = np.empty(n, object), False  # per-example group labels of tasks that define them (1dCA: k)
+    hops: np.ndarray | None = None  # (n, units) per-token ACT hops at N_sup (the 1dCA sequence models' model.act)
     world = distributed.world()  # under torchrun, rank r runs batches r, r + W, ... and the rows are summed at the end
     for b, lo in enumerate(range(0, n, cfg.eval.batch_size)):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
@@ -76,6 +79,10 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             if s + 1 == last and len(final):
                 final[idx] = pred.cpu().numpy()
                 final_q[idx] = out.q_halt.float().cpu().numpy()
+            if s + 1 == last and out.hops is not None:
+                if hops is None:
+                    hops = np.zeros((n, out.hops.shape[1]), np.float32)
+                hops[idx] = out.hops.float().cpu().numpy()
             if s + 1 == last:
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
                     task_scores.setdefault(key, np.zeros(n, np.float32))[idx] = v
@@ -97,17 +104,23 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         exact = exact.astype(bool)
         task_scores = dict(zip(keys, scores))
         raw = {k: distributed.sum_rows(v) for k, v in raw.items()}
+        hops = distributed.sum_rows(hops) if hops is not None else None
     stops = q_halt[:, :last] > cfg.eval.halt_threshold
     halt_step = np.where(stops.any(1), stops.argmax(1), last - 1)
 
     def summary(rows: np.ndarray) -> dict:
-        return {"n": int(len(rows)), "exact": exact[rows].mean(0).tolist(), "cell": cell[rows].mean(0).tolist(),
-                "adaptive": {"exact": float(exact[rows, halt_step[rows]].mean()),
-                             "cell": float(cell[rows, halt_step[rows]].mean()),
-                             "mean_steps": float((halt_step[rows] + 1).mean())}}
+        out = {"n": int(len(rows)), "exact": exact[rows].mean(0).tolist(), "cell": cell[rows].mean(0).tolist(),
+               "adaptive": {"exact": float(exact[rows, halt_step[rows]].mean()),
+                            "cell": float(cell[rows, halt_step[rows]].mean()),
+                            "mean_steps": float((halt_step[rows] + 1).mean())}}
+        if hops is not None:  # mean hops per token, overall and per ACT unit (layer, or the whole stack)
+            out["act_hops"] = {"mean": float(hops[rows].mean()), "per_unit": hops[rows].mean(0).tolist()}
+        return out
 
     result = {"n_supervision": n_sup, "steps": list(range(1, max_steps + 1)), **summary(np.arange(n)),
               "task_metrics": {k: float(v.mean()) for k, v in task_scores.items()}}
+    if not cfg.model.carries_state:
+        result["one_pass"] = True  # no test-time steps to scale: the table has one row
     if grouped:  # e.g. 1dCA: every metric per k
         result["groups"] = {str(g): summary(np.flatnonzero(strata == g)) for g in sorted(set(strata.tolist()))}
     if keep:
@@ -170,20 +183,31 @@ def scaling_rows(result: dict) -> list[tuple[int, float, float]]:
 
 
 def format_table(result: dict) -> str:
-    """The scaling table; with groups (e.g. 1dCA's k), one exact-accuracy column per group after the overall ones."""
+    """The scaling table; with groups (e.g. 1dCA's k), one exact-accuracy column per group after the overall ones.
+    A one-pass model (the 1dCA sequence models) gets one row and no adaptive-halting row."""
     groups = result.get("groups", {})
-    head = f"{'supervision steps':>18} | {'exact':>7} | {'cell':>7}" + "".join(f" | {g:>7}" for g in groups)
+    one_pass = result.get("one_pass", False)
+    head = f"{'one pass' if one_pass else 'supervision steps':>18} | {'exact':>7} | {'cell':>7}" + "".join(
+        f" | {g:>7}" for g in groups)
     which = "held-out" if result.get("split", "test") == "test" else f"{result['split']}-split"
-    lines = [f"test-time scaling on {result['n']} {which} examples (trained with N_sup = {result['n_supervision']})"
-             + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
+    title = (f"evaluation on {result['n']} {which} examples (a sequence model: one pass)" if one_pass else
+             f"test-time scaling on {result['n']} {which} examples (trained with N_sup = {result['n_supervision']})")
+    lines = [title + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
     for s, e, c in scaling_rows(result):
-        mark = "  <- N_sup" if s == result["n_supervision"] else ("  (beyond training)" if s > result["n_supervision"] else "")
+        mark = "" if one_pass else "  <- N_sup" if s == result["n_supervision"] else (
+            "  (beyond training)" if s > result["n_supervision"] else "")
         per = "".join(f" | {100 * g['exact'][s - 1]:6.1f}%" for g in groups.values())
-        lines.append(f"{s:>18} | {100 * e:6.1f}% | {100 * c:6.1f}%{per}{mark}")
+        lines.append(f"{'' if one_pass else s:>18} | {100 * e:6.1f}% | {100 * c:6.1f}%{per}{mark}")
     a = result["adaptive"]
     per = "".join(f" | {100 * g['adaptive']['exact']:6.1f}%" for g in groups.values())
-    lines.append(f"{'adaptive halting':>18} | {100 * a['exact']:6.1f}% | {100 * a['cell']:6.1f}%{per}  "
-                 f"(mean {a['mean_steps']:.2f} steps)")
+    if not one_pass:
+        lines.append(f"{'adaptive halting':>18} | {100 * a['exact']:6.1f}% | {100 * a['cell']:6.1f}%{per}  "
+                     f"(mean {a['mean_steps']:.2f} steps)")
+    if "act_hops" in result:  # per-token ACT: mean hops per token, per unit (layer) and per group
+        h = result["act_hops"]
+        per = "".join(f" | {g['act_hops']['mean']:7.2f}" for g in groups.values())
+        lines.append(f"{'ACT hops / token':>18} | {h['mean']:7.2f} | {'':>7}{per}  (per ACT unit: "
+                     + ", ".join(f"{v:.2f}" for v in h["per_unit"]) + ")")
     return "\n".join(lines)
 
 

@@ -153,7 +153,7 @@ def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer 
         return torch.optim.AdamW(params, betas=(tc.beta1, tc.beta2), **kw)
     if tc.optimizer == "adam_atan2":
         return AdamAtan2(params, betas=(tc.beta1, tc.beta2), **kw)
-    hidden, rest = ([p for _, p in group] for group in split_hidden(model, (model.lm_head, model.q_head)))
+    hidden, rest = ([p for _, p in group] for group in split_hidden(model, model.output_heads()))
     return Combined(Muon(hidden, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw", **kw),
                     AdamAtan2(rest, betas=(tc.beta1, tc.beta2), **kw))
 
@@ -181,15 +181,19 @@ class SignSGD:
         self.emb.local = self.emb.local_ids = None
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 1.0, counter: str = "before") -> float:
-    """Learning rate of optimiser step `step` (1-based). counter "before" (TRM/HRM, whose loop increments its step
-    before computing the lr) schedules it at `step`; "after" (URM, which increments after the update) at step - 1, so
-    its first update has lr 0 under warm-up."""
+def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 1.0, counter: str = "before",
+          decay: str = "cosine") -> float:
+    """Learning rate of optimiser step `step` (1-based): linear warm-up from 0, then `decay` (cosine or linear) from
+    base to base * min_ratio at `total`. counter "before" (TRM/HRM, whose loop increments its step before computing
+    the lr) schedules it at `step`; "after" (URM, which increments after the update) at step - 1, so its first
+    update has lr 0 under warm-up."""
     step = step if counter == "before" else step - 1
     if step < warmup:
         return base * step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if decay == "cosine":
+        return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return base * (min_ratio + (1 - min_ratio) * (1 - progress))
 
 
 class EMA:

@@ -80,6 +80,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         aug_rng.bit_generator.state = st["aug_rng"]
         carry = Carry.from_tensors({k: v[mine].to(device) for k, v in st["carry"].items()}, type(carry.state))
         step, elapsed = st["step"], st["elapsed"]
+        if "torch_rng" in st:  # torch's global stream (noisy ACT halting draws from it); older checkpoints lack it
+            torch.set_rng_state(st["torch_rng"])
 
     log = RunLog(run_dir, cfg, main=world.main)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
@@ -93,7 +95,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         if world.main:
             state = {"optimizer": opt.state_dict(), "ema": [t.cpu() for t in ema.shadow] if ema else None,
                      "sampler": sampler.state_dict(), "generator": gen.get_state(),
-                     "aug_rng": aug_rng.bit_generator.state, "carry": global_carry, "step": step, "elapsed": elapsed}
+                     "aug_rng": aug_rng.bit_generator.state, "carry": global_carry, "step": step, "elapsed": elapsed,
+                     "torch_rng": torch.get_rng_state()}
             path = checkpoint.save(run_dir, step, model.state_dict(), ema_weights(model, ema), state, cfg,
                                    {**meta_out, "metrics": metrics}, keep=tc.keep_checkpoints)
         distributed.barrier()  # nobody reads a checkpoint before it is complete
@@ -103,11 +106,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     meter = Meter()
     with Loop(tc, log, save, run_dir, step, elapsed, until, progress and world.main) as loop:
         for step in loop:
-            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter)
+            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
             for group in opt.param_groups:
                 group["lr"] = lr
             if emb_opt is not None:
-                emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter)
+                emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter,
+                                   tc.lr_decay)
 
             halted = distributed.gather_rows(carry.halted)  # the global carry's free slots
             k = int(halted.sum())
@@ -168,7 +172,8 @@ class Meter:
 
     def __init__(self):
         self.t = time.perf_counter()
-        self.sums = dict(loss=0.0, lm=0.0, halt=0.0, count=0, exact=0.0, cell=0.0, steps=0.0, n=0, examples=0)
+        self.sums = dict(loss=0.0, lm=0.0, halt=0.0, count=0, exact=0.0, cell=0.0, steps=0.0, n=0, examples=0,
+                         hops=0.0, hop_n=0)
 
     def add(self, loss, carry: Carry, batch: int) -> None:
         s = self.sums
@@ -184,6 +189,9 @@ class Meter:
         s["exact"] += float(loss.seq_correct[h].sum())
         s["cell"] += float(cell.sum())
         s["steps"] += float(carry.steps[h].sum())
+        if loss.hops is not None:  # per-token ACT of the 1dCA sequence models
+            s["hops"] += float(loss.hops.mean())
+            s["hop_n"] += 1
 
     def flush(self) -> dict:
         """The metrics since the last flush, summed over every rank (a collective: all ranks flush together)."""
@@ -196,6 +204,8 @@ class Meter:
         c, n = max(1, s["count"]), max(1, s["n"])
         out = {"loss": s["loss"] / n, "lm_loss": s["lm"] / n, "halt_loss": s["halt"] / n, "exact": s["exact"] / c,
                "cell": s["cell"] / c, "halt_steps": s["steps"] / c, "examples_per_s": s["examples"] / dt}
+        if s["hop_n"]:
+            out["act_hops"] = s["hops"] / s["hop_n"]
         self.__init__()
         return out
 

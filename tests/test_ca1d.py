@@ -91,7 +91,7 @@ def consistent(task: Ca1dTask, inputs: np.ndarray, labels: np.ndarray) -> tuple[
 
 
 @pytest.mark.parametrize("layout, k, seq_len", [("puzzle", 1, 221), ("puzzle", 0, 221), ("causal", 2, 231),
-                                                  ("causal", 0, 232)])
+                                                  ("causal", 0, 232), ("segments", 1, 420), ("segments", 0, 420)])
 def test_layouts_and_examples(layout: str, k: int, seq_len: int) -> None:
     task = Ca1dTask(Ca1dConfig(layout=layout, k=k, **SMALL))
     arrays = task.build("test", seed=1)
@@ -111,6 +111,11 @@ def test_layouts_and_examples(layout: str, k: int, seq_len: int) -> None:
         if k == 0:
             assert ref[-22] == 106 + ks[0] - 1  # the reference's ca_adaptive shift token, before gen
         assert arrays.inputs[0, -21] == GEN and arrays.inputs[0, 0] == SEP
+    if layout == "segments":  # [sep s_t sep s_t+1] x 9, then [gen s_9 sep-or-K target]: 42 tokens per segment
+        x = arrays.inputs[0].reshape(10, 42)
+        assert (x[:9, 0] == SEP).all() and (x[:9, 21] == SEP).all() and x[9, 0] == GEN
+        assert (x[:8, 22:] == x[1:9, 1:21]).all() and (x[8, 22:] == x[9, 1:21]).all()  # each state twice
+        assert x[9, 21] == (K_BASE + ks[0] - 1 if k == 0 else SEP)
 
 
 def test_targets_differ_with_k() -> None:
@@ -210,3 +215,14 @@ def test_drawn_radius1_rules_are_the_wolfram_tables_of_their_numbers() -> None:
     numbers = seeded_rng(3, "ca1d_rules").permutation(256)
     assert [r.tolist() for r in train] == [wolfram_rule(int(n)).tolist() for n in numbers[:200]]
     assert [r.tolist() for r in test] == [wolfram_rule(int(n)).tolist() for n in numbers[200:]]
+
+
+def test_segments_augmentation_moves_every_copy() -> None:
+    """In the segments layout every state but the first appears twice; a shift or mirror must move both copies."""
+    task = Ca1dTask(Ca1dConfig(k=0, layout="segments", **SMALL))
+    arrays = task.build("train", seed=2)
+    inputs, labels = task.augment(np.random.default_rng(0), arrays.inputs[:50], arrays.labels[:50])
+    assert not np.array_equal(inputs, arrays.inputs[:50])
+    for t, positions in task.copies:
+        assert np.array_equal(inputs[:, positions], inputs[:, task.state_pos[t]])
+    assert all(all(consistent(task, inputs[i], labels[i])) for i in range(50))

@@ -96,3 +96,13 @@ def test_paper_presets_keep_the_official_recipes(name):
     for key, want in {**OFFICIAL, **PINNED[name]}.items():
         section, field = key.split(".")
         assert values[section][field] == want, f"{name}: {key} is {values[section][field]!r}, official {want!r}"
+
+
+def test_on_off_yes_no_stay_strings():
+    """YAML 1.1 would read off/on/yes/no as booleans: `train.compile=off` and `model.act: off` are strings here,
+    true/false are still booleans."""
+    cfg = resolve("demo", ["train.compile=off", "model.act=off", "train.ema=false"])
+    assert cfg.train.compile == "off" and cfg.model.act == "off" and cfg.train.ema is False
+    from ponder.config import load_yaml
+
+    assert load_yaml("a: off\nb: yes\nc: true\nd: 1e-3\ne: 2") == {"a": "off", "b": "yes", "c": True, "d": "1e-3", "e": 2}

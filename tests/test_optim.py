@@ -77,6 +77,9 @@ def test_lr_schedule():
     assert lr_at(10, 1.0, 10, 100) == 1.0 and lr_at(90, 1.0, 10, 100) == 1.0  # min_ratio 1 = constant
     assert math.isclose(lr_at(55, 1.0, 10, 100, 0.0), 0.5, rel_tol=1e-9)  # halfway through the cosine
     assert math.isclose(lr_at(100, 1.0, 10, 100, 0.1), 0.1, rel_tol=1e-9)
+    # linear decay (the 1dCA reference's schedule): halfway from 1 to 0.1 is 0.55
+    assert math.isclose(lr_at(55, 1.0, 10, 100, 0.1, decay="linear"), 0.55, rel_tol=1e-9)
+    assert lr_at(100, 1.0, 10, 100, 0.0, decay="linear") == 0.0 and lr_at(10, 1.0, 10, 100, 0.0, decay="linear") == 1.0
 
 
 def test_ema():
@@ -127,10 +130,17 @@ def test_the_built_muon_matches_adamw_rms():
     from ponder.config import TrainConfig
     from ponder.optim import Combined, build_optimizer
 
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden = torch.nn.Linear(256, 256, bias=False)
+            self.lm_head, self.q_head = torch.nn.Linear(256, 4, bias=False), torch.nn.Linear(256, 2)
+
+        def output_heads(self):
+            return self.lm_head, self.q_head
+
     torch.manual_seed(0)
-    model = torch.nn.Module()
-    model.hidden = torch.nn.Linear(256, 256, bias=False)
-    model.lm_head, model.q_head = torch.nn.Linear(256, 4, bias=False), torch.nn.Linear(256, 2)
+    model = Tiny()
     opt = build_optimizer(model, TrainConfig(optimizer="muon", lr=1e-3, weight_decay=0.0))
     assert isinstance(opt, Combined)
     muon = opt.optimizers[0]

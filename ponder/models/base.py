@@ -1,9 +1,13 @@
-"""What TRM, HRM and URM share (the official codes are forks of one another): the post-norm block, the input embedding
-with the puzzle prefix, positions, the LM and Q heads, the fixed random initial states, and the typed step output.
+"""The two shapes of model in ponder, behind one interface (`initial_state`, `reset`, `forward(state, inputs,
+puzzle_ids) -> StepOutput`), so one trainer, one ACT loop (`ponder.act`) and one evaluator serve them all:
 
-A family subclasses `Recursive`, names its networks (each n_layers `Block`s) and the buffers its `State` fields start
-from, and writes its own `forward(state, inputs, puzzle_ids) -> StepOutput`: one supervision step, read top to bottom
-as its paper (`ponder.models.trm`, `.hrm`, `.urm`). The deep-supervision loop around it is `ponder.act`.
+- `Recursive`: what TRM, HRM and URM share (the official codes are forks of one another): the post-norm block, the
+  input embedding with the puzzle prefix, positions, the LM and Q heads, the fixed random initial states. A family
+  subclasses it, names its networks (each n_layers `Block`s) and the buffers its `State` fields start from, and
+  writes its own `forward`: one supervision step, read top to bottom as its paper (`.trm`, `.hrm`, `.urm`).
+- `Sequence`: the 1dCA study's causal models (`.neox`, `.lstm`, `.mamba`, `.armt`): one pass over the sequence,
+  nothing carried between supervision steps (trained and evaluated with N_sup = 1), the logits shifted so that the
+  label at position t is read from position t - 1 (a target cell never sees its own input token).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class StepOutput:
     logits: Tensor  # (B, L, V) answer logits (prefix positions removed)
     q_halt: Tensor  # (B,) float32 halting logit; halt when > 0
     q_continue: Tensor | None = None  # (B,) only for models trained with the ACT continue target (HRM)
+    aux_loss: Tensor | None = None  # (B,) added to each example's loss (per-token ACT: penalty x mean remainder)
+    hops: Tensor | None = None  # (B, layers) mean per-token ACT hops of each example in each ACT unit
 
 
 class Block(nn.Module):
@@ -88,6 +94,10 @@ class Recursive(nn.Module):
         for name in inits:
             self.register_buffer(name, trunc_normal_(torch.empty(d), std=1.0))
 
+    def output_heads(self) -> tuple[nn.Module, ...]:
+        """The output layers (Muon leaves them to the element-wise optimiser)."""
+        return self.lm_head, self.q_head
+
     # -- state --------------------------------------------------------------------------------------------------------
     def initial_state(self, batch_size: int, device: torch.device | str):
         shape = (batch_size, self.seq_len + self.prefix, self.cfg.hidden)
@@ -125,3 +135,45 @@ class Recursive(nn.Module):
         logits = self.lm_head(h[:, self.prefix:])  # (B, L, V)
         q = self.q_head(h[:, 0]).float()  # (B, 2)
         return StepOutput(state, logits, q[:, 0], q[:, 1] if self.cfg.act_continue else None)
+
+
+@dataclass
+class NoState:
+    """What a `Sequence` model carries between supervision steps: nothing."""
+
+
+class Sequence(nn.Module):
+    """Base of the 1dCA study's causal sequence models. A subclass builds its network and defines
+    `causal_logits(inputs) -> (B, L, V)`, where position t predicts token t + 1 (a causal LM's convention), and, with
+    per-token ACT, `act_units` (the `Halting` modules whose statistics the step reports)."""
+
+    State = NoState
+    puzzle_emb = None  # no puzzle-identifier table: the rule is read from the given states
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int):
+        super().__init__()
+        self.cfg, self.vocab_size, self.seq_len = cfg, vocab_size, seq_len
+        self.act_units: list = []  # set by subclasses with model.act != off
+
+    def output_heads(self) -> tuple[nn.Module, ...]:
+        """The output layer (Muon leaves it to the element-wise optimiser)."""
+        return (self.head,)
+
+    def initial_state(self, batch_size: int, device: torch.device | str) -> NoState:
+        return NoState()
+
+    def reset(self, state: NoState, mask: Tensor) -> NoState:
+        return state
+
+    def causal_logits(self, inputs: Tensor) -> Tensor:  # (B, L) -> (B, L, V)
+        raise NotImplementedError
+
+    def forward(self, state: NoState, inputs: Tensor, puzzle_ids: Tensor) -> StepOutput:
+        logits = self.causal_logits(inputs)  # (B, L, V): position t predicts token t + 1
+        aligned = torch.cat((logits.new_zeros(logits[:, :1].shape), logits[:, :-1]), dim=1)  # label t read at t - 1
+        q_halt = logits.new_zeros(inputs.shape[0], dtype=torch.float32)  # no halting head: one pass
+        if not self.act_units:
+            return StepOutput(state, aligned, q_halt)
+        cost = torch.stack([u.remainder.mean(1) for u in self.act_units], 1).mean(1)  # (B,) mean remainder
+        hops = torch.stack([u.hops.mean(1) for u in self.act_units], 1)  # (B, units)
+        return StepOutput(state, aligned, q_halt, aux_loss=self.cfg.act_penalty * cost.float(), hops=hops.float())

@@ -18,7 +18,10 @@ Two token layouts over one vocabulary (PAD 0, cells 0/1 -> 1/2, SEP 3, GEN 4, MA
 - `causal` (the reference's GPT-NeoX / Mamba / LSTM layout with `--predict_from_mask`): SEP s_0 SEP s_1 .. SEP s_{c-1}
   [K] GEN then W MASK tokens; 10*21 + 1 + 20 = 231 tokens (232 with the K token, present in the mixed-k mode as the
   reference's `ca_adaptive` shift token). The target cells are predicted in parallel from the masks: no teacher
-  forcing inside the target. `to_reference_ids` maps tokens to the reference code's ids (cells 0/1, sep 100, gen
+  forcing inside the target.
+- `segments` (the reference's `--repeat_state` layout for ARMT and Mamba): one transition per segment of 2 (W + 1)
+  tokens, SEP s_t SEP s_{t+1} for t = 0..c-2, then GEN s_{c-1} SEP and W MASK tokens; 10*42 = 420 tokens. In the
+  mixed-k mode the K token takes the place of that last SEP (the segment keeps its length). `to_reference_ids` maps tokens to the reference code's ids (cells 0/1, sep 100, gen
   101, state mask 104, shift 106..).
 Only the W target positions carry labels; every other label is 0 (ignored).
 """
@@ -114,15 +117,24 @@ class Ca1dTask(Task):
         self.cfg = cfg
         self.ks = list(range(1, cfg.max_k + 1)) if cfg.k == 0 else [cfg.k]
         c, w = cfg.context, cfg.width
+        self.copies: list[tuple[int, np.ndarray]] = []  # (state t, positions) of repeated states (segments layout)
         if cfg.layout == "puzzle":  # K first, so that the target row is simply the row after s_{c-1}
             self.k_pos: int | None = 0
             self.state_pos = 1 + np.arange(c * w).reshape(c, w)  # position of cell j of state t
             self.target_pos = 1 + np.arange(c * w, (c + 1) * w)
-        else:
+            self.gen_pos = None
+        elif cfg.layout == "causal":
             self.state_pos = np.arange(c)[:, None] * (w + 1) + 1 + np.arange(w)
             self.k_pos = c * (w + 1) if cfg.k == 0 else None  # the reference's shift token, before GEN
-            gen = c * (w + 1) + (1 if self.k_pos is not None else 0)
-            self.target_pos = np.arange(gen + 1, gen + 1 + w)
+            self.gen_pos = c * (w + 1) + (1 if self.k_pos is not None else 0)
+            self.target_pos = np.arange(self.gen_pos + 1, self.gen_pos + 1 + w)
+        else:  # segments of 2 (W + 1): [SEP s_t SEP s_t+1] for t < c - 1, then [GEN s_c-1 SEP target]
+            seg = 2 * (w + 1)
+            self.state_pos = np.arange(c)[:, None] * seg + 1 + np.arange(w)  # s_t opens segment t
+            self.copies = [(t + 1, t * seg + w + 2 + np.arange(w)) for t in range(c - 1)]  # s_t+1 closes it
+            self.gen_pos = (c - 1) * seg
+            self.target_pos = self.gen_pos + w + 2 + np.arange(w)
+            self.k_pos = int(self.target_pos[0]) - 1 if cfg.k == 0 else None  # mixed k: K in place of that SEP
         self.seq_len = int(self.target_pos[-1]) + 1
 
     def metadata(self) -> Metadata:
@@ -155,10 +167,12 @@ class Ca1dTask(Task):
         b = context.shape[0]
         inputs = np.full((b, self.seq_len), SEP, np.uint8)
         inputs[:, self.state_pos] = context + CELL0
+        for t, positions in self.copies:
+            inputs[:, positions] = context[:, t] + CELL0
         if self.k_pos is not None:
             inputs[:, self.k_pos] = K_BASE + np.asarray(k) - 1
-        if self.cfg.layout == "causal":
-            inputs[:, self.target_pos[0] - 1] = GEN
+        if self.gen_pos is not None:
+            inputs[:, self.gen_pos] = GEN
         inputs[:, self.target_pos] = MASK
         labels = np.zeros_like(inputs)
         labels[:, self.target_pos] = target + CELL0
@@ -186,7 +200,7 @@ class Ca1dTask(Task):
         cols = np.where(mirror[:, None], cols[:, ::-1], cols)  # (B, W): new cell j <- old cell cols[j]
         inputs, labels = inputs.copy(), labels.copy()
         rows = np.arange(b)[:, None]
-        for positions in list(self.state_pos) + [self.target_pos]:
+        for positions in list(self.state_pos) + [pos for _, pos in self.copies] + [self.target_pos]:
             inputs[:, positions] = inputs[rows, positions[cols]]
             labels[:, positions] = labels[rows, positions[cols]]
         return inputs, labels
