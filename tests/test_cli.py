@@ -186,3 +186,33 @@ def test_arc_data_train_eval_submission(capsys, tmp_path):
     assert code == 0 and "pass@2" not in out and res["split"] == "train" and not (train_eval / "submission.json").exists()
     n_train = len(np.load(d / "train" / "all__inputs.npy", mmap_mode="r"))
     assert res["n"] == n_train
+
+
+SEQ_CPU = ["data.ca1d.train_size=200", "data.ca1d.test_size=20", "train.steps=2", "train.max_minutes=0",
+           "train.batch_size=8", "model.hidden=16", "model.n_layers=2", "model.n_heads=2", "model.mem_tokens=2",
+           "model.mem_dim=4"]
+
+
+@pytest.mark.parametrize("family", ["neox", "lstm", "mamba", "armt"])
+def test_every_1dca_model_trains_and_evaluates_with_act(capsys, tmp_path, family):
+    layout = ["data.ca1d.layout=segments"] if family in ("mamba", "armt") else []
+    code, _, err = run(capsys, "train", "ca1d-seq-cpu", f"model.family={family}", "model.act=layer", *layout,
+                       *SEQ_CPU, "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", str(tmp_path / "run"), "--pictures", "0")
+    assert code == 0, err
+    assert "k=1" in out and "ACT hops / token" in out and "(per ACT unit: " in out
+    assert "one pass" in out and "adaptive halting" not in out  # no test-time steps to scale
+    results = json.loads(next((tmp_path / "run" / "ckpt").glob("*/eval/results.json")).read_text())
+    assert results["steps"] == [1] and len(results["act_hops"]["per_unit"]) == 2  # one pass; one unit per layer
+
+
+def test_compare_the_1dca_models(capsys, tmp_path):
+    code, out, err = run(capsys, "compare", "--out", str(tmp_path / "cmp"), "--steps", "2",
+                         *[f"--set={o}" for o in SEQ_CPU if not o.startswith("train.steps")],
+                         "neox=ca1d-seq-cpu", "lstm=ca1d-seq-cpu,model.family=lstm",
+                         "cd=ca1d-seq-cpu,model.act=layer,model.act_halting=constant,model.act_max_hop=2")
+    assert code == 0, err
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [m["family"] for m in report["members"]] == ["neox", "lstm", "neox"]
+    assert all(m["result"]["steps"] == [1] for m in report["members"])

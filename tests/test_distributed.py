@@ -63,6 +63,8 @@ FAMILIES = {  # tiny versions of the other families, each with what DDP must han
     "urm": ["model.family=urm", "model.mixer=attention", "model.pos_encoding=rope", "model.ffn=conv_swiglu",
             "model.loops=3", "model.no_grad_loops=1"],  # truncated backprop through loops, conv weights
     "transformer": ["model.family=transformer", "model.mixer=attention", "model.pos_encoding=rope"],
+    "neox": ["model.family=neox", "model.n_supervision=1", "model.puzzle_emb=false", "model.puzzle_emb_len=0",
+             "model.act=layer", "train.loss=softmax", "train.halt_loss_weight=0"],  # a 1dCA causal model, with ACT
 }
 
 

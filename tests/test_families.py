@@ -16,12 +16,13 @@ VOCAB, SEQ, IDS = 12, 8, 5
 
 def one_step(mc: ModelConfig, tc: TrainConfig, batch: int = 2) -> None:
     torch.manual_seed(0)
-    model = build_model(mc, VOCAB, SEQ, IDS)
+    seq = 2 * mc.segment_len if mc.family == "armt" else SEQ  # ARMT reads whole segments
+    model = build_model(mc, VOCAB, seq, IDS)
     opt = build_optimizer(model, tc)
     emb = SignSGD(model.puzzle_emb, tc.puzzle_emb_lr, tc.puzzle_emb_weight_decay) if model.puzzle_emb else None
     ema = EMA(list(model.parameters()), tc.ema_rate) if tc.ema else None
-    carry = refill(model, empty_carry(model, batch, SEQ, "cpu"), torch.randint(2, VOCAB, (batch, SEQ)),
-                   torch.randint(2, VOCAB, (batch, SEQ)), torch.arange(batch) % IDS)
+    carry = refill(model, empty_carry(model, batch, seq, "cpu"), torch.randint(2, VOCAB, (batch, seq)),
+                   torch.randint(2, VOCAB, (batch, seq)), torch.arange(batch) % IDS)
     before = [p.detach().clone() for p in model.parameters()]
     out, carry = act_step(model, carry, mc.n_supervision, mc.halt_exploration_prob, mc.halt_min_steps)
     target = continue_target(model, carry, mc.n_supervision) if mc.act_continue else None
@@ -33,7 +34,7 @@ def one_step(mc: ModelConfig, tc: TrainConfig, batch: int = 2) -> None:
     if ema is not None:
         ema.update()
     assert torch.isfinite(loss.total)
-    assert out.logits.shape == (batch, SEQ, VOCAB)
+    assert out.logits.shape == (batch, seq, VOCAB)
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step changed weights
     if emb is not None:
         assert model.puzzle_emb.weight.abs().sum() > 0
@@ -56,6 +57,10 @@ ABLATIONS = {  # field -> values, per family; the comments in ponder/config.py c
             ("activation", "relu"), ("activation", "gelu"), ("no_grad_loops", 0), ("conv_kernel", 3)],
     "transformer": [("n_layers", 4), ("ffn", "conv_swiglu")],
 }
+SEQUENCE = dict(hidden=32, n_heads=2, n_layers=2, n_supervision=1, puzzle_emb=False, puzzle_emb_len=0, mem_tokens=2,
+                mem_dim=4, segment_len=4)
+PER_TOKEN_ACT = [("act", "layer"), ("act", "model"), ("act_halting", "constant"), ("act_noise", 0.1),
+                 ("act_max_hop", 2)]
 
 
 @pytest.mark.parametrize("family,field,value", [(f, k, v) for f, items in ABLATIONS.items() for k, v in items])
@@ -63,6 +68,14 @@ def test_every_ablation_runs_one_step(family, field, value):
     extra = {"ffn": "conv_swiglu"} if field in ("conv_placement", "conv_kernel") else {}
     mc = ModelConfig(family=family, **{**TINY, **extra, field: value})
     one_step(mc, TrainConfig(lr_warmup_steps=0, lr=1e-3))
+
+
+@pytest.mark.parametrize("family,field,value", [(f, k, v) for f in ("neox", "lstm", "mamba", "armt")
+                                                for k, v in [("act", "off"), *PER_TOKEN_ACT]])
+def test_every_sequence_model_and_act_variant_runs_one_step(family, field, value):
+    act = {} if field == "act" else {"act": "layer"}
+    one_step(ModelConfig(family=family, **{**SEQUENCE, **act, field: value}),
+             TrainConfig(lr_warmup_steps=0, lr=1e-3, loss="softmax", halt_loss_weight=0.0, optimizer="adamw"))
 
 
 @pytest.mark.parametrize("optimizer,ema", [("adamw", False), ("muon", True)])
