@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 # 6x6 Sudoku demo, tiny: N_sup 3, so every slot is refilled twice (rank 1 takes rows 4-7 of each draw); puzzle
@@ -74,8 +75,16 @@ def test_two_processes_equal_one_for_every_family(tmp_path, family):
     args = [f"train.steps={steps}", *COMMON, "model.hidden=32", *FAMILIES[family]]
     ponder("train", "demo", "--out", "one", *args, cwd=tmp_path)
     ponder("train", "demo", "--nproc", "2", "--out", "two", *args, cwd=tmp_path)
-    one = final(tmp_path / "one", steps)
-    assert_same_run(one, final(tmp_path / "two", steps))
+    one, two = final(tmp_path / "one", steps), final(tmp_path / "two", steps)
+    if family == "neox":  # attention's key bias has a zero gradient in exact arithmetic (softmax ignores a shift
+        # shared by every key), so Adam turns the rounding noise of its ~1e-10 gradient into lr-sized steps: 1e-2
+        # apart between 1 and 2 processes while every other weight agrees to 4e-9. Compared without it.
+        heads = yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["model"]["n_heads"]
+        for weights, ema, _ in (one, two):
+            for name in [n for n in weights if n.endswith("attention.query_key_value.bias")]:
+                for t in (weights[name], ema[name]):
+                    t.view(heads, 3, -1)[:, 1] = 0  # GPT-NeoX packs q, k, v per head
+    assert_same_run(one, two)
 
 
 def test_evaluation_shared_across_processes_equals_one(tmp_path):

@@ -89,7 +89,7 @@ class AssociativeMemory(nn.Module):
         else:
             old, den = self._lookup(k)
             gamma = torch.clip(1 - den / k.square().sum(-1, keepdim=True), 0, 1).detach()
-        self.A = self.A + torch.einsum("bhmk,bhmd,bhm->bhkd", k, v - old, beta)
+        self.A = self.A + (k * beta[..., None]).transpose(-1, -2) @ (v - old)  # sum_j beta_j k_j (v_j - old_j)^T
         self.z = self.z + (gamma * k).sum(dim=-2)
 
 
