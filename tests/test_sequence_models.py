@@ -63,7 +63,7 @@ def test_armt_memory_update_by_hand():
     """Two segments through one layer's memory, recomputed with numpy from the paper's equations (one head):
     write 1: A = sum_j beta_j k_j v_j^T, z = sum_j k_j; read: h + q A / (z.q + 1e-5);
     write 2: v_old = k A / (z.k + 1e-5), A += sum beta (v - v_old) k^T, z += sum clip(1 - (z.k + 1e-5)/|k|^2, 0, 1) k."""
-    cfg = ModelConfig(family="armt", hidden=4, n_heads=2, mem_dim=2, mem_heads=1, dpfp_nu=2, n_supervision=1)
+    cfg = ModelConfig(family="armt", hidden=4, n_heads=2, mem_dim=4, mem_heads=1, dpfp_nu=2, n_supervision=1)
     mem = AssociativeMemory(4, cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -85,7 +85,7 @@ def test_armt_memory_update_by_hand():
     def beta(x):
         return 1 / (1 + np.exp(-(W["b"] @ x + 0.3)[0]))
 
-    A, z = np.zeros((8, 4)), np.zeros(8)  # d_key = 2 nu d_mem = 8
+    A, z = np.zeros((16, 4)), np.zeros(16)  # d_key = 2 nu d_mem = 16
     for x in m1[0].double().numpy():
         k = key(x, W["k"])
         A += beta(x) * np.outer(k, W["v"] @ x)
@@ -94,13 +94,15 @@ def test_armt_memory_update_by_hand():
     for x in h[0].double().numpy():
         q = key(x, W["q"])
         want_read.append(x + q @ A / (z @ q + 1e-5))
-    A2, z2 = A.copy(), z.copy()
+    A2, z2, gammas = A.copy(), z.copy(), []
     for x in m2[0].double().numpy():
         k = key(x, W["k"])
         den = z @ k + 1e-5
         old = k @ A / den
         A2 += beta(x) * np.outer(k, W["v"] @ x - old)
-        z2 += np.clip(1 - den / (k @ k), 0, 1) * k
+        gammas.append(np.clip(1 - den / (k @ k), 0, 1))
+        z2 += gammas[-1] * k
+    assert any(0.1 < g < 0.9 for g in gammas)  # a key that overlaps the stored ones: the correction is exercised
     np.testing.assert_allclose(read[0].detach().numpy(), np.array(want_read), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mem.A[0, 0].detach().numpy(), A2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mem.z[0, 0].detach().numpy(), z2, rtol=1e-5, atol=1e-6)
