@@ -223,3 +223,10 @@ def test_resume_is_bit_identical_with_noisy_act(tmp_path):
     assert wa.keys() == wb.keys() and any("halting" in k for k in wa)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+def test_armt_refuses_a_sequence_its_segments_do_not_divide():
+    from ponder import UserError
+
+    with pytest.raises(UserError, match="layout=segments"):
+        build_model(ModelConfig(family="armt", **TINY), 7, 45)  # the causal layout's 45 tokens, segments of 6

@@ -115,8 +115,8 @@ class ARMT(Sequence):
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int = 1):
         super().__init__(cfg, vocab_size, seq_len)
         if seq_len % cfg.segment_len:
-            raise UserError(f"model.segment_len={cfg.segment_len} does not divide the sequence length {seq_len} (the "
-                            f"1dCA segments layout has segments of 2 (width + 1) tokens)")
+            raise UserError(f"model.segment_len={cfg.segment_len} does not divide the sequence length {seq_len}: ARMT "
+                            f"reads 1dCA with data.ca1d.layout=segments and model.segment_len=2 x (width + 1)")
         from transformers import GPTNeoXForCausalLM
 
         from ponder.models.neox import neox_config
