@@ -306,7 +306,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
         res["_examples"] = texts
         (out_dir / "examples.txt").write_text("\n\n".join(texts) + "\n")
     if cfg.eval.plot:
-        plots.plot_scaling(res, out_dir / "scaling.png")
+        if not res.get("one_pass"):  # a one-pass model has no test-time steps to plot
+            plots.plot_scaling(res, out_dir / "scaling.png")
         if pictures and kept is not None and len(kept):
             write_pictures(cfg, arrays, meta, kept, out_dir, pictures)
     return res, out_dir

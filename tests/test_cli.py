@@ -205,6 +205,7 @@ def test_every_1dca_model_trains_and_evaluates_with_act(capsys, tmp_path, family
     assert "one pass" in out and "adaptive halting" not in out  # no test-time steps to scale
     results = json.loads(next((tmp_path / "run" / "ckpt").glob("*/eval/results.json")).read_text())
     assert results["steps"] == [1] and len(results["act_hops"]["per_unit"]) == 2  # one pass; one unit per layer
+    assert not list((tmp_path / "run" / "ckpt").glob("*/eval/scaling.png"))  # no steps to plot
 
 
 def test_compare_the_1dca_models(capsys, tmp_path):
