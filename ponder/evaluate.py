@@ -198,9 +198,9 @@ def format_table(result: dict) -> str:
             "  (beyond training)" if s > result["n_supervision"] else "")
         per = "".join(f" | {100 * g['exact'][s - 1]:6.1f}%" for g in groups.values())
         lines.append(f"{'' if one_pass else s:>18} | {100 * e:6.1f}% | {100 * c:6.1f}%{per}{mark}")
-    a = result["adaptive"]
-    per = "".join(f" | {100 * g['adaptive']['exact']:6.1f}%" for g in groups.values())
     if not one_pass:
+        a = result["adaptive"]
+        per = "".join(f" | {100 * g['adaptive']['exact']:6.1f}%" for g in groups.values())
         lines.append(f"{'adaptive halting':>18} | {100 * a['exact']:6.1f}% | {100 * a['cell']:6.1f}%{per}  "
                      f"(mean {a['mean_steps']:.2f} steps)")
     if "act_hops" in result:  # per-token ACT: mean hops per token, per unit (layer) and per group
