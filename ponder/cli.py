@@ -6,6 +6,7 @@
     ponder eval CHECKPOINT [--data DIR]  test-time scaling table, adaptive halting, JSON + PNG
     ponder import FILE --family F --preset P --out RUN   an official TRM/HRM/URM checkpoint as a ponder run
     ponder compare NAME=PRESET[,k=v] ... several models, same data and budget: one table and plot
+    ponder study ca1d --out DIR --minutes M   the 1dCA study's table: every model x regime, one command
     ponder info PRESET [k=v ...]         resolved config and weight count
     ponder bench                         throughput and GFLOP/s against the machine's matmul ceiling
     ponder lm train|run PRESET [k=v ...] retrofitted recurrence on a pretrained LM (run = train + GSM8K R-sweep)
@@ -193,7 +194,7 @@ def _eval(args, world) -> int:
         if key in ("test_inputs", "puzzles"):  # counts (ARC voting)
             print(f"{key}: {int(value)}")
         elif not key.startswith("pass@") or key.split("@")[1].split("_")[0] in ("1", "2"):  # pass@5.. in the JSON
-            print(f"{key} at N_sup: {100 * value:.1f}%")
+            print(f"{key}{'' if res.get('one_pass') else ' at N_sup'}: {100 * value:.1f}%")
     if (out / "submission.json").exists():
         print(f"wrote {out / 'submission.json'} (Kaggle format, two attempts per test input)")
     print(f"wrote {out / 'results.json'}" + (f", {out / 'scaling.png'}" if (out / "scaling.png").exists() else "")
@@ -218,6 +219,27 @@ def cmd_compare(args) -> int:
                      args.data, args.eval_steps, args.max_examples)
     print(format_compare(report))
     print(f"wrote {Path(args.out) / 'compare.json'}, compare.txt, compare.png")
+    return 0
+
+
+def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip()) if text else known
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise UserError(f"--{what}: unknown {', '.join(bad)}; choose from {', '.join(known)}")
+    return names
+
+
+def cmd_study(args) -> int:
+    from ponder.study import DEFAULT_REGIMES, MODELS, REGIMES, format_study, study_ca1d
+
+    if (args.steps > 0) == (args.minutes > 0):
+        raise UserError("ponder study: give one budget per member, --steps N or --minutes M")
+    regimes = _names(args.regimes, REGIMES, "regimes") if args.regimes else DEFAULT_REGIMES
+    study = study_ca1d(args.out, args.steps, args.minutes, _names(args.models, MODELS, "models"), regimes,
+                       args.scale, args.set or [], args.max_examples)
+    print(format_study(study))
+    print(f"wrote {Path(args.out) / 'study.json'}, study.txt, study.png")
     return 0
 
 
@@ -381,6 +403,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-steps", type=int, default=0, help="test-time supervision steps (default 2 x largest N_sup)")
     d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
     d.set_defaults(func=cmd_compare)
+
+    d = sub.add_parser("study", help="the 1dCA study's table: every model x regime on one split and budget",
+                       description="Train and evaluate every model x regime of the 1dCA-Reasoning study (fixed depth, "
+                                   "depth sweep, ACT, constant depth, ARMT, chain of thought, GRPO) and ponder's "
+                                   "recursive models on the same data split with the same budget, through ponder "
+                                   "compare (resumable; a member whose settings changed is refused). Writes "
+                                   "study.txt/.json/.png: exact match and bit accuracy per k.")
+    d.add_argument("study", choices=("ca1d",), help="the study (ca1d: 1dCA-Reasoning, 'Beyond Memorization')")
+    d.add_argument("--out", required=True, help="study directory (one run directory per member)")
+    d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member")
+    d.add_argument("--minutes", type=float, default=0.0, help="budget: wall-clock minutes per member (CPU: 4 ~ 1 h)")
+    d.add_argument("--scale", default="cpu", help="cpu (radius-1 rules, 8 cells: about an hour on 2 cores) or gpu "
+                                                  "(the paper's task and models)")
+    d.add_argument("--models", default="", help="comma-separated subset of neox,lstm,mamba,armt,trm,hrm,urm")
+    d.add_argument("--regimes", default="", help="comma-separated subset of fixed,depth,act,constant,cot,oo,grpo,"
+                                                 "grpo-scratch,recursion (default: all but grpo-scratch)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
+    d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
+    d.set_defaults(func=cmd_study)
 
     d = sub.add_parser("info", help="print the resolved config and the weight count")
     d.add_argument("preset", help=f"shipped preset ({', '.join(preset_names())}) or a YAML path")

@@ -7,7 +7,9 @@ is one command:
         depth=demo,model.family=transformer,model.n_layers=8,model.n_supervision=1
 
 Every member trains in `<out>/<NAME>` through the one trainer, on one dataset (`--data`, or built once into
-`<out>/data` from the members' shared data config: members whose data sections differ are refused), with the same
+`<out>/data` from the members' shared data config: members whose data sections differ are refused, except in the
+options that only change how the same examples are written, a task's `encoding_keys`: 1dCA's layout, where each
+layout gets its own `<out>/data-layout=<L>` of the same orbits), with the same
 `--steps` or `--minutes` budget and the same `--set` overrides. Then each is evaluated by the one evaluator with the
 same number of test-time supervision steps (default: twice the largest N_sup). Resumable: a member whose training
 finished (`<out>/<NAME>/finished.json`) is not retrained, an interrupted one resumes from its checkpoint, and an
@@ -43,15 +45,39 @@ def parse_member(text: str) -> Member:
     return Member(name, preset, tuple(overrides))
 
 
-def _configs(members: list[Member], common: list[str], budget: list[str], data: str | None) -> dict[str, Config]:
+def _examples(cfg: Config) -> dict:
+    """The data config without the task's encoding keys: equal for members that see the same examples."""
+    from ponder.tasks import TASKS
+
+    d = to_dict(cfg.data)
+    d.pop("path")  # each layout's own built copy
+    for key in getattr(TASKS.get(cfg.data.task), "encoding_keys", ()):
+        d[cfg.data.task].pop(key, None)
+    return d
+
+
+def data_dir_name(cfg: Config, first: Config) -> str:
+    """`data` for the first member's data config; `data-<key>=<value>...` for one that differs in encoding keys."""
+    if to_dict(cfg.data) == to_dict(first.data):
+        return "data"
+    mine, theirs = to_dict(cfg.data)[cfg.data.task], to_dict(first.data)[cfg.data.task]
+    return "data-" + "-".join(f"{k}={v}" for k, v in mine.items() if theirs.get(k) != v)
+
+
+def _configs(members: list[Member], common: list[str], budget: list[str], data: str | None,
+             data_dirs: dict[str, str] | None = None) -> dict[str, Config]:
+    """Each member's config; `data` (one dataset for all) or `data_dirs` (member -> its built dataset) as data.path."""
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise UserError(f"compare: member names must differ, got {', '.join(names)}")
-    extra = [f"data.path={data}"] if data else []
-    cfgs = {m.name: resolve(m.preset, [*common, *m.overrides, *budget, *extra]) for m in members}
+    cfgs = {}
+    for m in members:
+        path = data or (data_dirs or {}).get(m.name)
+        cfgs[m.name] = resolve(m.preset, [*common, *m.overrides, *budget, *([f"data.path={path}"] if path else [])])
     first, data0 = names[0], to_dict(cfgs[names[0]].data)
     for name, cfg in cfgs.items():
-        if to_dict(cfg.data) != data0:
+        same = to_dict(cfg.data) == data0 if data else _examples(cfg) == _examples(cfgs[first])
+        if not same:
             raise UserError(f"compare: member '{name}' has other data settings than '{first}'; members are compared "
                             f"on one dataset (give --data DIR, or the same data.* overrides)")
     return cfgs
@@ -107,11 +133,12 @@ def compare(members: list[Member], out: str | Path, common: list[str] = (), step
     budget = [f"train.steps={steps}", "train.max_minutes=0"] if steps else \
         [f"train.max_minutes={minutes}", "train.steps=100000000"]
     cfgs = _configs(members, list(common), budget, data)
-    if not data:  # one dataset for all, built once from the shared data config
+    if not data:  # one dataset per distinct data config (they differ at most in how examples are written), built once
         from ponder.tasks import prepare_data
 
-        data_dir = prepare_data(next(iter(cfgs.values())).data, out)
-        cfgs = _configs(members, list(common), budget, str(data_dir))
+        first = next(iter(cfgs.values()))
+        dirs = {name: str(prepare_data(cfg.data, out, data_dir_name(cfg, first))) for name, cfg in cfgs.items()}
+        cfgs = _configs(members, list(common), budget, None, dirs)
     eval_steps = eval_steps or 2 * max(cfg.model.n_supervision for cfg in cfgs.values())
     rows = []
     for member in members:

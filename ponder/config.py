@@ -183,7 +183,10 @@ class Ca1dConfig:
     max_k: int = 4  # largest k of the mixed mode
     layout: str = "puzzle"  # "puzzle" (fixed-length, for TRM/HRM/URM), "causal" (sep/gen/mask, for causal models) or
     #                         "segments" (the reference's repeat-state layout for ARMT/Mamba: [sep s_t sep s_t+1]
-    #                         per transition, then [gen s_c-1 sep target]; 2 (W + 1) tokens per segment)
+    #                         per transition, then [gen s_c-1 sep target]; 2 (W + 1) tokens per segment), "cot"
+    #                         (chain of thought: gen then sep s_c .. sep s_c-1+n written out, teacher-forced in
+    #                         training, generated at test time; n = max_k, or k) or "oo" (the same positions masked:
+    #                         all n future states predicted in parallel, the non-CoT baseline)
     train_size: int = 950000  # train examples
     test_size: int = 100000  # test examples (rules disjoint from the train rules)
     train_rules: int = 0  # distinct train rules (examples cycle over them); 0 = a fresh rule for every example
@@ -194,8 +197,8 @@ class Ca1dConfig:
         _check(self.width >= 2 * self.radius + 1, "data.ca1d.width must be >= 2 * radius + 1")
         _check(self.context >= 2, "data.ca1d.context must be >= 2 (at least one example transition)")
         _check(1 <= self.max_k <= 16 and 0 <= self.k <= 16, "data.ca1d.k must be in 0..16 and max_k in 1..16")
-        _check(self.layout in ("puzzle", "causal", "segments"),
-               f"data.ca1d.layout must be puzzle, causal or segments, got {self.layout!r}")
+        _check(self.layout in ("puzzle", "causal", "segments", "cot", "oo"),
+               f"data.ca1d.layout must be puzzle, causal, segments, cot or oo, got {self.layout!r}")
         _check(self.train_size >= 1 and self.test_size >= 1, "data.ca1d train_size and test_size must be >= 1")
         _check(self.train_rules >= 0 and self.test_rules >= 0, "data.ca1d train_rules and test_rules must be >= 0")
 
@@ -277,8 +280,11 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations during training (0 = only at the end)
     checkpoint_every: int = 1000  # steps between checkpoints (the last one is always written)
     keep_checkpoints: int = 2  # most recent checkpoints kept on disk
+    regime: str = "supervised"  # "supervised" (cross-entropy on the labels) or "grpo" (reinforcement learning from
+    #                             the final answer's reward, the 1dCA sequence models: section grpo)
 
     def __post_init__(self) -> None:
+        _check(self.regime in ("supervised", "grpo"), f"train.regime must be supervised or grpo, got {self.regime!r}")
         _check(self.lr_decay in ("cosine", "linear"), f"train.lr_decay must be cosine or linear, got {self.lr_decay!r}")
         _check(self.lr_counter in ("before", "after"),
                f"train.lr_counter must be before or after, got {self.lr_counter!r}")
@@ -298,6 +304,40 @@ class EvalConfig:
     plot: bool = True  # write the accuracy-vs-steps PNG
     halt_threshold: float = 0.0  # adaptive halting stops a puzzle at its first halt logit > this (0: the paper's
     #                              sigmoid(q) > 0.5); higher = fewer early stops, more steps, less accuracy lost
+    decode: str = "auto"  # the causal sequence models: "parallel" (one pass over the inputs, answers read at masked
+    #                       positions), "greedy" (the answer generated token by token from the prompt, with a KV
+    #                       cache where the model has one) or "auto" (greedy for a teacher-forced layout, cot, and
+    #                       for runs trained by GRPO; else parallel)
+
+    def __post_init__(self) -> None:
+        _check(self.decode in ("auto", "parallel", "greedy"),
+               f"eval.decode must be auto, parallel or greedy, got {self.decode!r}")
+        _check(self.batch_size >= 1 and self.max_steps >= 0 and self.max_examples >= 0,
+               "eval.batch_size must be >= 1, eval.max_steps and eval.max_examples >= 0")
+
+
+@dataclass(frozen=True)
+class GrpoConfig:
+    """`train.regime=grpo`: Group Relative Policy Optimisation with only the final answer rewarded (the 1dCA study's
+    section 5b; `ponder.grpo`). Prompts come from the causal layout (up to GEN); the batch (train.batch_size) counts
+    completions, group_size of them per prompt."""
+
+    group_size: int = 4  # completions sampled per prompt (num_generations: 4 in the scratch script, 8 from a checkpoint)
+    temperature: float = 1.0  # sampling temperature of the completions
+    reasoning_tokens: int = 0  # free tokens the model may write before its answer (then read after the last SEP); the
+    #                            completion is at most reasoning_tokens + W + 1 tokens (the answer and an end token)
+    beta: float = 0.0  # weight of the KL penalty to the reference (initial) model (the study: 0 or 0.01)
+    clip: float = 0.2  # epsilon of the clipped ratio objective
+    iterations: int = 1  # optimiser steps on each batch of completions (mu; > 1 makes the clipping bite)
+    init: str = ""  # a supervised checkpoint or run directory to start from (the reference's from-checkpoint variant;
+    #                 its model config must match); "" = from scratch
+    std_eps: float = 1e-4  # advantage = (reward - group mean) / (group std + std_eps)
+
+    def __post_init__(self) -> None:
+        _check(self.group_size >= 2, "grpo.group_size must be >= 2 (advantages compare completions of one prompt)")
+        _check(self.temperature > 0 and self.reasoning_tokens >= 0 and self.beta >= 0 and 0 < self.clip < 1
+               and self.iterations >= 1 and self.std_eps > 0,
+               "grpo: temperature > 0, reasoning_tokens >= 0, beta >= 0, 0 < clip < 1, iterations >= 1, std_eps > 0")
 
 
 @dataclass(frozen=True)
@@ -380,6 +420,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     lm: LmConfig = field(default_factory=LmConfig)  # `ponder lm` only
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)  # train.regime=grpo only
 
 
 def _check(ok: bool, message: str) -> None:

@@ -28,6 +28,31 @@ from ponder.tasks.batches import IGNORE, batch_tensors
 from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
 
 
+def generation_start(cfg: Config, task: Task, model) -> int | None:
+    """Where evaluation generates the answer token by token (eval.decode), or None for one pass over the inputs.
+    A teacher-forced layout (cot) holds the answer in its inputs: it is always generated."""
+    decode = cfg.eval.decode
+    if decode == "auto":
+        decode = "greedy" if task.teacher_forced or cfg.train.regime == "grpo" else "parallel"
+    if decode == "parallel":
+        if task.teacher_forced:
+            raise UserError("eval.decode=parallel: this layout holds the true answer in its inputs (teacher "
+                            "forcing); its answers are generated (eval.decode=greedy or auto)")
+        return None
+    start = task.prompt_length()
+    if start is None or not hasattr(model, "generate"):
+        raise UserError(f"eval.decode=greedy needs a causal sequence model (model.family neox, lstm, mamba) on a "
+                        f"layout with a prompt (data.ca1d.layout causal or cot); got {cfg.model.family} on this data")
+    return start
+
+
+def completion_length(cfg: Config, seq_len: int, start: int) -> int:
+    """Tokens generated after the prompt: the answer's positions, plus a GRPO run's free reasoning tokens and
+    its end token."""
+    extra = cfg.grpo.reasoning_tokens + 1 if cfg.train.regime == "grpo" else 0
+    return seq_len - start + extra
+
+
 @torch.inference_mode()
 def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
                    keep: int = 0, task: Task | None = None, outputs: int = 0) -> dict:
@@ -54,6 +79,8 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     final_q = np.zeros(len(final), np.float32)  # their q_halt: the voting confidence (also for HRM, as its notebook)
     strata, grouped = np.empty(n, object), False  # per-example group labels of tasks that define them (1dCA: k)
     hops: np.ndarray | None = None  # (n, units) per-token ACT hops at N_sup (the 1dCA sequence models' model.act)
+    start = generation_start(cfg, task, model)  # greedy decoding from the prompt, or None: one pass
+    reasoning = cfg.train.regime == "grpo" and cfg.grpo.reasoning_tokens > 0
     world = distributed.world()  # under torchrun, rank r runs batches r, r + W, ... and the rows are summed at the end
     for b, lo in enumerate(range(0, n, cfg.eval.batch_size)):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
@@ -68,9 +95,16 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         counts = mask.sum(-1).clamp_min(1)
         for s in range(max_steps):
             with runtime.autocast(cfg.train.dtype, device):
-                out = model(state, inputs, pids)
+                if start is None:
+                    out = model(state, inputs, pids)
+                    pred = out.logits.argmax(-1)
+                else:  # the answer generated from the prompt: the model sees only its own tokens after it
+                    new = model.generate(inputs[:, :start], completion_length(cfg, meta.seq_len, start))
+                    out = model(state, torch.cat((inputs[:, :start], new), 1), pids)  # hops, outputs of that sequence
+                    pred = torch.as_tensor(task.decode(inputs.cpu().numpy(), new.cpu().numpy(), reasoning),
+                                           device=device)
+                    out.logits = out.logits[:, :meta.seq_len]
             state = out.state
-            pred = out.logits.argmax(-1)
             correct = (pred == labels) & mask
             exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
             cell[idx, s] = (correct.sum(-1) / counts).cpu().numpy()
@@ -121,6 +155,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
               "task_metrics": {k: float(v.mean()) for k, v in task_scores.items()}}
     if not cfg.model.carries_state:
         result["one_pass"] = True  # no test-time steps to scale: the table has one row
+    result["decode"] = "parallel" if start is None else "greedy"  # greedy: answers generated token by token
     if grouped:  # e.g. 1dCA: every metric per k
         result["groups"] = {str(g): summary(np.flatnonzero(strata == g)) for g in sorted(set(strata.tolist()))}
     if keep:
@@ -190,7 +225,8 @@ def format_table(result: dict) -> str:
     head = f"{'one pass' if one_pass else 'supervision steps':>18} | {'exact':>7} | {'cell':>7}" + "".join(
         f" | {g:>7}" for g in groups)
     which = "held-out" if result.get("split", "test") == "test" else f"{result['split']}-split"
-    title = (f"evaluation on {result['n']} {which} examples (a sequence model: one pass)" if one_pass else
+    how = "answers generated token by token" if result.get("decode") == "greedy" else "one pass"
+    title = (f"evaluation on {result['n']} {which} examples (a sequence model: {how})" if one_pass else
              f"test-time scaling on {result['n']} {which} examples (trained with N_sup = {result['n_supervision']})")
     lines = [title + ("; per-group columns: exact" if groups else ""), head, "-" * len(head)]
     for s, e, c in scaling_rows(result):
@@ -378,3 +414,23 @@ def format_sweep(sweep: dict) -> str:
         lines.append(f"{run['value']:>18} | {100 * run['exact'][at]:6.1f}% | {100 * run['cell'][at]:6.1f}%{per} | "
                      f"{100 * run['exact'][best]:6.1f}% @ {best + 1:>3}")
     return "\n".join(lines)
+
+
+def evaluate_during_training(cfg: Config, model, ema, data_dir: Path, device) -> dict:
+    """train.eval_every: the test split at N_sup steps, on the EMA weights (`ponder.optim.EMA`, or None) as the
+    official code does."""
+    arrays, meta = read_split(data_dir, "test")
+    backup = None
+    if ema is not None:
+        backup = [p.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), ema.shadow):
+                p.copy_(s)
+    res = evaluate_model(cfg, model, arrays, meta, device, max_steps=cfg.model.n_supervision)
+    if backup is not None:
+        with torch.no_grad():
+            for p, b in zip(model.parameters(), backup):
+                p.copy_(b)
+    model.train()
+    return {"eval_exact": res["exact"][-1], "eval_cell": res["cell"][-1],
+            "eval_adaptive_exact": res["adaptive"]["exact"], "eval_adaptive_steps": res["adaptive"]["mean_steps"]}

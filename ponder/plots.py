@@ -164,6 +164,24 @@ def plot_compare(report: dict, path: Path) -> None:
                      else f"Same data, same budget ({budget['minutes']:g} min each)")
 
 
+def plot_study(study: dict, path: Path) -> None:
+    """The 1dCA study: exact match against k, one line per member (`ponder study`); dashed: recursion, dotted: the
+    regimes that change the training signal (cot, oo, grpo)."""
+    styles = {"recursion": "--", "cot": ":", "oo": ":", "grpo": ":", "grpo-scratch": ":"}
+    with figure(path, size=(7.6, 4.6)) as (plt, fig, ax):
+        colours = plt.get_cmap("tab20").colors
+        for i, r in enumerate(study["members"]):
+            ks = sorted(int(k) for k in r["exact"])
+            ax.plot(ks, [100 * r["exact"][str(k)] for k in ks], marker="o", ms=4, ls=styles.get(r["regime"], "-"),
+                    color=colours[(2 * i) % 20 + (2 * i) // 20], label=f"{r['name']} ({r['regime']})")
+        _accuracy_axes(ax, "k (steps ahead of the last given state)", "exact match on unseen rules (%)", log2=False)
+        ax.set_xticks([1, 2, 3, 4])
+        ax.legend(fontsize=7, loc="best", ncol=2)
+        b = study["budget"]
+        ax.set_title(f"1dCA study ({study['scale']}): every member "
+                     + (f"{b['steps']} steps" if b["steps"] else f"{b['minutes']:g} min"))
+
+
 def draw_sheet(sheet, palette: tuple[str, ...], path: Path) -> None:
     """A task's `Sheet` (ponder.tasks.base): one row of titled grids per row, coloured by `palette`; a tile with a
     verdict gets a green (right) or red (wrong) frame."""

@@ -19,7 +19,7 @@ import torch
 from ponder import UserError, checkpoint, distributed, runtime
 from ponder.act import Carry, act_loss, act_step, continue_target, empty_carry, refill
 from ponder.config import Config
-from ponder.evaluate import evaluate_model
+from ponder.evaluate import evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
 from ponder.run import Loop, Run, RunLog, check_finite, resume_point
@@ -30,7 +30,12 @@ from ponder.tasks.dataset import read_split
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
           until: int | None = None) -> Run:
-    """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would."""
+    """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would.
+    train.regime=grpo trains by reinforcement from the answer's reward instead (`ponder.grpo`, same run layer)."""
+    if cfg.train.regime == "grpo":
+        from ponder.grpo import train_grpo
+
+        return train_grpo(cfg, run_dir, resume, progress, until)
     run_dir = Path(run_dir)
     tc, mc = cfg.train, cfg.model
     world = distributed.init(tc.device)  # torchrun: join the group (ponder.distributed); else one process
@@ -67,7 +72,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     local_batch = tc.batch_size // world.size
     mine = world.shard(tc.batch_size)  # this rank's slots of the global carry
     carry = empty_carry(model, local_batch, meta.seq_len, device)
-    step, elapsed = 0, 0.0
+    step, elapsed, seen = 0, 0.0, 0  # seen: training examples drawn (a slot takes a new one when it halts)
 
     if point is not None:
         model.load_state_dict(point.weights)
@@ -80,6 +85,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         aug_rng.bit_generator.state = st["aug_rng"]
         carry = Carry.from_tensors({k: v[mine].to(device) for k, v in st["carry"].items()}, type(carry.state))
         step, elapsed = st["step"], st["elapsed"]
+        seen = st.get("examples_seen", 0)  # older checkpoints lack it
         if "torch_rng" in st:  # torch's global stream (noisy ACT halting draws from it); older checkpoints lack it
             torch.set_rng_state(st["torch_rng"])
 
@@ -96,9 +102,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             state = {"optimizer": opt.state_dict(), "ema": [t.cpu() for t in ema.shadow] if ema else None,
                      "sampler": sampler.state_dict(), "generator": gen.get_state(),
                      "aug_rng": aug_rng.bit_generator.state, "carry": global_carry, "step": step, "elapsed": elapsed,
-                     "torch_rng": torch.get_rng_state()}
+                     "torch_rng": torch.get_rng_state(), "examples_seen": seen}
             path = checkpoint.save(run_dir, step, model.state_dict(), ema_weights(model, ema), state, cfg,
-                                   {**meta_out, "metrics": metrics}, keep=tc.keep_checkpoints)
+                                   {**meta_out, "metrics": {**metrics, "examples_seen": seen}},
+                                   keep=tc.keep_checkpoints)
         distributed.barrier()  # nobody reads a checkpoint before it is complete
         return path
 
@@ -115,6 +122,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
 
             halted = distributed.gather_rows(carry.halted)  # the global carry's free slots
             k = int(halted.sum())
+            seen += k
             if k:  # draw for the global batch (same stream as one process), keep the rows of this rank's slots
                 rows = batch_tensors(arrays, sampler.take(k), meta.ignore_label_id, device,
                                      task if tc.augment else None, aug_rng)
@@ -125,7 +133,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
 
             meter.add(loss, carry, local_batch)
             if loop.log_due:
-                loop.log({"lr": lr, **meter.flush()},
+                loop.log({"lr": lr, **meter.flush(), "examples_seen": seen},
                          "loss {loss:.3f} exact {exact:.3f} steps {halt_steps:.1f} {examples_per_s:.0f} ex/s")
             if loop.due(tc.eval_every):
                 loop.log_eval(evaluate_during_training(cfg, model, ema, data_dir, device),
@@ -216,22 +224,3 @@ def ema_weights(model: torch.nn.Module, ema: EMA | None) -> dict | None:
         return None
     names = [n for n, _ in model.named_parameters()]
     return {**model.state_dict(), **dict(zip(names, ema.shadow))}
-
-
-def evaluate_during_training(cfg: Config, model, ema: EMA | None, data_dir: Path, device) -> dict:
-    """train.eval_every: the test split at N_sup steps, on the EMA weights as the official code does."""
-    arrays, meta = read_split(data_dir, "test")
-    backup = None
-    if ema is not None:
-        backup = [p.detach().clone() for p in model.parameters()]
-        with torch.no_grad():
-            for p, s in zip(model.parameters(), ema.shadow):
-                p.copy_(s)
-    res = evaluate_model(cfg, model, arrays, meta, device, max_steps=cfg.model.n_supervision)
-    if backup is not None:
-        with torch.no_grad():
-            for p, b in zip(model.parameters(), backup):
-                p.copy_(b)
-    model.train()
-    return {"eval_exact": res["exact"][-1], "eval_cell": res["cell"][-1],
-            "eval_adaptive_exact": res["adaptive"]["exact"], "eval_adaptive_steps": res["adaptive"]["mean_steps"]}

@@ -24,7 +24,7 @@ ONLY = {  # these import nothing from ponder but the listed modules
 NEVER = {  # these never import the listed modules
     "ponder.lm": ("ponder.train", "ponder.evaluate", "ponder.tasks", "ponder.act", "ponder.compare", "ponder.demo",
                   "ponder.bench"),  # the LM side stands on the run layer and config, not on the puzzle trainer
-    "ponder.evaluate": ("ponder.train",),  # the trainer may call the evaluator, never the reverse
+    "ponder.evaluate": ("ponder.train", "ponder.grpo"),  # the trainers may call the evaluator, never the reverse
 }
 
 
@@ -145,7 +145,7 @@ def test_the_checks_can_fail():
     assert "ponder.models.trm imports the CLI" in found and "ponder.evaluate imports ponder.train" in found
     graph = import_graph()
     graph["ponder.evaluate"] = [*graph["ponder.evaluate"], ("ponder.train", "evaluate_model")]
-    assert cycles(graph) == [["ponder.evaluate", "ponder.train"]]  # the cycle this package had
+    assert any({"ponder.evaluate", "ponder.train"} <= set(c) for c in cycles(graph))  # the cycle this package had
 
 
 def test_imports_inside_functions_are_seen():
@@ -170,11 +170,12 @@ def test_task_registry_matches_config_and_cli():
     assert list(data.choices) == list(TASKS)  # `ponder data <task>` for each, in registry order
 
 
-@pytest.mark.parametrize("hook", ["identifiers", "extra_files", "strata", "aggregate", "augment", "score"])
+@pytest.mark.parametrize("hook", ["identifiers", "extra_files", "strata", "aggregate", "augment", "score",
+                                  "prompt_length", "decode", "reward"])
 def test_optional_hooks_are_part_of_the_protocol(hook):
     """The evaluator and the dataset builder call every hook without asking whether a task has it."""
     from ponder.tasks import Task
 
     assert callable(getattr(Task, hook))
-    for path in (PACKAGE / "evaluate.py", PACKAGE / "tasks" / "__init__.py", PACKAGE / "train.py"):
+    for path in (PACKAGE / "evaluate.py", PACKAGE / "tasks" / "__init__.py", PACKAGE / "train.py", PACKAGE / "grpo.py"):
         assert f'hasattr(task, "{hook}")' not in path.read_text()

@@ -168,6 +168,34 @@ class Sequence(nn.Module):
     def causal_logits(self, inputs: Tensor) -> Tensor:  # (B, L) -> (B, L, V)
         raise NotImplementedError
 
+    def next_token_logits(self, prompt: Tensor, steps: int):
+        """Yield the logits (B, V) of the next token `steps` times, after each `send` of the token chosen: the
+        plain way recomputes the whole prefix each time; a family with a cache (GPT-NeoX) overrides it."""
+        seq = prompt
+        for _ in range(steps):
+            token = yield self.causal_logits(seq)[:, -1]
+            seq = torch.cat((seq, token[:, None]), dim=1)
+
+    def generate(self, prompt: Tensor, steps: int, temperature: float = 0.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """(B, P) prompt -> (B, steps) tokens, each fed back as the next input: greedy (temperature 0) or sampled
+        from softmax(logits / temperature) (GRPO). The model sees only the prompt and its own tokens."""
+        out = []
+        stream = self.next_token_logits(prompt, steps)
+        logits = next(stream)
+        for i in range(steps):
+            logits = logits.float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            else:
+                token = logits.argmax(-1)
+            out.append(token)
+            if i + 1 < steps:
+                logits = stream.send(token)
+        stream.close()
+        return torch.stack(out, 1) if out else prompt.new_zeros(prompt.shape[0], 0)
+
     def forward(self, state: NoState, inputs: Tensor, puzzle_ids: Tensor) -> StepOutput:
         logits = self.causal_logits(inputs)  # (B, L, V): position t predicts token t + 1
         aligned = torch.cat((logits.new_zeros(logits[:, :1].shape), logits[:, :-1]), dim=1)  # label t read at t - 1

@@ -13,6 +13,8 @@ Weights at the paper config: 826,112 with the reference's 128-token vocabulary (
 
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor
 
 from ponder.config import ModelConfig
@@ -44,3 +46,19 @@ class NeoX(Sequence):
 
     def causal_logits(self, inputs: Tensor) -> Tensor:  # (B, L) -> (B, L, V)
         return self.lm(input_ids=inputs, use_cache=False).logits
+
+    def next_token_logits(self, prompt: Tensor, steps: int):
+        """With a KV cache (HF's): each new token attends to the cached keys and values of the ones before. With
+        per-token ACT a layer runs a variable number of times per token, so the prefix is recomputed instead."""
+        if self.act_units:
+            yield from super().next_token_logits(prompt, steps)
+            return
+        from transformers import DynamicCache
+
+        # the cache argument is `cache` from transformers 5.2x on, `past_key_values` before; the cache fills in place
+        name = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
+        kv = {name: DynamicCache()}
+        logits = self.lm(input_ids=prompt, use_cache=True, **kv).logits[:, -1]
+        for _ in range(steps):
+            token = yield logits
+            logits = self.lm(input_ids=token[:, None], use_cache=True, **kv).logits[:, -1]

@@ -41,15 +41,15 @@ def task_for(cfg: DataConfig, meta: Metadata, where: str | Path) -> Task:
     return task
 
 
-def prepare_data(cfg: DataConfig, run_dir: Path) -> Path:
-    """The dataset directory of a run: data.path, or built once into <run>/data from the data config."""
+def prepare_data(cfg: DataConfig, run_dir: Path, name: str = "data") -> Path:
+    """The dataset directory of a run: data.path, or built once into <run>/<name> from the data config."""
     if cfg.path:
         path = Path(cfg.path)
         if not (path / "train" / "dataset.json").exists():
             raise UserError(f"{path}: no dataset here (data.path); build one with `ponder data {cfg.task} --out "
                             f"{path} ...` or leave data.path empty to build it from the data.{cfg.task} options")
         return path
-    out = Path(run_dir) / "data"
+    out = Path(run_dir) / name
     if not (out / "test" / "dataset.json").exists():
         build_dataset(cfg, out)
     return out

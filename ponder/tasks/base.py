@@ -53,6 +53,9 @@ class Task(abc.ABC):
     palette: tuple[str, ...] | None = None  # colours per display value: pictures draw coloured cells, not digits
     box: tuple[int, int] | None = None  # (rows, cols) of the boxes outlined in pictures (Sudoku)
     aggregates: bool = False  # True: the evaluator keeps every test answer at N_sup and calls `aggregate` (ARC)
+    teacher_forced: bool = False  # True: the inputs hold the answer (chain of thought): it must be generated
+    encoding_keys: tuple[str, ...] = ()  # options that change how examples are written, not which examples (1dCA's
+    #                                      layout): members of `ponder compare` may differ in them
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -86,6 +89,18 @@ class Task(abc.ABC):
     def strata(self, inputs: np.ndarray) -> np.ndarray | None:
         """(B,) group labels: the evaluator then reports every metric per label (1dCA: per k); None = no groups."""
         return None
+
+    def prompt_length(self) -> int | None:
+        """Where a generated answer starts (causal models decoding token by token); None: answered in one pass."""
+        return None
+
+    def decode(self, inputs: np.ndarray, completion: np.ndarray, reasoning: bool = False) -> np.ndarray:
+        """(B, L) predictions aligned with the labels, from the (B, M) tokens generated after the prompt."""
+        raise NotImplementedError(f"{self.name} has no generated answers")
+
+    def reward(self, completion: np.ndarray, labels: np.ndarray, reasoning: bool = False) -> np.ndarray:
+        """(B,) reward in [0, 1] of a sampled completion (GRPO)."""
+        raise NotImplementedError(f"{self.name} defines no reward")
 
     def identifiers(self, seed: int) -> list[str]:
         """Puzzle identifier -> name (index 0 = "<blank>"); their count is the dataset's num_puzzle_identifiers.

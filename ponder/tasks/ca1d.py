@@ -21,9 +21,21 @@ Two token layouts over one vocabulary (PAD 0, cells 0/1 -> 1/2, SEP 3, GEN 4, MA
   forcing inside the target.
 - `segments` (the reference's `--repeat_state` layout for ARMT and Mamba): one transition per segment of 2 (W + 1)
   tokens, SEP s_t SEP s_{t+1} for t = 0..c-2, then GEN s_{c-1} SEP and W MASK tokens; 10*42 = 420 tokens. In the
-  mixed-k mode the K token takes the place of that last SEP (the segment keeps its length). `to_reference_ids` maps tokens to the reference code's ids (cells 0/1, sep 100, gen
-  101, state mask 104, shift 106..).
-Only the W target positions carry labels; every other label is 0 (ignored).
+  mixed-k mode the K token takes the place of that last SEP (the segment keeps its length).
+- `cot` (the reference's O-O layout with `--cot_setting`, token-level chain of thought): SEP s_0 .. SEP s_{c-1} GEN
+  then SEP s_c SEP s_c+1 .. SEP s_{c-1+n}, the n = max_k (or k) future states written out, each the next state of
+  the one before. Training is teacher-forced on the true future states, the loss on every future token (SEP
+  included); evaluation generates them token by token from the prompt (`prompt_length`: up to GEN), so the model
+  sees only its own states, and future state j is scored as k = j.
+- `oo` (the reference's O-O baseline): the cot positions with every future cell a MASK token: all n future states
+  predicted in parallel, each scored as its k; labels on the cells only.
+`to_reference_ids` maps tokens to the reference code's ids (cells 0/1, sep 100, gen 101, state mask 104, shift
+106.., PAD as eos 102).
+Only answer positions carry labels (the W target cells; cot: the future tokens); every other label is 0 (ignored).
+
+GRPO (`ponder.grpo`) reads the causal layout as prompt (up to GEN) and answer; `reward` scores a sampled completion
+by the fraction of target cells right, the answer read from its first W tokens or, with free reasoning tokens, from
+the W tokens after its last SEP; PAD ends a completion (the reference's eos).
 """
 
 from __future__ import annotations
@@ -112,13 +124,24 @@ class Ca1dTask(Task):
     config = Ca1dConfig
     summary = "1dCA-Reasoning: predict a hidden cellular-automaton rule's state k steps ahead"
     palette = ("#d9d9d9", "#ffffff", "#202020")  # display values: 0 masked/unknown, 1 cell 0, 2 cell 1
+    encoding_keys = ("layout",)  # every layout encodes the same orbits of the same rules (same seed and sizes)
 
     def __init__(self, cfg: Ca1dConfig) -> None:
         self.cfg = cfg
         self.ks = list(range(1, cfg.max_k + 1)) if cfg.k == 0 else [cfg.k]
         c, w = cfg.context, cfg.width
         self.copies: list[tuple[int, np.ndarray]] = []  # (state t, positions) of repeated states (segments layout)
-        if cfg.layout == "puzzle":  # K first, so that the target row is simply the row after s_{c-1}
+        self.future_pos: np.ndarray | None = None  # cot / oo: (n, W) positions of the cells of s_c .. s_{c-1+n}
+        self.future_sep: np.ndarray | None = None  # cot / oo: (n,) the SEP before each future state
+        if cfg.layout in ("cot", "oo"):
+            n = self.n_future
+            self.state_pos = np.arange(c)[:, None] * (w + 1) + 1 + np.arange(w)
+            self.k_pos = None  # every example writes out all n future states: no K token
+            self.gen_pos = c * (w + 1)
+            self.future_sep = self.gen_pos + 1 + np.arange(n) * (w + 1)
+            self.future_pos = self.future_sep[:, None] + 1 + np.arange(w)
+            self.target_pos = self.future_pos[-1]
+        elif cfg.layout == "puzzle":  # K first, so that the target row is simply the row after s_{c-1}
             self.k_pos: int | None = 0
             self.state_pos = 1 + np.arange(c * w).reshape(c, w)  # position of cell j of state t
             self.target_pos = 1 + np.arange(c * w, (c + 1) * w)
@@ -136,6 +159,19 @@ class Ca1dTask(Task):
             self.target_pos = self.gen_pos + w + 2 + np.arange(w)
             self.k_pos = int(self.target_pos[0]) - 1 if cfg.k == 0 else None  # mixed k: K in place of that SEP
         self.seq_len = int(self.target_pos[-1]) + 1
+
+    @property
+    def n_future(self) -> int:
+        """cot / oo: the future states written out (max_k in the mixed mode, else k)."""
+        return self.cfg.max_k if self.cfg.k == 0 else self.cfg.k
+
+    @property
+    def teacher_forced(self) -> bool:  # type: ignore[override]
+        return self.cfg.layout == "cot"
+
+    def prompt_length(self) -> int | None:
+        """Tokens up to GEN (the causal and cot layouts): what a generated answer starts after."""
+        return self.gen_pos + 1 if self.cfg.layout in ("causal", "cot", "oo") else None
 
     def metadata(self) -> Metadata:
         return Metadata(seq_len=self.seq_len, vocab_size=K_BASE + max(self.ks))
@@ -157,14 +193,31 @@ class Ca1dTask(Task):
             n = min(CHUNK, size - lo)
             initial = rng.integers(0, 2, (n, cfg.width), dtype=np.uint8)
             k = rng.integers(1, cfg.max_k + 1, n) if cfg.k == 0 else np.full(n, cfg.k)
-            states = orbit(initial, rules[np.arange(lo, lo + n) % len(rules)], cfg.context - 1 + int(k.max()))
-            target = states[np.arange(n), cfg.context - 1 + k]
+            ahead = self.n_future if self.future_pos is not None else int(k.max())
+            states = orbit(initial, rules[np.arange(lo, lo + n) % len(rules)], cfg.context - 1 + ahead)
+            if self.future_pos is not None:  # cot / oo: every future state, whatever the example's k draw
+                target = states[:, cfg.context:]
+            else:
+                target = states[np.arange(n), cfg.context - 1 + k]
             inputs[lo:lo + n], labels[lo:lo + n] = self.encode(states[:, :cfg.context], target, k)
         return from_pairs(inputs, labels)
 
     def encode(self, context: np.ndarray, target: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, c, W) given states, (B, W) target state, (B,) k -> (inputs, labels), each (B, seq_len) tokens."""
+        """(B, c, W) given states, (B, W) target state (cot / oo: (B, n, W) future states), (B,) k -> (inputs,
+        labels), each (B, seq_len) tokens."""
         b = context.shape[0]
+        if self.future_pos is not None:
+            inputs = np.full((b, self.seq_len), SEP, np.uint8)
+            inputs[:, self.state_pos] = context + CELL0
+            inputs[:, self.gen_pos] = GEN
+            labels = np.zeros_like(inputs)
+            labels[:, self.future_pos] = target + CELL0
+            if self.teacher_forced:  # cot: the true future states as inputs, the loss on every future token
+                inputs[:, self.future_pos] = target + CELL0
+                labels[:, self.future_sep] = SEP
+            else:  # oo: predicted in parallel from masks
+                inputs[:, self.future_pos] = MASK
+            return inputs, labels
         inputs = np.full((b, self.seq_len), SEP, np.uint8)
         inputs[:, self.state_pos] = context + CELL0
         for t, positions in self.copies:
@@ -186,9 +239,23 @@ class Ca1dTask(Task):
             return np.full(len(inputs), self.cfg.k)
         return np.asarray(inputs)[:, self.k_pos].astype(np.int64) - K_BASE + 1
 
-    def strata(self, inputs: np.ndarray) -> np.ndarray:
-        """(B,) group label of every example: the evaluator reports every metric per k."""
+    def strata(self, inputs: np.ndarray) -> np.ndarray | None:
+        """(B,) group label of every example: the evaluator reports every metric per k. cot / oo: None (every
+        example answers every k; `score` gives the per-k metrics)."""
+        if self.future_pos is not None:
+            return None
         return np.array([f"k={k}" for k in self.steps_ahead(inputs)])
+
+    def score(self, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """cot / oo: exact match and cell accuracy of future state j, as `exact k=j` and `cell k=j`."""
+        if self.future_pos is None:
+            return {}
+        right = np.asarray(preds)[:, self.future_pos] == np.asarray(labels)[:, self.future_pos]  # (B, n, W)
+        out = {}
+        for j in range(self.n_future):
+            out[f"exact k={j + 1}"] = right[:, j].all(-1).astype(np.float32)
+            out[f"cell k={j + 1}"] = right[:, j].mean(-1).astype(np.float32)
+        return out
 
     def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A random cyclic shift of all states of an example (the boundary is periodic, so the orbit stays an orbit of
@@ -200,38 +267,86 @@ class Ca1dTask(Task):
         cols = np.where(mirror[:, None], cols[:, ::-1], cols)  # (B, W): new cell j <- old cell cols[j]
         inputs, labels = inputs.copy(), labels.copy()
         rows = np.arange(b)[:, None]
-        for positions in list(self.state_pos) + [pos for _, pos in self.copies] + [self.target_pos]:
+        answers = list(self.future_pos) if self.future_pos is not None else [self.target_pos]
+        for positions in list(self.state_pos) + [pos for _, pos in self.copies] + answers:
             inputs[:, positions] = inputs[rows, positions[cols]]
             labels[:, positions] = labels[rows, positions[cols]]
         return inputs, labels
 
     def grid(self, tokens: np.ndarray) -> np.ndarray:
-        """(L,) tokens -> (context + 1, W) display values: the given states, then the target row."""
+        """(L,) tokens -> (context + 1, W) display values: the given states, then the target row (cot / oo:
+        (context + n, W), every future state)."""
         t = np.asarray(tokens).astype(np.int64)
-        rows = np.concatenate([t[self.state_pos], t[self.target_pos][None]])
+        answer = self.future_pos if self.future_pos is not None else self.target_pos[None]
+        rows = np.concatenate([t[self.state_pos], t[answer]])
         return np.where((rows == CELL0) | (rows == CELL1), rows, 0)
 
     def render(self, inputs: np.ndarray, preds: np.ndarray | None = None, labels: np.ndarray | None = None) -> str:
-        """The given states as rows of '.' (0) and '#' (1), then the target row (prediction, wrong cells as '*')."""
+        """The given states as rows of '.' (0) and '#' (1), then the target row (cot / oo: every future state):
+        the prediction with wrong cells as '*', and the target."""
         chars = np.array(["?", ".", "#"])
-        given = self.grid(inputs)
-        k = int(self.steps_ahead(np.asarray(inputs)[None])[0])
         c = self.cfg.context
-        lines = [f"s_{t:<3} {''.join(chars[row])}" for t, row in enumerate(given[:-1])]
-        name = f"s_{c - 1 + k}"
-        truth = self.grid(labels)[-1] if labels is not None else None
-        if preds is not None:
-            pred = self.grid(preds)[-1]
-            shown = chars[pred].copy()
-            footer = ""
+        given = self.grid(inputs)
+        if self.future_pos is not None:
+            ks = list(range(1, self.n_future + 1))
+        else:
+            ks = [int(self.steps_ahead(np.asarray(inputs)[None])[0])]
+        lines = [f"s_{t:<3} {''.join(chars[row])}" for t, row in enumerate(given[:c])]
+        truths = self.grid(labels)[c:] if labels is not None else [None] * len(ks)
+        predicted = self.grid(preds)[c:] if preds is not None else [None] * len(ks)
+        for k, pred, truth in zip(ks, predicted, truths):
+            name = f"s_{c - 1 + k}"
+            if pred is not None:
+                shown = chars[pred].copy()
+                footer = ""
+                if truth is not None:
+                    wrong = pred != truth
+                    shown[wrong] = "*"
+                    footer = "right" if not wrong.any() else f"{int(wrong.sum())} of {wrong.size} cells wrong (*)"
+                lines.append(f"{name:<5} {''.join(shown)}   <- predicted, k = {k}" + (f"; {footer}" if footer else ""))
             if truth is not None:
-                wrong = pred != truth
-                shown[wrong] = "*"
-                footer = "right" if not wrong.any() else f"{int(wrong.sum())} of {wrong.size} cells wrong (*)"
-            lines.append(f"{name:<5} {''.join(shown)}   <- predicted, k = {k}" + (f"; {footer}" if footer else ""))
-        if truth is not None:
-            lines.append(f"{name:<5} {''.join(chars[truth])}   <- target, k = {k}")
+                lines.append(f"{name:<5} {''.join(chars[truth])}   <- target, k = {k}")
         return "\n".join(lines)
+
+    # -- generated answers (autoregressive evaluation, GRPO)
+
+    def answer_cells(self, completion: np.ndarray, reasoning: bool = False) -> np.ndarray:
+        """(B, M) generated tokens after GEN (causal layout) -> (B, W) the answer's cells in {0, 1}, -1 where a
+        token is not a cell or missing. The completion ends at its first PAD (the reference's eos). Without
+        reasoning the answer is its first W tokens; with reasoning, the W tokens after its last SEP (all of them
+        when it has none)."""
+        completion = np.asarray(completion).astype(np.int64)
+        b, m = completion.shape
+        w = self.cfg.width
+        ended = np.cumsum(completion == PAD, axis=1) > 0
+        tokens = np.where(ended, PAD, completion)
+        start = np.zeros(b, np.int64)
+        if reasoning:
+            is_sep = tokens == SEP
+            last = m - 1 - np.argmax(is_sep[:, ::-1], axis=1)
+            start = np.where(is_sep.any(1), last + 1, 0)
+        cols = start[:, None] + np.arange(w)
+        picked = np.take_along_axis(np.pad(tokens, ((0, 0), (0, w)), constant_values=PAD), cols, axis=1)
+        return np.where((picked == CELL0) | (picked == CELL1), picked - CELL0, -1)
+
+    def reward(self, completion: np.ndarray, labels: np.ndarray, reasoning: bool = False) -> np.ndarray:
+        """(B,) the fraction of the W target cells that the completion's answer gets right (the study's GRPO
+        reward: per-cell accuracy of the final answer, nothing for intermediate states)."""
+        target = np.asarray(labels)[:, self.target_pos].astype(np.int64) - CELL0
+        return (self.answer_cells(completion, reasoning) == target).mean(1).astype(np.float32)
+
+    def decode(self, inputs: np.ndarray, completion: np.ndarray, reasoning: bool = False) -> np.ndarray:
+        """(B, L) predictions from tokens generated after the prompt: cot writes them where the future states go;
+        the causal layout reads the answer (`answer_cells`) into the target positions."""
+        preds = np.zeros(np.asarray(inputs).shape, np.int64)
+        start = self.prompt_length()
+        if self.cfg.layout == "causal":
+            cells = self.answer_cells(completion, reasoning)
+            preds[:, self.target_pos] = np.where(cells >= 0, cells + CELL0, PAD)
+        else:
+            n = min(completion.shape[1], preds.shape[1] - start)
+            preds[:, start:start + n] = completion[:, :n]
+        return preds
 
 
 def to_reference_ids(tokens: np.ndarray) -> np.ndarray:

@@ -1,0 +1,241 @@
+"""GRPO without intermediate supervision (the 1dCA study's section 5b; Shao et al. 2024, DeepSeekMath): a causal
+sequence model learns to predict s_{c-1+k} from the reward of its own sampled answers, never seeing an intermediate
+state. `ponder train PRESET train.regime=grpo` runs it (a `ponder compare` / `ponder study` member too).
+
+One step, for P = train.batch_size / group_size prompts of the causal layout (`SEP s_0 .. SEP s_{c-1} [K] GEN`):
+1. sample G = grpo.group_size completions per prompt from the current policy softmax(logits / temperature), with the
+   model's KV cache (`Sequence.generate`), each up to grpo.reasoning_tokens + W + 1 tokens; a PAD (the reference's
+   eos) ends a completion, and the tokens after it are neither rewarded nor trained;
+2. reward r = the fraction of the W target cells the answer gets right (`Task.reward`: the answer is the first W
+   tokens, or with reasoning tokens the W tokens after the last SEP); nothing rewards intermediate states;
+3. advantage A = (r - mean of its group) / (std of its group + std_eps) (the unbiased std, as TRL's GRPOTrainer);
+4. loss = mean over completions of the mean over their tokens of
+      -min(rho A, clip(rho, 1 - clip, 1 + clip) A) + beta KL_t,   rho = pi(o_t) / pi_old(o_t),
+   KL_t = exp(ref - logp) - (ref - logp) - 1 (the k3 estimator against the frozen initial model), as in the GRPO
+   paper; grpo.iterations optimiser steps per batch of completions (1: pi_old = pi, rho = 1 and the gradient is the
+   plain group-normalised policy gradient; more: the clipping bites);
+5. log reward, its spread within groups, completion length, exact answers per k, KL and the clipped fraction.
+
+Why not TRL's `GRPOTrainer`: it wants a `transformers` model with a tokenizer and string prompts from a `datasets`
+dataset, and its own checkpointing; ponder's LSTM and Mamba are not HF models, the 1dCA tokens are not text, and a
+run here must resume bit-identically through the run layer like every other trainer (tests/test_grpo.py). The loop
+is the ~100 lines below; the maths is tested against a hand-computed group.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ponder import UserError, checkpoint, distributed, runtime
+from ponder.config import Config, to_dict
+from ponder.evaluate import completion_length, evaluate_during_training, generation_start
+from ponder.models import build_model, count_params
+from ponder.optim import build_optimizer, lr_at
+from ponder.run import Loop, Run, RunLog, check_finite, config_from_checkpoint, resume_point
+from ponder.tasks import prepare_data, task_for
+from ponder.tasks.batches import Sampler, batch_tensors
+from ponder.tasks.dataset import read_split
+
+END = 0  # PAD ends a completion (the dataset's pad id; the reference maps it to its eos)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the maths
+
+
+def group_advantages(rewards: Tensor, group: int, eps: float = 1e-4) -> Tensor:
+    """(N,) rewards, consecutive groups of `group` completions of one prompt -> (N,) advantages."""
+    r = rewards.float().view(-1, group)
+    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).view(-1)
+
+
+def completion_mask(completion: Tensor, end: int = END) -> Tensor:
+    """(N, M) bool: the tokens of each completion up to and including its first end token."""
+    ends = (completion == end).int()
+    return (torch.cumsum(ends, 1) - ends) == 0
+
+
+def clipped_objective(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, clip: float,
+                      beta: float = 0.0, ref_logp: Tensor | None = None) -> tuple[Tensor, dict]:
+    """The GRPO loss (to minimise) from per-token log-probabilities (N, M) of the sampled tokens under the policy,
+    the sampling policy and the reference, advantages (N,) and the completion mask (N, M)."""
+    ratio = torch.exp(logp - old_logp)
+    a = advantages[:, None]
+    per_token = -torch.minimum(ratio * a, torch.clamp(ratio, 1 - clip, 1 + clip) * a)
+    kl = torch.zeros_like(logp)
+    if beta > 0:
+        diff = ref_logp - logp
+        kl = torch.exp(diff) - diff - 1
+        per_token = per_token + beta * kl
+    m = mask.float()
+    lengths = m.sum(1).clamp_min(1)
+    loss = ((per_token * m).sum(1) / lengths).mean()
+    with torch.no_grad():
+        clipped = ((ratio - 1).abs() > clip).float()
+        stats = {"kl": float(((kl * m).sum(1) / lengths).mean()),
+                 "clipped": float((clipped * m).sum() / m.sum().clamp_min(1))}
+    return loss, stats
+
+
+def token_logprobs(model, seq: Tensor, start: int, temperature: float) -> tuple[Tensor, Tensor | None]:
+    """(N, M) log pi(token) of the tokens after position `start` of `seq` (the policy softmax(logits / T) that
+    sampled them), and the per-example ACT ponder cost of the pass (None without ACT)."""
+    out = model(model.initial_state(seq.shape[0], seq.device), seq, torch.zeros_like(seq[:, 0]))
+    logits = out.logits[:, start:].float() / temperature  # aligned: position t holds the prediction of token t
+    logp = torch.log_softmax(logits, -1).gather(-1, seq[:, start:, None]).squeeze(-1)
+    return logp, out.aux_loss
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def check_setup(cfg: Config, task, model) -> int:
+    """The prompt length; refuse what GRPO cannot run on."""
+    if distributed.world().parallel:
+        raise UserError("train.regime=grpo runs in one process (no torchrun)")
+    if not hasattr(model, "generate") or cfg.model.family == "armt":
+        raise UserError(f"train.regime=grpo samples answers token by token: model.family must be neox, lstm or mamba, "
+                        f"got {cfg.model.family}")
+    if getattr(task.cfg, "layout", None) != "causal":
+        raise UserError("train.regime=grpo reads prompts and targets of the causal layout: set data.ca1d.layout=causal")
+    if cfg.train.batch_size % cfg.grpo.group_size:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} (completions per step) must be divisible by "
+                        f"grpo.group_size={cfg.grpo.group_size}")
+    return generation_start(cfg, task, model)
+
+
+def initial_weights(cfg: Config, model) -> None:
+    """grpo.init: start from a supervised checkpoint (its EMA weights if it has them); its model config must match."""
+    if not cfg.grpo.init:
+        return
+    ckpt, saved = config_from_checkpoint(cfg.grpo.init)
+    if to_dict(saved.model) != to_dict(cfg.model):
+        raise UserError(f"grpo.init={cfg.grpo.init}: its model config differs from this run's (model.* must match)")
+    try:
+        model.load_state_dict(checkpoint.load_weights(ckpt, ema=True))
+    except RuntimeError as e:
+        raise UserError(f"grpo.init={ckpt}: weights do not fit this model ({str(e).splitlines()[0]})") from None
+
+
+def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+               until: int | None = None) -> Run:
+    run_dir = Path(run_dir)
+    tc, gc = cfg.train, cfg.grpo
+    device = runtime.resolve_device(tc.device)
+    point = resume_point(run_dir, cfg, keep=("model", "train.batch_size", "grpo")) if resume else None
+    data_dir = prepare_data(cfg.data, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runtime.set_threads(tc.threads, device)
+    torch.manual_seed(tc.seed)
+    arrays, meta = read_split(data_dir, "train")
+    task = task_for(cfg.data, meta, data_dir)
+    model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
+    start = check_setup(cfg, task, model)
+    initial_weights(cfg, model)
+    reference = None
+    if gc.beta > 0:  # the frozen initial model of the KL penalty
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    params = list(model.parameters())
+    opt = build_optimizer(model, tc)
+    sampler = Sampler(arrays, tc.seed)
+    gen = torch.Generator(device=device).manual_seed(tc.seed)  # the completions' sampling
+    aug_rng = np.random.default_rng([tc.seed, 1])
+    prompts = tc.batch_size // gc.group_size
+    length = completion_length(cfg, meta.seq_len, start)
+    reasoning = gc.reasoning_tokens > 0
+    step, elapsed, seen = 0, 0.0, 0
+
+    if point is not None:
+        model.load_state_dict(point.weights)
+        st = point.state
+        opt.load_state_dict(st["optimizer"])
+        sampler.load_state_dict(st["sampler"])
+        gen.set_state(st["generator"])
+        aug_rng.bit_generator.state = st["aug_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        if reference is not None:
+            reference.load_state_dict(st["reference"])
+        step, elapsed, seen = st["step"], st["elapsed"], st["examples_seen"]
+
+    log = RunLog(run_dir, cfg)
+    meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
+                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
+                "data": str(data_dir.resolve()), "processes": 1}
+
+    def save(step: int, metrics: dict, elapsed: float) -> Path:
+        state = {"optimizer": opt.state_dict(), "sampler": sampler.state_dict(), "generator": gen.get_state(),
+                 "aug_rng": aug_rng.bit_generator.state, "step": step, "elapsed": elapsed, "examples_seen": seen,
+                 "torch_rng": torch.get_rng_state(),
+                 "reference": reference.state_dict() if reference is not None else None}
+        return checkpoint.save(run_dir, step, model.state_dict(), None, state, cfg,
+                               {**meta_out, "metrics": {**metrics, "examples_seen": seen}}, keep=tc.keep_checkpoints)
+
+    sums: dict[str, float] = {}
+
+    def add(key: str, value: float, n: float = 1.0) -> None:
+        sums[key] = sums.get(key, 0.0) + value
+        sums[key + "/n"] = sums.get(key + "/n", 0.0) + n
+
+    with Loop(tc, log, save, run_dir, step, elapsed, until, progress) as loop:
+        for step in loop:
+            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            inputs, labels, _ = batch_tensors(arrays, sampler.take(prompts), meta.ignore_label_id, device,
+                                              task if tc.augment else None, aug_rng)
+            seen += prompts
+            prompt = inputs[:, :start].repeat_interleave(gc.group_size, 0)
+            model.eval()
+            with torch.no_grad(), runtime.autocast(tc.dtype, device):
+                completion = model.generate(prompt, length, gc.temperature, gen)
+            model.train()
+            target = labels.repeat_interleave(gc.group_size, 0).cpu().numpy()
+            reward = torch.as_tensor(task.reward(completion.cpu().numpy(), target, reasoning), device=device)
+            advantages = group_advantages(reward, gc.group_size, gc.std_eps)
+            mask = completion_mask(completion)
+            seq = torch.cat((prompt, completion), 1)
+            old = ref = None
+            with torch.no_grad(), runtime.autocast(tc.dtype, device):
+                if gc.iterations > 1:
+                    old = token_logprobs(model, seq, start, gc.temperature)[0]
+                if reference is not None:
+                    ref = token_logprobs(reference, seq, start, gc.temperature)[0]
+            for _ in range(gc.iterations):
+                with runtime.autocast(tc.dtype, device):
+                    logp, cost = token_logprobs(model, seq, start, gc.temperature)
+                    loss, stats = clipped_objective(logp, logp.detach() if old is None else old, advantages, mask,
+                                                    gc.clip, gc.beta, ref)
+                    if cost is not None:  # per-token ACT: the ponder cost, as in supervised training
+                        loss = loss + cost.mean()
+                check_finite(loss, step, "try a lower train.lr")
+                loss.backward()
+                if tc.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            add("loss", loss.item())
+            add("reward", float(reward.sum()), len(reward))
+            add("reward_std", float(reward.view(-1, gc.group_size).std(1).sum()), prompts)
+            add("exact", float((reward == 1).sum()), len(reward))
+            add("completion_length", float(mask.sum()), len(reward))
+            add("kl", stats["kl"])
+            add("clipped", stats["clipped"])
+            ks = np.repeat(task.steps_ahead(inputs.cpu().numpy()), gc.group_size)
+            for k in np.unique(ks):
+                add(f"exact_k{k}", float((reward.cpu().numpy()[ks == k] == 1).sum()), float((ks == k).sum()))
+            if loop.log_due:
+                record = {k: v / sums[k + "/n"] for k, v in sums.items() if not k.endswith("/n")}
+                sums.clear()
+                loop.log({"lr": lr, **record, "examples_seen": seen},
+                         "reward {reward:.3f} exact {exact:.3f} length {completion_length:.1f}")
+            if loop.due(tc.eval_every):
+                loop.log_eval(evaluate_during_training(cfg, model, None, data_dir, device),
+                              "step {step}: eval exact {eval_exact:.3f} (greedy answers)")
+    return loop.result
