@@ -307,7 +307,7 @@ class EvalConfig:
     decode: str = "auto"  # the causal sequence models: "parallel" (one pass over the inputs, answers read at masked
     #                       positions), "greedy" (the answer generated token by token from the prompt, with a KV
     #                       cache where the model has one) or "auto" (greedy for a teacher-forced layout, cot, and
-    #                       for runs trained by GRPO; else parallel)
+    #                       for runs trained by GRPO with autoregressive sampling; else parallel)
 
     def __post_init__(self) -> None:
         _check(self.decode in ("auto", "parallel", "greedy"),
@@ -323,6 +323,9 @@ class GrpoConfig:
     completions, group_size of them per prompt."""
 
     group_size: int = 4  # completions sampled per prompt (num_generations: 4 in the scratch script, 8 from a checkpoint)
+    sampling: str = "autoregressive"  # "autoregressive" (token by token, each fed back: the reference's TRL loop) or
+    #                                   "parallel" (the W answer cells drawn independently from one pass over the
+    #                                   masked target, the policy of a model trained from masks: no reasoning tokens)
     temperature: float = 1.0  # sampling temperature of the completions
     reasoning_tokens: int = 0  # free tokens the model may write before its answer (then read after the last SEP); the
     #                            completion is at most reasoning_tokens + W + 1 tokens (the answer and an end token)
@@ -335,6 +338,10 @@ class GrpoConfig:
 
     def __post_init__(self) -> None:
         _check(self.group_size >= 2, "grpo.group_size must be >= 2 (advantages compare completions of one prompt)")
+        _check(self.sampling in ("autoregressive", "parallel"),
+               f"grpo.sampling must be autoregressive or parallel, got {self.sampling!r}")
+        _check(self.sampling == "autoregressive" or self.reasoning_tokens == 0,
+               "grpo.sampling=parallel draws the answer cells only: grpo.reasoning_tokens must be 0")
         _check(self.temperature > 0 and self.reasoning_tokens >= 0 and self.beta >= 0 and 0 < self.clip < 1
                and self.iterations >= 1 and self.std_eps > 0,
                "grpo: temperature > 0, reasoning_tokens >= 0, beta >= 0, 0 < clip < 1, iterations >= 1, std_eps > 0")

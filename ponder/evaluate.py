@@ -33,7 +33,8 @@ def generation_start(cfg: Config, task: Task, model) -> int | None:
     A teacher-forced layout (cot) holds the answer in its inputs: it is always generated."""
     decode = cfg.eval.decode
     if decode == "auto":
-        decode = "greedy" if task.teacher_forced or cfg.train.regime == "grpo" else "parallel"
+        sampled = cfg.train.regime == "grpo" and cfg.grpo.sampling == "autoregressive"  # a policy over sequences
+        decode = "greedy" if task.teacher_forced or sampled else "parallel"
     if decode == "parallel":
         if task.teacher_forced:
             raise UserError("eval.decode=parallel: this layout holds the true answer in its inputs (teacher "
@@ -49,7 +50,7 @@ def generation_start(cfg: Config, task: Task, model) -> int | None:
 def completion_length(cfg: Config, seq_len: int, start: int) -> int:
     """Tokens generated after the prompt: the answer's positions, plus a GRPO run's free reasoning tokens and
     its end token."""
-    extra = cfg.grpo.reasoning_tokens + 1 if cfg.train.regime == "grpo" else 0
+    extra = cfg.grpo.reasoning_tokens + 1 if cfg.train.regime == "grpo" and cfg.grpo.sampling == "autoregressive" else 0
     return seq_len - start + extra
 
 

@@ -5,7 +5,10 @@ state. `ponder train PRESET train.regime=grpo` runs it (a `ponder compare` / `po
 One step, for P = train.batch_size / group_size prompts of the causal layout (`SEP s_0 .. SEP s_{c-1} [K] GEN`):
 1. sample G = grpo.group_size completions per prompt from the current policy softmax(logits / temperature), with the
    model's KV cache (`Sequence.generate`), each up to grpo.reasoning_tokens + W + 1 tokens; a PAD (the reference's
-   eos) ends a completion, and the tokens after it are neither rewarded nor trained;
+   eos) ends a completion, and the tokens after it are neither rewarded nor trained. grpo.sampling=parallel draws
+   the W answer cells independently from one pass over the masked target instead: the policy that a model trained
+   from masks (the causal layout's supervised checkpoint) actually is; decoding such a model token by token feeds it
+   inputs it never saw in training (measured on a d-64 GPT-NeoX: 35.9% exact from masks, 6.2% decoded greedily);
 2. reward r = the fraction of the W target cells the answer gets right (`Task.reward`: the answer is the first W
    tokens, or with reasoning tokens the W tokens after the last SEP); nothing rewards intermediate states;
 3. advantage A = (r - mean of its group) / (std of its group + std_eps) (the unbiased std, as TRL's GRPOTrainer);
@@ -33,7 +36,7 @@ from torch import Tensor
 
 from ponder import UserError, checkpoint, distributed, runtime
 from ponder.config import Config, to_dict
-from ponder.evaluate import completion_length, evaluate_during_training, generation_start
+from ponder.evaluate import completion_length, evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import build_optimizer, lr_at
 from ponder.run import Loop, Run, RunLog, check_finite, config_from_checkpoint, resume_point
@@ -82,13 +85,31 @@ def clipped_objective(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: 
     return loss, stats
 
 
-def token_logprobs(model, seq: Tensor, start: int, temperature: float) -> tuple[Tensor, Tensor | None]:
-    """(N, M) log pi(token) of the tokens after position `start` of `seq` (the policy softmax(logits / T) that
-    sampled them), and the per-example ACT ponder cost of the pass (None without ACT)."""
+def token_logprobs(model, seq: Tensor, positions: Tensor, tokens: Tensor, temperature: float
+                   ) -> tuple[Tensor, Tensor | None]:
+    """(N, M) log pi(tokens) at `positions` (M,) of a pass over `seq` (the policy softmax(logits / T) that sampled
+    them), and the per-example ACT ponder cost of the pass (None without ACT)."""
     out = model(model.initial_state(seq.shape[0], seq.device), seq, torch.zeros_like(seq[:, 0]))
-    logits = out.logits[:, start:].float() / temperature  # aligned: position t holds the prediction of token t
-    logp = torch.log_softmax(logits, -1).gather(-1, seq[:, start:, None]).squeeze(-1)
+    logits = out.logits[:, positions].float() / temperature  # aligned: position t holds the prediction of token t
+    logp = torch.log_softmax(logits, -1).gather(-1, tokens[..., None]).squeeze(-1)
     return logp, out.aux_loss
+
+
+def sample(model, inputs: Tensor, answer: Tensor, start: int, length: int, cfg: Config, generator
+           ) -> tuple[Tensor, Tensor, Tensor]:
+    """(completions (N, M), the sequence the policy reads them from, their positions (M,)) for N = prompts x group.
+    autoregressive: token by token after the prompt, each fed back; parallel: the answer positions' tokens drawn
+    independently from one pass over the inputs (the masks stay inputs)."""
+    gc = cfg.grpo
+    if gc.sampling == "autoregressive":
+        prompt = inputs[:, :start].repeat_interleave(gc.group_size, 0)
+        completion = model.generate(prompt, length, gc.temperature, generator)
+        return completion, torch.cat((prompt, completion), 1), torch.arange(start, start + length)
+    seq = inputs.repeat_interleave(gc.group_size, 0)
+    logits = model(model.initial_state(seq.shape[0], seq.device), seq, torch.zeros_like(seq[:, 0])).logits
+    probs = torch.softmax(logits[:, answer].float() / gc.temperature, -1)  # (N, W, V)
+    drawn = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:2])
+    return drawn, seq, answer
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -107,7 +128,7 @@ def check_setup(cfg: Config, task, model) -> int:
     if cfg.train.batch_size % cfg.grpo.group_size:
         raise UserError(f"train.batch_size={cfg.train.batch_size} (completions per step) must be divisible by "
                         f"grpo.group_size={cfg.grpo.group_size}")
-    return generation_start(cfg, task, model)
+    return task.prompt_length()
 
 
 def initial_weights(cfg: Config, model) -> None:
@@ -148,6 +169,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     aug_rng = np.random.default_rng([tc.seed, 1])
     prompts = tc.batch_size // gc.group_size
     length = completion_length(cfg, meta.seq_len, start)
+    answer = torch.as_tensor(task.target_pos, device=device)  # parallel sampling: the masked answer positions
     reasoning = gc.reasoning_tokens > 0
     step, elapsed, seen = 0, 0.0, 0
 
@@ -190,25 +212,24 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
             inputs, labels, _ = batch_tensors(arrays, sampler.take(prompts), meta.ignore_label_id, device,
                                               task if tc.augment else None, aug_rng)
             seen += prompts
-            prompt = inputs[:, :start].repeat_interleave(gc.group_size, 0)
             model.eval()
             with torch.no_grad(), runtime.autocast(tc.dtype, device):
-                completion = model.generate(prompt, length, gc.temperature, gen)
+                completion, seq, where = sample(model, inputs, answer, start, length, cfg, gen)
             model.train()
             target = labels.repeat_interleave(gc.group_size, 0).cpu().numpy()
             reward = torch.as_tensor(task.reward(completion.cpu().numpy(), target, reasoning), device=device)
             advantages = group_advantages(reward, gc.group_size, gc.std_eps)
-            mask = completion_mask(completion)
-            seq = torch.cat((prompt, completion), 1)
+            mask = completion_mask(completion) if gc.sampling == "autoregressive" else torch.ones_like(completion,
+                                                                                                      dtype=torch.bool)
             old = ref = None
             with torch.no_grad(), runtime.autocast(tc.dtype, device):
                 if gc.iterations > 1:
-                    old = token_logprobs(model, seq, start, gc.temperature)[0]
+                    old = token_logprobs(model, seq, where, completion, gc.temperature)[0]
                 if reference is not None:
-                    ref = token_logprobs(reference, seq, start, gc.temperature)[0]
+                    ref = token_logprobs(reference, seq, where, completion, gc.temperature)[0]
             for _ in range(gc.iterations):
                 with runtime.autocast(tc.dtype, device):
-                    logp, cost = token_logprobs(model, seq, start, gc.temperature)
+                    logp, cost = token_logprobs(model, seq, where, completion, gc.temperature)
                     loss, stats = clipped_objective(logp, logp.detach() if old is None else old, advantages, mask,
                                                     gc.clip, gc.beta, ref)
                     if cost is not None:  # per-token ACT: the ponder cost, as in supervised training
