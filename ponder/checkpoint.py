@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from ponder import UserError
 from ponder.config import Config, dump_yaml, from_dict, load_yaml
+from ponder.files import usual_permissions
 
 CKPT_DIR = "ckpt"
 
@@ -51,6 +52,9 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
             torch.save(state, tmp / "state.pt")
         (tmp / "config.yaml").write_text(dump_yaml(cfg))
         (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+        for f in tmp.iterdir():  # safetensors writes 0600 files
+            usual_permissions(f)
+        usual_permissions(tmp, folder=True)
     except BaseException:  # a full disk, Ctrl-C: the half-written folder goes, the previous checkpoint stays newest
         shutil.rmtree(tmp, ignore_errors=True)
         raise

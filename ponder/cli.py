@@ -92,7 +92,7 @@ def _resumed_config(args, command: str):
 def cmd_train(args) -> int:
     from ponder import distributed
     from ponder.config import resolve
-    from ponder.train import train
+    from ponder.train import preflight, train
 
     if args.resume:
         cfg, run_dir = _resumed_config(args, "ponder train")
@@ -108,6 +108,7 @@ def cmd_train(args) -> int:
             raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {args.nproc}")
         return _torchrun(args, run_dir or _fresh_dir(_default_run_dir(args)))
     world = distributed.init(cfg.train.device)
+    preflight(cfg)  # a bad device or data path fails before a run directory is named
     if run_dir is None:  # rank 0 picks the directory (the default holds a timestamp) and tells the others
         choice = None
         if world.main:
@@ -150,7 +151,7 @@ def _torchrun(args, run_dir: Path) -> int:
 def cmd_eval(args) -> int:
     from ponder.runtime import resolve_device
 
-    resolve_device(args.device)
+    resolve_device(args.device, "--device")
     if args.sweep:
         from ponder.evaluate import format_sweep, sweep_checkpoint
 
@@ -315,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ponder.tasks import TASKS
 
     p = _Parser(prog="ponder", description="Recurrent-depth reasoning models: train, evaluate, scale test-time depth.")
+    from ponder import __version__
+
+    p.add_argument("--version", action="version", version=f"ponder {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     overrides = dict(nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
 

@@ -588,13 +588,22 @@ def dump_yaml(cfg: Config) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The trailing `# comment` of every field of a config dataclass, for --help texts."""
+    """The trailing `# comment` of every field of a config dataclass, with its continuation lines (comment-only lines
+    right after it), for --help texts."""
     import inspect
     import re
 
-    docs = {}
+    docs, last = {}, None
     for line in inspect.getsource(cls).splitlines():
         m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        more = re.match(r"\s+#(\s+)(.+)$", line)
+        if more and len(more.group(1)) < 2:  # "# -- section --" between fields; a continuation is aligned
+            more = None
         if m:
-            docs[m.group(1)] = m.group(2)
+            last = m.group(1)
+            docs[last] = m.group(2)
+        elif more and last:
+            docs[last] += " " + more.group(2)
+        else:
+            last = None
     return docs

@@ -21,6 +21,7 @@ import torch
 
 from ponder import UserError, checkpoint, distributed, plots, runtime
 from ponder.config import Config
+from ponder.files import usual_permissions
 from ponder.models import build_model
 from ponder.run import config_from_checkpoint
 from ponder.tasks import Task, get_task, task_for
@@ -277,6 +278,9 @@ def adaptive_checkpoint(path: str | Path, data: str | None = None, overrides: li
     protocol (every puzzle runs N_sup steps), timed on the same machine in the same call: puzzles/s of each, the
     speed-up, and the exact-accuracy points lost. Writes adaptive.json."""
     ckpt, cfg, model, arrays, meta, data_dir = load_for_eval(path, data, overrides, device, ema)
+    if not cfg.model.carries_state:
+        raise UserError(f"{ckpt}: --adaptive times adaptive halting over supervision steps; model.family="
+                        f"{cfg.model.family} answers in one pass (use ponder eval without --adaptive)")
     fast = evaluate_adaptive(cfg, model, arrays, meta, torch.device(device))
     t0 = time.perf_counter()
     full = evaluate_model(cfg, model, arrays, meta, torch.device(device), max_steps=cfg.model.n_supervision)
@@ -360,6 +364,7 @@ def write_outputs(raw: dict, arrays: PuzzleArrays, path: Path) -> None:
                    labels=torch.from_numpy(np.asarray(arrays.labels[:k]).astype(np.int32)),
                    puzzle_identifiers=torch.from_numpy(arrays.example_puzzle_ids[:k].astype(np.int32)))
     save_file(tensors, str(path))
+    usual_permissions(path)  # safetensors writes 0600 files
 
 
 def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.ndarray, out_dir: Path,
@@ -371,12 +376,16 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
     n_sup = min(n_sup, kept.shape[1])
     changed = [i for i in range(len(kept)) if len({tuple(p) for p in kept[i, :n_sup]}) > 1]
     order = changed + [i for i in range(len(kept)) if i not in changed]
+    start = task.prompt_length() if task.teacher_forced else None  # cot: the inputs hold the answer; show the prompt
     paths = []
     for j, i in enumerate(order[:count]):
         steps = sorted({s for s in [1, 2, 3, 4, 6, 8, 12, 16, n_sup] if s <= n_sup})
         path = out_dir / f"solving_{j}.png"
         answers = {s: task.grid(kept[i, s - 1]) for s in steps}
-        plots.plot_solving(task.grid(arrays.inputs[i]), task.grid(labels[i]), answers, path, task.palette, task.box)
+        given = np.asarray(arrays.inputs[i]).copy()
+        if start is not None:
+            given[start:] = 0
+        plots.plot_solving(task.grid(given), task.grid(labels[i]), answers, path, task.palette, task.box)
         paths.append(path)
     return paths
 

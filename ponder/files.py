@@ -1,6 +1,8 @@
 """Atomic file writes, shared by dataset builders, runs and evaluations: a file is written under a temporary name in
-its folder and renamed into place, so a crash or Ctrl-C never leaves a half-written file under a real name, and the
-previous good version stays until the new one is complete."""
+its folder, flushed to disk and renamed into place, so a crash or Ctrl-C never leaves a half-written file under a
+real name, and the previous good version stays until the new one is complete. Files and folders get the user's usual
+permissions (0666 / 0777 less the umask), not the owner-only ones of temporary files, so colleagues on a shared
+server can read runs and datasets."""
 
 from __future__ import annotations
 
@@ -12,6 +14,17 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def usual_permissions(path: str | Path, folder: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by `tempfile` (owner-only) the permissions `open`/`mkdir` give."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """`open(path, mode)` for writing ("w" or "wb"), renamed into place when the block ends without an error."""
@@ -21,6 +34,9 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

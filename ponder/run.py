@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -181,9 +182,16 @@ class Loop:
         self.last: dict = {}  # the latest log record (+ evaluation results): the checkpoint's meta metrics
         self.checkpoint: Path | None = None
         self.result: Run | None = None
-        self.bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=True,
-                        mininterval=1.0,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+        # the bar counts what ends the run: seconds of the wall-time budget when there is one (ETA = the budget left,
+        # whichever of steps and minutes comes first), else steps; off a terminal, plain lines at each log instead
+        self.budget = tc.max_minutes * 60
+        self.tty = sys.stderr.isatty()
+        self.progress = progress
+        total, initial = (self.budget, min(elapsed, self.budget)) if self.budget else (tc.steps, step)
+        fmt = ("{l_bar}{bar}| {elapsed}<{remaining} of " + f"{tc.max_minutes:g} min" + " {postfix}" if self.budget
+               else "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+        self.bar = tqdm(total=total, initial=initial, disable=not (progress and self.tty), dynamic_ncols=True,
+                        leave=True, mininterval=1.0, bar_format=fmt)
 
     def elapsed(self) -> float:
         """Training seconds of the whole run, resumed calls included."""
@@ -206,7 +214,7 @@ class Loop:
         while self.step < self.last_step and not distributed.any_rank(self._must_stop()):
             self.step += 1
             yield self.step  # the trainer's body runs here
-            self.bar.update(1)
+            self.bar.update(min(self.elapsed(), self.budget) - self.bar.n if self.budget else 1)
             if self.due(self.tc.checkpoint_every):
                 self.checkpoint = self.save(self.step, self.last, self.elapsed())
 
@@ -224,7 +232,13 @@ class Loop:
         self.last = {"step": self.step, **values, "elapsed": self.elapsed()}
         self.log_sink.write(self.last)
         if text:
-            self.bar.set_postfix_str(text.format(**self.last))
+            line = (f"step {self.step}" + ("" if self.budget else f"/{self.last_step}") + ", "
+                    + text.format(**self.last))
+            self.bar.set_postfix_str(line)
+            if self.progress and not self.tty:  # a log file: one plain line per log interval
+                minutes = self.elapsed() / 60
+                print(f"{minutes:6.1f} min " + (f"of {self.tc.max_minutes:g} " if self.budget else "") + line,
+                      file=sys.stderr, flush=True)
         return self.last
 
     def log_eval(self, values: dict, text: str = "") -> None:

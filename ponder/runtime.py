@@ -40,11 +40,18 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def resolve_device(name: str) -> torch.device:
-    """The run's device, prepared: CUDA index per torchrun rank; on CPU, large freed blocks kept for reuse."""
-    device = torch.device(name)
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """The run's device, prepared: CUDA index per torchrun rank; on CPU, large freed blocks kept for reuse.
+    `setting` names where it came from in errors (train.device, or a command's --device)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"{setting}={name} is not a device (cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device={name} but CUDA is not available here (use train.device=cpu)")
+        other = "train.device=cpu" if setting == "train.device" else f"{setting} cpu"
+        raise UserError(f"{setting}={name} but CUDA is not available here (use {other})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{setting}={name} but this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 ..)")
     world = distributed.world()
     if device.type == "cuda" and world.parallel and device.index is None:  # torchrun: one GPU per local rank
         device = torch.device("cuda", world.local_rank)

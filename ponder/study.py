@@ -80,7 +80,8 @@ GPU = Scale(
     layouts={"neox": "causal", "lstm": "causal", "mamba": "segments", "armt": "segments"},
     family_overrides={},
     member_overrides={"urm": ("model.loops=8", "model.no_grad_loops=2", "model.ffn=conv_swiglu"),
-                      "grpo": ("train.lr=3e-4", "train.batch_size=1024", "grpo.group_size=8", "grpo.beta=0.01"),
+                      "grpo": ("train.lr=3e-4", "train.batch_size=1024", "grpo.group_size=8", "grpo.beta=0.01",
+                               "grpo.sampling=parallel"),
                       "grpo-scratch": ("train.lr=3e-4", "train.batch_size=1024", "grpo.group_size=4")},
 )
 SCALES = {"cpu": CPU, "gpu": GPU}

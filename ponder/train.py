@@ -28,6 +28,16 @@ from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
 
 
+def preflight(cfg: Config) -> torch.device:
+    """What can be checked before a run directory is named or written: the device, the compile backend, a given
+    dataset path (the CLI calls it before printing the run directory)."""
+    device = runtime.resolve_device(cfg.train.device)
+    runtime.check_compile_backend(cfg.train.compile)
+    if cfg.data.path:
+        prepare_data(cfg.data, Path("."))  # checks that the folder holds a dataset; builds nothing
+    return device
+
+
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
           until: int | None = None) -> Run:
     """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would.
@@ -42,8 +52,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     if tc.batch_size % world.size:
         raise UserError(f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the number of "
                         f"processes ({world.size})")
-    device = runtime.resolve_device(tc.device)  # bad device, backend, resume or data path: fail before any write
-    runtime.check_compile_backend(tc.compile)
+    device = preflight(cfg)  # bad device, backend, resume or data path: fail before any write
     point = resume_point(run_dir, cfg, keep=("model", "train.batch_size")) if resume else None
     data_dir = prepare_data(cfg.data, run_dir) if cfg.data.path else None
     if world.main:

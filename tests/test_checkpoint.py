@@ -42,3 +42,21 @@ def test_a_training_state_carrying_code_is_refused_unrun(tmp_path):
     with pytest.raises(UserError, match="not a readable training state"):
         checkpoint.load_state(ckpt)
     assert not marker.exists()
+
+
+def test_checkpoints_and_atomic_files_get_the_users_usual_permissions(tmp_path):
+    """Not the owner-only 0600 / 0700 of temporary files: 0666 / 0777 less the umask (colleagues can read a run)."""
+    import os
+    import stat
+
+    from ponder.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        ckpt = save(tmp_path, 1)
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755
+    for f in [*ckpt.iterdir(), tmp_path / "config.yaml"]:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

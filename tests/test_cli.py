@@ -24,9 +24,13 @@ def one_line_error(err: str, needle: str) -> None:
 
 
 def test_help_runs():
-    for cmd in ([], ["demo"], ["data"], ["train"], ["eval"], ["info"], ["bench"]):
+    for cmd in ([], ["demo"], ["data"], ["train"], ["eval"], ["info"], ["bench"], ["study"]):
         r = subprocess.run([sys.executable, "-m", "ponder", *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: ponder" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "ponder", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("ponder 0.")
+    r = subprocess.run([sys.executable, "-m", "ponder", "data", "ca1d", "--help"], capture_output=True, text=True)
+    assert '"oo" (the same positions masked' in " ".join(r.stdout.split())  # a field's comment continues in --help
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -39,6 +43,9 @@ def test_help_runs():
     (["data", "sudoku", "--out", "x", "--size", "7"], "data.sudoku.size must be 4, 6 or 9"),
     (["data", "sudoku", "--out", "x", "--csv", "/no/such.csv"], "/no/such.csv"),
     (["train", "--resume", "/no/such/run"], "/no/such/run"),
+    (["train", "demo", "train.device=cuda:7"], "train.device=cuda:7"),  # no "run directory:" line before it
+    (["train", "demo", "data.path=/no/such/data"], "/no/such/data: no dataset here"),
+    (["eval", "/no/such/run", "--device", "tpu"], "--device=tpu is not a device"),
 ])
 def test_bad_input_exits_2(capsys, argv, needle):
     code, _, err = run(capsys, *argv)
@@ -72,8 +79,11 @@ def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
 
     overrides = TINY + [f"data.path={d}", "train.steps=4"]
     run_dir = tmp_path / "run"
-    code, out, _ = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
+    code, out, err = run(capsys, "train", "demo", *overrides, "train.log_every=2", "--out", str(run_dir))
     assert code == 0 and "trained 4 steps" in out
+    # off a terminal: one plain progress line per log interval, counting against the steps that end the run
+    assert [line.split(",")[0].split("min ")[1] for line in err.splitlines() if " min step " in line] == \
+        ["step 2/4", "step 4/4"]
     code, _, err = run(capsys, "train", "demo", *overrides, "--out", str(run_dir))
     assert code == 2 and "already holds a run" in err  # a second run never overwrites the first
 
@@ -103,7 +113,7 @@ def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
 @pytest.mark.parametrize("argv,needle", [
     (["data", "maze", "--out", "x", "--size", "9", "--min-path", "70"], "min_path"),
     (["data", "maze", "--out", "x", "--csv", "/no/such/maze.csv"], "/no/such/maze.csv"),
-    (["data", "ca1d", "--out", "x", "--radius", "1"], "only 256 rules"),
+    (["data", "ca1d", "--out", "x", "--radius", "1"], "--train-rules 204 --test-rules 52"),
     (["data", "ca1d", "--out", "x", "--layout", "diagonal"], "data.ca1d.layout must be puzzle, causal, segments, cot or oo"),
     (["data", "chess", "--out", "x"], "invalid choice"),
 ])

@@ -17,7 +17,7 @@ ONLY = {  # these import nothing from ponder but the listed modules
     "ponder.runtime": ("ponder", "ponder.distributed"),
     "ponder.files": (),
     "ponder.plots": (),  # figures take plain results: no task, model or run
-    "ponder.checkpoint": ("ponder", "ponder.config"),
+    "ponder.checkpoint": ("ponder", "ponder.config", "ponder.files"),
     "ponder.distributed": (),
     "ponder.config": ("ponder",),
 }

@@ -97,8 +97,9 @@ def draw_rules(cfg: Ca1dConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
         space = 1 << bits
         if n_train + n_test > space:
             raise UserError(f"radius {cfg.radius} has only {space} rules, fewer than {n_train} train + {n_test} test "
-                            f"rules; set data.ca1d.train_rules and data.ca1d.test_rules (e.g. {space * 4 // 5} and "
-                            f"{space - space * 4 // 5}): examples then cycle over the rules")
+                            f"rules; set data.ca1d.train_rules and data.ca1d.test_rules (`ponder data ca1d --train-rules "
+                            f"{space * 4 // 5} --test-rules {space - space * 4 // 5}`): examples then cycle over the "
+                            f"rules")
         numbers = seeded_rng(seed, "ca1d_rules").permutation(space)[: n_train + n_test]
         tables = ((numbers[:, None] >> np.arange(bits)) & 1).astype(np.uint8)
         return tables[:n_train], tables[n_train:]
