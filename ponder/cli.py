@@ -4,6 +4,7 @@
     ponder data TASK --out DIR ...       build a dataset directory (sudoku | maze | ca1d | arc; HRM/TRM npy layout)
     ponder train PRESET [k=v ...]        train; --resume RUN continues a run exactly
     ponder eval CHECKPOINT [--data DIR]  test-time scaling table, adaptive halting, JSON + PNG
+    ponder solve CHECKPOINT PUZZLE       a trained model's answer to your own puzzle (--trace: after every step)
     ponder import FILE --family F --preset P --out RUN   an official TRM/HRM/URM checkpoint as a ponder run
     ponder compare NAME=PRESET[,k=v] ... several models, same data and budget: one table and plot
     ponder study ca1d --out DIR --minutes M   the 1dCA study's table: every model x regime, one command
@@ -203,6 +204,19 @@ def _eval(args, world) -> int:
     return 0
 
 
+def cmd_solve(args) -> int:
+    from ponder.runtime import resolve_device
+    from ponder.solve import draw_solution, format_solution, solve
+
+    resolve_device(args.device, "--device")
+    res = solve(args.checkpoint, args.puzzle, args.overrides, args.device, ema=not args.raw, k=args.k)
+    print(format_solution(res, trace=args.trace))
+    if args.png:
+        draw_solution(res, Path(args.png))
+        print(f"wrote {args.png}")
+    return 0
+
+
 def cmd_import(args) -> int:
     from ponder.official import import_checkpoint
 
@@ -394,6 +408,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", help="the dataset it is evaluated on (checked against the checkpoint's vocabulary and "
                                   "puzzle table, and recorded for ponder eval)")
     d.set_defaults(func=cmd_import)
+
+    d = sub.add_parser("solve", help="a trained model's answer to your own puzzle, with the steps it used",
+                       description="Read one puzzle of your own (a Sudoku as its n*n cells with '.' or '0' for "
+                                   "blanks, a maze as N lines of '#', ' ', 'S', 'G', a 1dCA orbit as one state of "
+                                   "'0'/'1' per line), as text, a file, or '-' for stdin, and print the model's "
+                                   "answer after the supervision step where it halts (at the latest N_sup), with "
+                                   "its halting confidence.")
+    d.add_argument("checkpoint", help="a checkpoint or run directory (the latest checkpoint)")
+    d.add_argument("puzzle", help="the puzzle as text, a file holding it, or - (stdin)")
+    d.add_argument("overrides", **overrides)
+    d.add_argument("--trace", action="store_true", help="print the answer after every supervision step up to N_sup")
+    d.add_argument("--png", metavar="FILE", help="draw the puzzle and the answer after each step into FILE")
+    d.add_argument("--k", type=int, default=None, help="1dCA: the step ahead to predict (models trained on mixed k)")
+    d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    d.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    d.set_defaults(func=cmd_solve)
 
     d = sub.add_parser("compare", help="train several models on the same data and budget; one table and plot",
                        description="Each MEMBER is NAME=PRESET[,key=value,...], e.g. trm=demo "

@@ -249,6 +249,20 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def load_model(path: str | Path, overrides: list[str] = (), device: str = "cpu", ema: bool = True):
+    """(checkpoint dir, config with overrides, model on device in eval mode, the checkpoint's meta.json)."""
+    ckpt, cfg = config_from_checkpoint(path, overrides)
+    meta_ck = checkpoint.load_meta(ckpt)
+    model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
+    try:
+        model.load_state_dict(checkpoint.load_weights(ckpt, ema=ema))
+    except RuntimeError as e:
+        raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
+    model.to(device).eval()
+    runtime.set_threads(cfg.train.threads, torch.device(device))  # e.g. 1 when two runs share a 2-core machine
+    return ckpt, cfg, model, meta_ck
+
+
 def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str] = (), device: str = "cpu",
                   ema: bool = True, split: str = "test"):
     """(checkpoint dir, config with overrides, model on device, split arrays, metadata, data dir) of a checkpoint."""
@@ -262,13 +276,7 @@ def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str
         raise UserError(f"{data_dir}: vocabulary/length ({meta.vocab_size}, {meta.seq_len}) do not match the "
                         f"checkpoint's ({meta_ck['vocab_size']}, {meta_ck['seq_len']})")
     task_for(cfg.data, meta, data_dir)
-    model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
-    try:
-        model.load_state_dict(checkpoint.load_weights(ckpt, ema=ema))
-    except RuntimeError as e:
-        raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
-    model.to(device)
-    runtime.set_threads(cfg.train.threads, torch.device(device))  # e.g. 1 when two runs share a 2-core machine
+    ckpt, cfg, model, _ = load_model(ckpt, overrides, device, ema)
     return ckpt, cfg, model, arrays, meta, data_dir
 
 

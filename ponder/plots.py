@@ -82,21 +82,24 @@ def plot_scaling(result: dict, path: Path, title: str = "") -> None:
         ax.set_title(title or f"Test-time scaling ({result['n']} held-out examples)")
 
 
-def plot_solving(given: np.ndarray, label: np.ndarray, answers: dict[int, np.ndarray], path: Path,
+def plot_solving(given: np.ndarray, label: np.ndarray | None, answers: dict[int, np.ndarray], path: Path,
                  palette: tuple[str, ...] | None = None, box: tuple[int, int] | None = None) -> None:
     """One example being solved: the input, then the decoded answer after each step of `answers` (step -> grid).
     All grids are display values (0 = empty); cells without a label (0 in `label`) show the input. Changed cells
     are highlighted (yellow), wrong ones in red; with a palette the cells are coloured (wrong ones outlined in red),
-    otherwise digits are drawn, the givens in black, with thick lines between `box`es."""
+    otherwise digits are drawn, the givens in black, with thick lines between `box`es. `label` None (a puzzle of
+    the user's own, `ponder solve`): every cell shows the answer and nothing is marked wrong."""
     import matplotlib
 
-    scored = label != 0  # cells that carry a label
-    truth = np.where(scored, label, given)
+    known = label is not None
+    scored = label != 0 if known else np.ones(given.shape, bool)  # cells that carry a label
+    truth = np.where(scored, label, given) if known else None
     rows, cols_ = given.shape
     cols = len(answers) + 1
     width = 2.1 * min(3.0, max(0.5, cols_ / rows))
     title = ("answer after each supervision step (" + ("red outline" if palette is not None else "red") + ": wrong"
-             + ("" if palette is not None else ", yellow: changed") + ")")
+             + ("" if palette is not None else ", yellow: changed") + ")") if known else \
+        ("answer after each supervision step" + ("" if palette is not None else " (yellow: changed)"))
     with figure(path, 1, cols, size=(width * cols, 2.4), dpi=110, title=title, grid=True) as (plt, fig, axes):
         prev = given
         for ax, s in zip(axes[0], [0, *answers]):
@@ -110,7 +113,7 @@ def plot_solving(given: np.ndarray, label: np.ndarray, answers: dict[int, np.nda
                           vmin=0, vmax=len(palette) - 1, extent=(0, cols_, rows, 0), interpolation="nearest")
             for r in range(rows):
                 for c in range(cols_):
-                    wrong = s and scored[r, c] and grid[r, c] != truth[r, c]
+                    wrong = known and s and scored[r, c] and grid[r, c] != truth[r, c]
                     if palette is not None:
                         if wrong:
                             ax.add_patch(plt.Rectangle((c + 0.08, r + 0.08), 0.84, 0.84, fill=False, ec=WRONG, lw=1.2))
@@ -125,7 +128,7 @@ def plot_solving(given: np.ndarray, label: np.ndarray, answers: dict[int, np.nda
             if palette is None:
                 _grid_lines(ax, rows, cols_, "grey", 0.4)
                 _grid_lines(ax, rows, cols_, "black", 1.4, box=box or (rows, cols_))  # thick lines between boxes
-            right = bool((grid[scored] == truth[scored]).all())
+            right = known and bool((grid[scored] == truth[scored]).all())
             ax.set_title("input" if s == 0 else f"step {s}" + (" (right)" if right else ""), fontsize=9)
             prev = grid
 

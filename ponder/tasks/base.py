@@ -90,6 +90,13 @@ class Task(abc.ABC):
         """(B,) group labels: the evaluator then reports every metric per label (1dCA: per k); None = no groups."""
         return None
 
+    def parse(self, text: str, **options) -> np.ndarray:
+        """One puzzle of the user's own, as text (`ponder solve`) -> its (L,) input tokens; `UserError` naming what is
+        wrong with it otherwise."""
+        from ponder import UserError
+
+        raise UserError(f"ponder solve does not read {self.name} puzzles yet (it reads sudoku, maze and ca1d)")
+
     def prompt_length(self) -> int | None:
         """Where a generated answer starts (causal models decoding token by token); None: answered in one pass."""
         return None

@@ -309,6 +309,29 @@ class Ca1dTask(Task):
                 lines.append(f"{name:<5} {''.join(chars[truth])}   <- target, k = {k}")
         return "\n".join(lines)
 
+    def parse(self, text: str, **options) -> np.ndarray:
+        """An orbit as text: the `context` given states, one per line, cells '0'/'1' or '.'/'#' (a label before the
+        cells, as `render` writes "s_0   #..#", is skipped); `k` (an option) is the step to predict."""
+        c, w = self.cfg.context, self.cfg.width
+        rows = []
+        for line in (line for line in text.splitlines() if line.strip()):
+            cells = line.split()[-1]
+            bad = next((ch for ch in cells if ch not in "01.#"), None)
+            if bad is not None or len(cells) != w:
+                raise UserError(f"state {len(rows) + 1}: {cells!r}; this model reads states of {w} cells, '0'/'1' or "
+                                f"'.'/'#'")
+            rows.append([ch in "1#" for ch in cells])
+        if len(rows) != c:
+            raise UserError(f"this model reads {c} given states (one per line), got {len(rows)}")
+        k = options.get("k") or self.cfg.k
+        if not k:
+            raise UserError(f"this model answers k = 1..{self.cfg.max_k} steps ahead: say which (--k)")
+        if k not in self.ks:
+            raise UserError(f"this model answers k in {', '.join(map(str, self.ks))}, not {k}")
+        context = np.array(rows, np.uint8)[None]
+        target = np.zeros((1, self.n_future, w) if self.future_pos is not None else (1, w), np.uint8)
+        return self.encode(context, target, np.array([k]))[0][0]
+
     # -- generated answers (autoregressive evaluation, GRPO)
 
     def answer_cells(self, completion: np.ndarray, reasoning: bool = False) -> np.ndarray:

@@ -31,6 +31,8 @@ Design choices:
 
 from __future__ import annotations
 
+import re
+
 import functools
 from pathlib import Path
 
@@ -407,6 +409,35 @@ class MazeTask(Task):
         The built mazes have a unique shortest path, so path_optimal equals exact match on them."""
         valid, optimal = check_paths(inputs, preds, self.size)
         return {"path_valid": valid.astype(np.float32), "path_optimal": optimal.astype(np.float32)}
+
+    def parse(self, text: str, **options) -> np.ndarray:
+        """A maze as text: N lines of N characters, '#' wall, ' ' open, 'S' start, 'G' goal (the official
+        characters); a title and a frame as `render` draws them (+--+ lines, | at both ends) are skipped; a line shorter than N is
+        taken to end in open cells (editors drop trailing spaces)."""
+        n = self.size
+        lines = []
+        for line in text.splitlines():
+            if not line.strip() or set(line.strip()) <= set("+-"):  # blank, or a frame's top or bottom
+                continue
+            if any(set(word) != {"o"} for word in re.findall(r"[a-z]{2,}", line)):  # a title ("maze", as render writes)
+                continue
+            framed = line.rstrip()
+            lines.append(framed[1:-1] if len(framed) >= 2 and framed[0] == framed[-1] == "|" else line)
+        if len(lines) != n or any(len(line) > n for line in lines):
+            longest = max((len(line) for line in lines), default=0)
+            raise UserError(f"this model solves {n}x{n} mazes: {n} lines of {n} characters, got {len(lines)} lines "
+                            f"of up to {longest}")
+        rows = [line.ljust(n) for line in lines]
+        for r, row in enumerate(rows):
+            for c, ch in enumerate(row):
+                if ch not in "# SG":
+                    raise UserError(f"row {r + 1}, column {c + 1} is {ch!r}; a maze holds '#' (wall), ' ' (open), "
+                                    f"'S' and 'G'")
+        flat = "".join(rows)
+        for ch, what in (("S", "start"), ("G", "goal")):
+            if flat.count(ch) != 1:
+                raise UserError(f"the maze has {flat.count(ch)} {ch!r} cells; it needs exactly one {what}")
+        return _TOKENS[np.frombuffer(flat.encode(), np.uint8)]
 
     def grid(self, tokens: np.ndarray) -> np.ndarray:
         """(N*N,) tokens -> (N, N) display values, which are the tokens (0 pad, 1 wall, .., 5 path)."""

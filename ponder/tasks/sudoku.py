@@ -513,6 +513,31 @@ class SudokuTask(Task):
         keeps_givens = np.all((inputs <= BLANK) | (preds == inputs), axis=1)
         return {"valid": (valid_solutions(preds - 1, self.size) & keeps_givens).astype(np.float32)}
 
+    def parse(self, text: str, **options) -> np.ndarray:
+        """A puzzle as text: its n*n cells row by row, digits 1-n and '.', '0' or '_' for blanks; whitespace and the
+        '|', '+', '-' of a drawn grid and lines of words (as `render` draws it, "puzzle" above) are skipped."""
+        n = self.size
+        text = "\n".join(line for line in text.splitlines()  # a title line: words, no cell
+                          if not (any(ch.isalpha() for ch in line) and not any(ch in "._0123456789" for ch in line)))
+        cells = [ch for ch in text if not ch.isspace() and ch not in "|+-"]
+        if len(cells) != n * n:
+            raise UserError(f"this model solves {n}x{n} Sudoku: {n * n} cells (digits 1-{n}, '.' or '0' for a "
+                            f"blank), got {len(cells)}")
+        table = _lookup(n, "._0")
+        for i, ch in enumerate(cells):
+            if not ch.isascii() or table[ord(ch)] == 255:
+                raise UserError(f"cell {i + 1} (row {i // n + 1}, column {i % n + 1}) is {ch!r}; a {n}x{n} Sudoku "
+                                f"holds digits 1-{n} and '.', '0' or '_' for blanks")
+        digits = table[np.frombuffer("".join(cells).encode(), np.uint8)]
+        geo = geometry(n)
+        for u, unit in enumerate(geo.units):
+            given = [int(digits[c]) for c in unit if digits[c]]
+            repeated = next((d for d in given if given.count(d) > 1), None)
+            if repeated is not None:
+                raise UserError(f"not a valid puzzle: {('row', 'column', 'box')[u // n]} {u % n + 1} has the digit "
+                                f"{repeated} twice")
+        return digits.astype(np.uint8) + 1
+
     def grid(self, tokens: np.ndarray) -> np.ndarray:
         """(n*n,) tokens -> (n, n) digits, 0 for blank or PAD."""
         return np.clip(np.asarray(tokens).astype(np.int64) - 1, 0, None).reshape(self.size, self.size)

@@ -1,0 +1,79 @@
+"""`ponder solve`: the user's own puzzle read by its task (every malformed input a one-line error, exit 2), answered
+by a trained model with its steps and halting confidence, the trace and the picture."""
+
+import numpy as np
+import pytest
+
+from ponder import UserError
+from ponder.cli import main
+from ponder.config import Ca1dConfig, MazeConfig, SudokuConfig
+from ponder.tasks.ca1d import Ca1dTask
+from ponder.tasks.maze import MazeTask
+from ponder.tasks.sudoku import SudokuTask
+from test_cli import one_line_error, run
+from test_train import TINY
+
+
+def test_sudoku_text_in_any_usual_form():
+    task = SudokuTask(SudokuConfig(size=4))
+    want = np.array([2, 1, 4, 1, 1, 1, 3, 1, 1, 1, 1, 1, 5, 1, 1, 1])  # tokens: digit + 1, blank 1
+    plain = "1.3." "..2." "...." "4..."
+    drawn = task.render(want)  # the puzzle as `render` draws it, box rules and all
+    for text in (plain, plain.replace(".", "0"), "1 . 3 .\n. . 2 .\n. . . .\n4 . . .\n", drawn):
+        assert np.array_equal(task.parse(text), want), text
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("1.3...2.....4..", "16 cells"),
+    ("1.3...2..x..4...", "'x'"),
+    ("1.1...2.....4...", "row 1 has the digit 1 twice"),
+    ("1...1...........", "column 1 has the digit 1 twice"),
+    ("5...............", "'5'"),
+])
+def test_malformed_sudoku(text, needle):
+    with pytest.raises(UserError, match=needle):
+        SudokuTask(SudokuConfig(size=4)).parse(text)
+
+
+def test_maze_text_plain_framed_or_with_trailing_spaces_dropped():
+    task = MazeTask(MazeConfig(size=4))
+    want = task.parse("#S #\n#  #\n# G#\n####")
+    assert np.array_equal(task.parse(task.render(want)), want)  # the frame `render` draws
+    assert np.array_equal(task.parse("#S #\n#  #\n# G#\n####\n"), want)
+    open_end = task.parse("#S  \n#   \n# G \n####")
+    assert np.array_equal(task.parse("#S\n#\n# G\n####"), open_end)  # trailing open cells an editor dropped
+    for text, needle in (("#S #\n#  #\n####", "4 lines"), ("#S #\n#  #\n# S#\n####", "2 'S' cells"),
+                         ("#S #\n#  #\n#  #\n####", "0 'G' cells"), ("#Sx#\n#  #\n# G#\n####", "'x'"),
+                         ("#So#\n#  #\n# G#\n####", "'o'")):
+        with pytest.raises(UserError, match=needle):
+            task.parse(text)
+
+
+def test_ca1d_orbit_text():
+    task = Ca1dTask(Ca1dConfig(radius=1, width=4, context=2, k=0, max_k=3, layout="causal", train_rules=100,
+                               test_rules=100))
+    x = task.parse("0101\n1010", k=2)
+    assert np.array_equal(task.grid(x)[:2] - 1, [[0, 1, 0, 1], [1, 0, 1, 0]]) and task.steps_ahead(x[None])[0] == 2
+    assert np.array_equal(task.parse("s_0  .#.#\ns_1  #.#.", k=2), x)  # as `render` writes states
+    for text, k, needle in (("0101\n1010", None, "say which"), ("0101\n1010", 5, "not 5"), ("0101", 1, "2 given"),
+                            ("01010\n1010", 1, "4 cells"), ("0102\n1010", 1, "'0102'")):
+        with pytest.raises(UserError, match=needle):
+            task.parse(text, k=k)
+
+
+def test_solve_from_the_cli(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", "demo", *TINY, "train.steps=4", "--out", str(run_dir))[0] == 0
+    puzzle = "1.3...2.....4..."
+    code, out, err = run(capsys, "solve", str(run_dir), puzzle, "--trace", "--png", str(tmp_path / "s.png"))
+    assert code == 0, err
+    assert out.count("after supervision step") == 4  # N_sup = 4 in TINY
+    assert "supervision steps (" in out and "halting confidence" in out and (tmp_path / "s.png").exists()
+    (tmp_path / "p.txt").write_text("1 . 3 .\n. . 2 .\n. . . .\n4 . . .\n")
+    code, out2, _ = run(capsys, "solve", str(run_dir), str(tmp_path / "p.txt"))
+    assert code == 0 and out2.splitlines()[-1] == out.splitlines()[-2]  # the file gives the same answer
+    code, _, err = run(capsys, "solve", str(run_dir), "1.3..")
+    assert code == 2
+    one_line_error(err, "this model solves 4x4 Sudoku: 16 cells")
+    code, _, err = run(capsys, "solve", str(tmp_path / "nothing"), puzzle)
+    assert code == 2
