@@ -259,13 +259,29 @@ def cmd_study(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from ponder.config import dump_yaml, resolve
+    import yaml
+
+    from ponder.config import load_preset, resolve, to_dict
     from ponder.models import build_model, count_params
     from ponder.tasks import get_task
     from ponder.tasks.dataset import read_metadata
 
     cfg = resolve(args.preset, args.overrides)
-    print(dump_yaml(cfg), end="")
+    full = to_dict(cfg)
+    if "lm" in load_preset(args.preset):  # a `ponder lm` preset: the LM, its training and evaluation settings
+        shown = {k: full[k] for k in ("lm", "train", "eval")}
+        print(yaml.safe_dump(shown, sort_keys=False), end="")
+        needs = [f"lm.{k}={v}" for k, v in (("task_data", cfg.lm.task_data), ("eval_data", cfg.lm.eval_data)) if v]
+        print(f"# a retrofitted LM (`ponder lm train|run`) on base {cfg.lm.base}; its weights are the base model's "
+              f"(prelude {cfg.lm.prelude}, core {cfg.lm.core}, coda {cfg.lm.coda}) plus a "
+              f"2h x h adapter, counted when the base is loaded"
+              + (f"; reads your files {', '.join(needs)} (relative to the current directory)" if needs else ""))
+        return 0
+    data = {k: v for k, v in full["data"].items() if k in ("task", "path", "seed", cfg.data.task)}
+    shown = {"model": full["model"], "data": data, "train": full["train"], "eval": full["eval"]}
+    if cfg.train.regime == "grpo":
+        shown["grpo"] = full["grpo"]
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
     built = cfg.data.path and (Path(cfg.data.path) / "train" / "dataset.json").exists()
     meta = read_metadata(cfg.data.path, "train") if built else get_task(cfg.data).metadata()
     model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
@@ -289,9 +305,11 @@ def _lm_config(args):
 
 
 def cmd_lm_train(args) -> int:
+    from ponder.lm.data import check_files
     from ponder.lm.train import train_lm
 
     cfg, run_dir = _lm_config(args)
+    check_files(cfg.lm, evaluating=args.lm_command == "run")  # in a second, not after loading the base model
     print(f"run directory: {run_dir}")
     run = train_lm(cfg, run_dir, resume=bool(args.resume))
     print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")

@@ -46,6 +46,8 @@ def test_help_runs():
     (["train", "demo", "train.device=cuda:7"], "train.device=cuda:7"),  # no "run directory:" line before it
     (["train", "demo", "data.path=/no/such/data"], "/no/such/data: no dataset here"),
     (["eval", "/no/such/run", "--device", "tpu"], "--device=tpu is not a device"),
+    (["lm", "run", "lm-smollm2-cpu", "lm.task_data=/no/such.jsonl", "--out", "x"],
+     "lm.task_data=/no/such.jsonl: no such file"),  # before the base model is loaded (minutes)
 ])
 def test_bad_input_exits_2(capsys, argv, needle):
     code, _, err = run(capsys, *argv)
@@ -56,6 +58,9 @@ def test_bad_input_exits_2(capsys, argv, needle):
 def test_info_prints_weight_count(capsys):
     code, out, _ = run(capsys, "info", "sudoku-extreme-trm-mlp")
     assert code == 0 and "5,028,866 weights" in out and "mixer: mlp" in out
+    assert "sudoku:" in out and "maze:" not in out and "lm:" not in out  # only the sections the preset uses
+    code, out, _ = run(capsys, "info", "lm-smollm2-cpu")
+    assert code == 0 and "lm:" in out and "model:" not in out and "TRM" not in out and "lm.task_data=" in out
 
 
 def test_malformed_csv_row(capsys, tmp_path):

@@ -225,3 +225,18 @@ class IndexStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.offset = state["epoch"], state["offset"]
+
+
+def check_files(lc, evaluating: bool = False) -> None:
+    """The data files a run will read exist, checked before any model is loaded (a base model takes minutes):
+    lm.task_data and lm.healing_data when set, lm.eval_data when `evaluating`. Relative paths are read from the
+    current directory (the shipped presets' ../shared/data/... from the repository root)."""
+    keys = ["task_data", "healing_data"] + (["eval_data"] if evaluating else [])
+    for key in keys:
+        value = getattr(lc, key)
+        if value and not Path(value).is_file():
+            raise UserError(f"lm.{key}={value}: no such file (relative to {Path.cwd()}); set lm.{key}=PATH to "
+                            f"{'GSM8K JSONL' if key != 'healing_data' else 'a .txt or .jsonl corpus'}")
+    if evaluating and not lc.eval_data:
+        raise UserError("lm.eval_data is empty: give the GSM8K test JSONL, e.g. "
+                        "lm.eval_data=../shared/data/gsm8k/test.jsonl")
