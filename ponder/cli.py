@@ -109,7 +109,7 @@ def cmd_train(args) -> int:
             raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {args.nproc}")
         return _torchrun(args, run_dir or _fresh_dir(_default_run_dir(args)))
     world = distributed.init(cfg.train.device)
-    preflight(cfg)  # a bad device or data path fails before a run directory is named
+    preflight(cfg, data=not args.resume)  # a bad device or data path fails before a run directory is named
     if run_dir is None:  # rank 0 picks the directory (the default holds a timestamp) and tells the others
         choice = None
         if world.main:
@@ -465,12 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("study", choices=("ca1d",), help="the study (ca1d: 1dCA-Reasoning, 'Beyond Memorization')")
     d.add_argument("--out", required=True, help="study directory (one run directory per member)")
     d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member")
-    d.add_argument("--minutes", type=float, default=0.0, help="budget: wall-clock minutes per member (CPU: 4 ~ 1 h)")
+    d.add_argument("--minutes", type=float, default=0.0,
+                   help="budget: wall-clock minutes per member (CPU: 5, about 65 min in all)")
     d.add_argument("--scale", default="cpu", help="cpu (radius-1 rules, 8 cells: about an hour on 2 cores) or gpu "
                                                   "(the paper's task and models)")
     d.add_argument("--models", default="", help="comma-separated subset of neox,lstm,mamba,armt,trm,hrm,urm")
     d.add_argument("--regimes", default="", help="comma-separated subset of fixed,depth,act,constant,cot,oo,grpo,"
-                                                 "grpo-scratch,recursion (default: all but grpo-scratch)")
+                                                 "grpo-scratch,recursion (default: all but oo and grpo-scratch)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
     d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
     d.set_defaults(func=cmd_study)

@@ -13,6 +13,7 @@ The official evaluator always runs the full N_sup steps; ponder reports that fig
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 
 from ponder import UserError, checkpoint, distributed, plots, runtime
-from ponder.config import Config
+from ponder.config import Config, to_dict
 from ponder.files import usual_permissions
+from ponder.progress import progress
 from ponder.models import build_model
 from ponder.run import config_from_checkpoint
 from ponder.tasks import Task, get_task, task_for
@@ -84,7 +86,8 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     start = generation_start(cfg, task, model)  # greedy decoding from the prompt, or None: one pass
     reasoning = cfg.train.regime == "grpo" and cfg.grpo.reasoning_tokens > 0
     world = distributed.world()  # under torchrun, rank r runs batches r, r + W, ... and the rows are summed at the end
-    for b, lo in enumerate(range(0, n, cfg.eval.batch_size)):
+    batches = range(0, n, cfg.eval.batch_size)
+    for b, lo in progress(enumerate(batches), len(batches), f"evaluating {n} examples", enabled=world.main):
         idx = np.arange(lo, min(n, lo + cfg.eval.batch_size))
         labels_of = task.strata(np.asarray(arrays.inputs[idx]))
         if labels_of is not None:
@@ -393,7 +396,8 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
         given = np.asarray(arrays.inputs[i]).copy()
         if start is not None:
             given[start:] = 0
-        plots.plot_solving(task.grid(given), task.grid(labels[i]), answers, path, task.palette, task.box)
+        plots.plot_solving(task.grid(given), task.grid(labels[i]), answers, path, task.palette, task.box,
+                           name=f"test example {i}")
         paths.append(path)
     return paths
 
@@ -408,11 +412,15 @@ def sweep_checkpoint(path: str | Path, key: str, values: list[str], data: str | 
     ckpt = checkpoint.find(path)
     out_dir = Path(out_dir) if out_dir else ckpt / f"sweep-{key}"
     runs = []
-    for value in values:
+    for i, value in enumerate(values):
+        print(f"sweep {key}={value} ({i + 1} of {len(values)})", file=sys.stderr, flush=True)
         res, _ = evaluate_checkpoint(ckpt, data, [*overrides, f"{key}={value}"], out_dir / f"{key}={value}", device,
                                      pictures=0, ema=ema)
         runs.append({"value": value, **res})
-    sweep = {"key": key, "checkpoint": str(ckpt), "runs": runs}
+    trained = to_dict(config_from_checkpoint(ckpt)[1])  # the value the weights were trained with, marked in the plot
+    for part in key.split("."):
+        trained = trained.get(part) if isinstance(trained, dict) else None
+    sweep = {"key": key, "checkpoint": str(ckpt), "trained": trained, "runs": runs}
     (out_dir / "sweep.json").write_text(json.dumps(sweep, indent=2))
     plots.plot_sweep(sweep, out_dir / "sweep.png")
     return sweep, out_dir

@@ -83,27 +83,30 @@ def plot_scaling(result: dict, path: Path, title: str = "") -> None:
 
 
 def plot_solving(given: np.ndarray, label: np.ndarray | None, answers: dict[int, np.ndarray], path: Path,
-                 palette: tuple[str, ...] | None = None, box: tuple[int, int] | None = None) -> None:
+                 palette: tuple[str, ...] | None = None, box: tuple[int, int] | None = None, name: str = "") -> None:
     """One example being solved: the input, then the decoded answer after each step of `answers` (step -> grid).
     All grids are display values (0 = empty); cells without a label (0 in `label`) show the input. Changed cells
     are highlighted (yellow), wrong ones in red; with a palette the cells are coloured (wrong ones outlined in red),
     otherwise digits are drawn, the givens in black, with thick lines between `box`es. `label` None (a puzzle of
-    the user's own, `ponder solve`): every cell shows the answer and nothing is marked wrong."""
+    the user's own, `ponder solve`): every cell shows the answer and nothing is marked wrong; otherwise a last panel
+    draws the target. `name` (e.g. "test example 17") heads the title."""
     import matplotlib
 
     known = label is not None
     scored = label != 0 if known else np.ones(given.shape, bool)  # cells that carry a label
     truth = np.where(scored, label, given) if known else None
     rows, cols_ = given.shape
-    cols = len(answers) + 1
+    panels = [0, *answers] + (["target"] if known else [])
+    cols = len(panels)
     width = 2.1 * min(3.0, max(0.5, cols_ / rows))
     title = ("answer after each supervision step (" + ("red outline" if palette is not None else "red") + ": wrong"
              + ("" if palette is not None else ", yellow: changed") + ")") if known else \
         ("answer after each supervision step" + ("" if palette is not None else " (yellow: changed)"))
+    title = f"{name}: {title}" if name else title
     with figure(path, 1, cols, size=(width * cols, 2.4), dpi=110, title=title, grid=True) as (plt, fig, axes):
         prev = given
-        for ax, s in zip(axes[0], [0, *answers]):
-            grid = given if s == 0 else np.where(scored, answers[s], given)
+        for ax, s in zip(axes[0], panels):
+            grid = given if s == 0 else truth if s == "target" else np.where(scored, answers[s], given)
             ax.set_xlim(0, cols_)
             ax.set_ylim(rows, 0)
             ax.set_xticks([])
@@ -113,12 +116,13 @@ def plot_solving(given: np.ndarray, label: np.ndarray | None, answers: dict[int,
                           vmin=0, vmax=len(palette) - 1, extent=(0, cols_, rows, 0), interpolation="nearest")
             for r in range(rows):
                 for c in range(cols_):
-                    wrong = known and s and scored[r, c] and grid[r, c] != truth[r, c]
+                    step = s not in (0, "target")  # an answer panel (the input and the target mark nothing)
+                    wrong = known and step and scored[r, c] and grid[r, c] != truth[r, c]
                     if palette is not None:
                         if wrong:
                             ax.add_patch(plt.Rectangle((c + 0.08, r + 0.08), 0.84, 0.84, fill=False, ec=WRONG, lw=1.2))
                         continue
-                    if s and grid[r, c] != prev[r, c]:
+                    if step and grid[r, c] != prev[r, c]:
                         ax.add_patch(plt.Rectangle((c, r), 1, 1, color=CHANGED))
                     v = grid[r, c]
                     if v:
@@ -129,7 +133,8 @@ def plot_solving(given: np.ndarray, label: np.ndarray | None, answers: dict[int,
                 _grid_lines(ax, rows, cols_, "grey", 0.4)
                 _grid_lines(ax, rows, cols_, "black", 1.4, box=box or (rows, cols_))  # thick lines between boxes
             right = known and bool((grid[scored] == truth[scored]).all())
-            ax.set_title("input" if s == 0 else f"step {s}" + (" (right)" if right else ""), fontsize=9)
+            ax.set_title("input" if s == 0 else "target" if s == "target" else f"step {s}" + (" (right)" if right else ""),
+                         fontsize=9)
             prev = grid
 
 
@@ -147,6 +152,9 @@ def plot_sweep(sweep: dict, path: Path) -> None:
         for g in runs[0].get("groups", {}):
             ax.plot(x, at_nsup([run["groups"][g] for run in runs]), "--", marker=".", label=f"exact, {g}")
         ax.set_xticks(x, [str(run["value"]) for run in runs])
+        trained = [i for i, run in enumerate(runs) if str(run["value"]) == str(sweep.get("trained"))]
+        if trained:
+            ax.axvline(trained[0], color="grey", ls="--", lw=1, label=f"trained ({sweep['trained']})")
         _accuracy_axes(ax, f"{sweep['key']} at test time", "accuracy at N_sup (%)", log2=False)
         ax.legend(fontsize=7)
         ax.set_title(f"Accuracy against {sweep['key']}")
@@ -171,7 +179,7 @@ def plot_study(study: dict, path: Path) -> None:
     """The 1dCA study: exact match against k, one line per member (`ponder study`); dashed: recursion, dotted: the
     regimes that change the training signal (cot, oo, grpo)."""
     styles = {"recursion": "--", "cot": ":", "oo": ":", "grpo": ":", "grpo-scratch": ":"}
-    with figure(path, size=(7.6, 4.6)) as (plt, fig, ax):
+    with figure(path, size=(9.6, 4.6)) as (plt, fig, ax):
         colours = plt.get_cmap("tab20").colors
         for i, r in enumerate(study["members"]):
             ks = sorted(int(k) for k in r["exact"])
@@ -179,7 +187,7 @@ def plot_study(study: dict, path: Path) -> None:
                     color=colours[(2 * i) % 20 + (2 * i) // 20], label=f"{r['name']} ({r['regime']})")
         _accuracy_axes(ax, "k (steps ahead of the last given state)", "exact match on unseen rules (%)", log2=False)
         ax.set_xticks([1, 2, 3, 4])
-        ax.legend(fontsize=7, loc="best", ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no line hidden
         b = study["budget"]
         ax.set_title(f"1dCA study ({study['scale']}): every member "
                      + (f"{b['steps']} steps" if b["steps"] else f"{b['minutes']:g} min"))
@@ -225,11 +233,13 @@ def plot_lm_scaling(res: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("recurrences R at test time")
         ax.set_ylabel("GSM8K accuracy (%)", color="C0")
+        ax.set_ylim(0, 101)  # fixed scales: a 0.005 change in perplexity must not look like a cliff
         ax.axvline(res["train_mean_recurrence"], color="grey", ls="--", lw=1, label="train r_bar (max)")
         ax.grid(alpha=0.3)
         ax2 = ax.twinx()
         ax2.plot(rs, res["perplexity"], "s--", color="C1", label="answer perplexity")
         ax2.set_ylabel("perplexity of reference answers", color="C1")
+        ax2.set_ylim(1, 1.15 * max(max(res["perplexity"]), 1.0))  # perplexity >= 1: from its floor
         lines = ax.get_legend_handles_labels()
         lines2 = ax2.get_legend_handles_labels()
         ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="best", fontsize=7)

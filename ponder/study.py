@@ -29,7 +29,7 @@ from ponder import UserError, checkpoint, plots
 from ponder.compare import Member, compare
 
 REGIMES = ("fixed", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-scratch", "recursion")
-DEFAULT_REGIMES = ("fixed", "depth", "act", "constant", "cot", "oo", "grpo", "recursion")
+DEFAULT_REGIMES = ("fixed", "depth", "act", "constant", "cot", "grpo", "recursion")
 MODELS = ("neox", "lstm", "mamba", "armt", "trm", "hrm", "urm")
 KS = (1, 2, 3, 4)
 
@@ -47,8 +47,8 @@ class Scale:
     member_overrides: dict[str, tuple[str, ...]]  # extra overrides per member name or regime (applied last)
 
 
-# The CPU version (about an hour on 2 cores at --minutes 4; README, "The 1dCA study in one command"): the data of
-# ca1d-seq-cpu / ca1d-cpu (elementary radius-1 rules, 8 cells, 4 given states, 192 train and 64 disjoint test rules)
+# The CPU version (about an hour on 2 cores at --minutes 5: 65 min measured; README, "1dCA-Reasoning: the study's
+# regimes"): the data of ca1d-seq-cpu / ca1d-cpu (elementary radius-1 rules, 8 cells, 4 given states, 192 train and 64 disjoint test rules)
 # with k drawn from 1..4 per example. GPT-NeoX and ARMT at d 64 with rotary on every head dimension and lr 2e-3:
 # measured on 2 cores with k mixed, d 64 runs 2.2x the steps of d 128 per minute (0.19 against 0.42 s per step of
 # 128 examples) and rotary on 25% of a 16-wide head (4 dimensions) left it at 18% exact after 600 steps where 100%

@@ -28,12 +28,12 @@ from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
 
 
-def preflight(cfg: Config) -> torch.device:
-    """What can be checked before a run directory is named or written: the device, the compile backend, a given
-    dataset path (the CLI calls it before printing the run directory)."""
+def preflight(cfg: Config, data: bool = True) -> torch.device:
+    """What can be checked before a run directory is named or written: the device, the compile backend and, with
+    `data`, a given dataset path (the CLI calls it before printing the run directory)."""
     device = runtime.resolve_device(cfg.train.device)
     runtime.check_compile_backend(cfg.train.compile)
-    if cfg.data.path:
+    if data and cfg.data.path:
         prepare_data(cfg.data, Path("."))  # checks that the folder holds a dataset; builds nothing
     return device
 
@@ -52,7 +52,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     if tc.batch_size % world.size:
         raise UserError(f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the number of "
                         f"processes ({world.size})")
-    device = preflight(cfg)  # bad device, backend, resume or data path: fail before any write
+    device = preflight(cfg, data=False)  # bad device, backend, resume or data path: fail before any write
     point = resume_point(run_dir, cfg, keep=("model", "train.batch_size")) if resume else None
     data_dir = prepare_data(cfg.data, run_dir) if cfg.data.path else None
     if world.main:

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from ponder import UserError
-from ponder.cli import main
 from ponder.config import Ca1dConfig, MazeConfig, SudokuConfig
 from ponder.tasks.ca1d import Ca1dTask
 from ponder.tasks.maze import MazeTask

@@ -16,6 +16,7 @@ ONLY = {  # these import nothing from ponder but the listed modules
     "ponder.run": ("ponder", "ponder.config", "ponder.files", "ponder.checkpoint", "ponder.distributed"),
     "ponder.runtime": ("ponder", "ponder.distributed"),
     "ponder.files": (),
+    "ponder.progress": (),
     "ponder.plots": (),  # figures take plain results: no task, model or run
     "ponder.checkpoint": ("ponder", "ponder.config", "ponder.files"),
     "ponder.distributed": (),

@@ -26,6 +26,7 @@ from ponder.config import Config, changed_keys
 from ponder.files import atomic_write_text
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
 from ponder.lm.train import MODEL_FIELDS, build_model, lm_loss
+from ponder.progress import progress as progress_of
 from ponder.run import config_from_checkpoint
 
 GEN_CHUNK = 48  # new tokens per generate() call; between calls the text is checked for STOP (the model's
@@ -96,14 +97,14 @@ def evaluate_lm(model, tokenizer, cfg: Config, problems: list[Problem], out_dir:
     with open(out_dir / "completions.jsonl", "w") as f:
         for r in res["recurrences"]:
             correct, loops, tokens, t = 0, 0.0, 0, time.perf_counter()
-            for i, p in enumerate(problems):
+            for i, p in progress_of(enumerate(problems), len(problems), f"GSM8K at R = {r}", enabled=progress):
                 text, n_new, mean_loops = answer(model, tokenizer, p.question, r, lc.max_new_tokens, lc.exit_threshold)
                 pred = extract_answer(text)
                 correct += pred == p.answer
                 loops += mean_loops * n_new
                 tokens += n_new
-                f.write(json.dumps({"R": r, "index": i, "answer": p.answer, "prediction": pred, "completion": text})
-                        + "\n")
+                f.write(json.dumps({"R": r, "index": i, "question": p.question, "answer": p.answer,
+                                    "prediction": pred, "completion": text}) + "\n")
             seconds = time.perf_counter() - t
             f.flush()  # one R at a time: a long sweep shows its completions as it goes
             res["accuracy"].append(correct / max(1, len(problems)))
