@@ -57,6 +57,21 @@ def completion_length(cfg: Config, seq_len: int, start: int) -> int:
     return seq_len - start + extra
 
 
+def answer_step(cfg: Config, model, task: Task, state, inputs, pids, start: int | None, seq_len: int):
+    """One supervision step's (output, predictions (B, L)): one pass over the inputs (start None), or the answer
+    generated from the first `start` tokens, the model seeing only its own tokens after them (then the output is
+    that of a pass over the generated sequence: ACT hops, raw logits)."""
+    if start is None:
+        out = model(state, inputs, pids)
+        return out, out.logits.argmax(-1)
+    new = model.generate(inputs[:, :start], completion_length(cfg, seq_len, start))
+    out = model(state, torch.cat((inputs[:, :start], new), 1), pids)
+    out.logits = out.logits[:, :seq_len]
+    reasoning = cfg.train.regime == "grpo" and cfg.grpo.reasoning_tokens > 0
+    pred = task.decode(inputs.cpu().numpy(), new.cpu().numpy(), reasoning)
+    return out, torch.as_tensor(pred, device=inputs.device)
+
+
 @torch.inference_mode()
 def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
                    keep: int = 0, task: Task | None = None, outputs: int = 0) -> dict:
@@ -84,7 +99,6 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     strata, grouped = np.empty(n, object), False  # per-example group labels of tasks that define them (1dCA: k)
     hops: np.ndarray | None = None  # (n, units) per-token ACT hops at N_sup (the 1dCA sequence models' model.act)
     start = generation_start(cfg, task, model)  # greedy decoding from the prompt, or None: one pass
-    reasoning = cfg.train.regime == "grpo" and cfg.grpo.reasoning_tokens > 0
     world = distributed.world()  # under torchrun, rank r runs batches r, r + W, ... and the rows are summed at the end
     batches = range(0, n, cfg.eval.batch_size)
     for b, lo in progress(enumerate(batches), len(batches), f"evaluating {n} examples", enabled=world.main):
@@ -100,15 +114,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         counts = mask.sum(-1).clamp_min(1)
         for s in range(max_steps):
             with runtime.autocast(cfg.train.dtype, device):
-                if start is None:
-                    out = model(state, inputs, pids)
-                    pred = out.logits.argmax(-1)
-                else:  # the answer generated from the prompt: the model sees only its own tokens after it
-                    new = model.generate(inputs[:, :start], completion_length(cfg, meta.seq_len, start))
-                    out = model(state, torch.cat((inputs[:, :start], new), 1), pids)  # hops, outputs of that sequence
-                    pred = torch.as_tensor(task.decode(inputs.cpu().numpy(), new.cpu().numpy(), reasoning),
-                                           device=device)
-                    out.logits = out.logits[:, :meta.seq_len]
+                out, pred = answer_step(cfg, model, task, state, inputs, pids, start, meta.seq_len)
             state = out.state
             correct = (pred == labels) & mask
             exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()

@@ -21,7 +21,7 @@ One step, for P = train.batch_size / group_size prompts of the causal layout (`S
 
 Why not TRL's `GRPOTrainer`: it wants a `transformers` model with a tokenizer and string prompts from a `datasets`
 dataset, and its own checkpointing; ponder's LSTM and Mamba are not HF models, the 1dCA tokens are not text, and a
-run here must resume bit-identically through the run layer like every other trainer (tests/test_grpo.py). The loop
+run here must resume bit-identically through the run layer like every other trainer (tests/test_regimes.py). The loop
 is the ~100 lines below; the maths is tested against a hand-computed group.
 """
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ponder import UserError, plots, runtime
-from ponder.evaluate import completion_length, generation_start, load_model
+from ponder.evaluate import answer_step, generation_start, load_model
 from ponder.tasks import get_task
 
 
@@ -54,13 +54,8 @@ def solve(path: str | Path, puzzle: str, overrides: list[str] = (), device: str 
     steps, halted_at = [], None
     for s in range(1, n_sup + 1):
         with runtime.autocast(cfg.train.dtype, dev):
-            if start is None:
-                out = model(state, x, pid)
-                pred = out.logits.argmax(-1)[0].cpu().numpy()
-            else:
-                new = model.generate(x[:, :start], completion_length(cfg, meta["seq_len"], start))
-                out = model(state, torch.cat((x[:, :start], new), 1), pid)
-                pred = task.decode(inputs[None], new.cpu().numpy())[0]
+            out, pred = answer_step(cfg, model, task, state, x, pid, start, meta["seq_len"])
+        pred = pred[0].cpu().numpy()
         state = out.state
         halt = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue
         confidence = float(torch.sigmoid(halt.float())[0]) if cfg.model.carries_state else None
