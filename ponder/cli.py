@@ -54,7 +54,9 @@ def _fresh_dir(path: Path) -> Path:
 def cmd_demo(args) -> int:
     from ponder.demo import run_demo
 
-    run_demo(Path(args.out) if args.out else Path("runs") / f"demo-{_timestamp()}", args.overrides, args.minutes)
+    out = Path(args.out) if args.out else Path("runs") / f"demo-{_timestamp()}"
+    run_demo(out, args.overrides, args.minutes)
+    _report(out)
     return 0
 
 
@@ -129,6 +131,23 @@ def cmd_train(args) -> int:
         distributed.shutdown()
     if world.main:
         print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
+        _report(run_dir)
+    return 0
+
+
+def _report(directory: Path) -> None:
+    """The run's report page, rewritten at the end of train, eval and compare (a failure only warns)."""
+    from ponder.report import report_quietly
+
+    page = report_quietly(directory)
+    if page:
+        print(f"report: {page}")
+
+
+def cmd_report(args) -> int:
+    from ponder.report import write_report
+
+    print(f"wrote {write_report(args.directory)}")
     return 0
 
 
@@ -163,6 +182,7 @@ def cmd_eval(args) -> int:
                                       args.overrides, args.out, args.device, ema=not args.raw)
         print(format_sweep(sweep))
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.png'}")
+        _report_for(sweep["checkpoint"])
         return 0
     from ponder import distributed
 
@@ -184,6 +204,7 @@ def _eval(args, world) -> int:
         if world.main:
             print(format_adaptive(res))
             print(f"wrote {out / 'adaptive.json'}")
+            _report_for(res["checkpoint"])
         return 0
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
                                    ema=not args.raw, show=args.show, split=args.split, outputs=args.save_outputs)
@@ -201,7 +222,17 @@ def _eval(args, world) -> int:
         print(f"wrote {out / 'submission.json'} (Kaggle format, two attempts per test input)")
     print(f"wrote {out / 'results.json'}" + (f", {out / 'scaling.png'}" if (out / "scaling.png").exists() else "")
           + (f", {out / 'outputs.safetensors'}" if args.save_outputs else ""))
+    _report_for(res["checkpoint"])
     return 0
+
+
+def _report_for(ckpt: str | Path) -> None:
+    """After an evaluation of a checkpoint inside a run: that run's report page."""
+    from ponder.evaluate import run_of
+
+    run = run_of(Path(ckpt))
+    if run is not None:
+        _report(run)
 
 
 def cmd_solve(args) -> int:
@@ -234,6 +265,7 @@ def cmd_compare(args) -> int:
                      args.data, args.eval_steps, args.max_examples)
     print(format_compare(report))
     print(f"wrote {Path(args.out) / 'compare.json'}, compare.txt, compare.png")
+    _report(Path(args.out))
     return 0
 
 
@@ -255,33 +287,28 @@ def cmd_study(args) -> int:
                        args.scale, args.set or [], args.max_examples)
     print(format_study(study))
     print(f"wrote {Path(args.out) / 'study.json'}, study.txt, study.png")
+    _report(Path(args.out))
     return 0
 
 
 def cmd_info(args) -> int:
     import yaml
 
-    from ponder.config import load_preset, resolve, to_dict
+    from ponder.config import load_preset, resolve, used_sections
     from ponder.models import build_model, count_params
     from ponder.tasks import get_task
     from ponder.tasks.dataset import read_metadata
 
     cfg = resolve(args.preset, args.overrides)
-    full = to_dict(cfg)
-    if "lm" in load_preset(args.preset):  # a `ponder lm` preset: the LM, its training and evaluation settings
-        shown = {k: full[k] for k in ("lm", "train", "eval")}
-        print(yaml.safe_dump(shown, sort_keys=False), end="")
+    lm = "lm" in load_preset(args.preset)  # a `ponder lm` preset: the LM, its training and evaluation settings
+    print(yaml.safe_dump(used_sections(cfg, lm), sort_keys=False), end="")
+    if lm:
         needs = [f"lm.{k}={v}" for k, v in (("task_data", cfg.lm.task_data), ("eval_data", cfg.lm.eval_data)) if v]
         print(f"# a retrofitted LM (`ponder lm train|run`) on base {cfg.lm.base}; its weights are the base model's "
               f"(prelude {cfg.lm.prelude}, core {cfg.lm.core}, coda {cfg.lm.coda}) plus a "
               f"2h x h adapter, counted when the base is loaded"
               + (f"; reads your files {', '.join(needs)} (relative to the current directory)" if needs else ""))
         return 0
-    data = {k: v for k, v in full["data"].items() if k in ("task", "path", "seed", cfg.data.task)}
-    shown = {"model": full["model"], "data": data, "train": full["train"], "eval": full["eval"]}
-    if cfg.train.regime == "grpo":
-        shown["grpo"] = full["grpo"]
-    print(yaml.safe_dump(shown, sort_keys=False), end="")
     built = cfg.data.path and (Path(cfg.data.path) / "train" / "dataset.json").exists()
     meta = read_metadata(cfg.data.path, "train") if built else get_task(cfg.data).metadata()
     model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
@@ -319,6 +346,7 @@ def cmd_lm_train(args) -> int:
         res, out = evaluate_lm_checkpoint(run.checkpoint, out_dir=run_dir / "lm_eval")
         print(format_lm_table(res))
         print(f"wrote {out / 'results.json'}, {out / 'lm_scaling.png'}")
+    _report(run_dir)
     return 0
 
 
@@ -475,6 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
     d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
     d.set_defaults(func=cmd_study)
+
+    d = sub.add_parser("report", help="write DIR/report.html: one self-contained page for a run, compare or study",
+                       description="One HTML file with everything inlined (no network, no script): summary, "
+                                   "training curves, the evaluation's scaling table, adaptive halting and pictures, "
+                                   "sweeps, timings, machine, config. For a compare or study: its table and plots, "
+                                   "every member's curves and a page per member. ponder train, eval, compare and "
+                                   "study write it at their end; this command rewrites it.")
+    d.add_argument("directory", metavar="DIR", help="a run directory, or a compare / study --out directory")
+    d.set_defaults(func=cmd_report)
 
     d = sub.add_parser("info", help="print the resolved config and the weight count")
     d.add_argument("preset", help=f"shipped preset ({', '.join(preset_names())}) or a YAML path")

@@ -520,6 +520,19 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
+def used_sections(cfg: Config, lm: bool = False) -> dict:
+    """The parts of a config a run reads, as a dict (for `ponder info` and the report): a puzzle run's model, its
+    own task's data options, train, eval (and grpo under that regime); an LM run's lm, train and eval."""
+    full = to_dict(cfg)
+    if lm:
+        return {k: full[k] for k in ("lm", "train", "eval")}
+    data = {k: v for k, v in full["data"].items() if k in ("task", "path", "seed", cfg.data.task)}
+    shown = {"model": full["model"], "data": data, "train": full["train"], "eval": full["eval"]}
+    if cfg.train.regime == "grpo":
+        shown["grpo"] = full["grpo"]
+    return shown
+
+
 def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 

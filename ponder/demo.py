@@ -37,7 +37,7 @@ def run_demo(out: Path, overrides: list[str] = (), minutes: float | None = None)
     print(f"  data built in {time.perf_counter() - t:.1f}s")
     run = train(cfg, out)
     t = time.perf_counter()
-    res, eval_dir = evaluate_checkpoint(run.checkpoint, out_dir=out / "eval", pictures=2)
+    res, eval_dir = evaluate_checkpoint(run.checkpoint, pictures=2)  # RUN/eval, and TensorBoard
     total = time.perf_counter() - t0
     print()
     print(format_table(res))

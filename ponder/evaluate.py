@@ -25,7 +25,7 @@ from ponder.config import Config, to_dict
 from ponder.files import usual_permissions
 from ponder.progress import progress
 from ponder.models import build_model
-from ponder.run import config_from_checkpoint
+from ponder.run import config_from_checkpoint, tensorboard
 from ponder.tasks import Task, get_task, task_for
 from ponder.tasks.batches import IGNORE, batch_tensors
 from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
@@ -258,6 +258,84 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def run_of(ckpt: Path) -> Path | None:
+    """The run directory holding checkpoint `ckpt` (RUN/ckpt/step_N), or None for a checkpoint folder of its own."""
+    parent = Path(ckpt).resolve().parent
+    if parent.name == checkpoint.CKPT_DIR and (parent.parent / "config.yaml").exists():
+        return parent.parent
+    return None
+
+
+SOURCE = "evaluated.json"  # in an evaluation folder: which checkpoint, with which settings, it holds
+
+
+def output_dir(ckpt: Path, name: str, settings: dict) -> Path:
+    """Where an evaluation of `ckpt` is written when no --out is given: RUN/<name>/ for a checkpoint inside a run
+    (a run's newest evaluation is always in one place, whichever checkpoint it was), <ckpt>/<name>/ for a checkpoint
+    folder of its own. An earlier evaluation there of another checkpoint or with other settings is first moved, whole,
+    to <name>/step_<M>/ (M its checkpoint's step; -2, -3, .. if taken), so nothing is overwritten; the same
+    checkpoint evaluated with the same settings is simply written again."""
+    run = run_of(ckpt)
+    out = (run if run else ckpt) / name
+    source = {"checkpoint": str(Path(ckpt).resolve()), "step": checkpoint.load_meta(ckpt).get("step"), **settings}
+    if not distributed.world().main:
+        return out
+    old = None
+    if (out / SOURCE).exists():
+        try:
+            old = json.loads((out / SOURCE).read_text())
+        except (OSError, json.JSONDecodeError):
+            old = {}
+    entries = [e for e in out.iterdir() if not e.name.startswith("step_")] if out.is_dir() else []
+    if entries and old != source:  # an earlier evaluation (of unknown source when evaluated.json is missing)
+        step = (old or {}).get("step")
+        base = out / (f"step_{step:08d}" if isinstance(step, int) else "step_unknown")
+        keep, i = base, 1
+        while keep.exists():
+            i += 1
+            keep = base.with_name(f"{base.name}-{i}")
+        keep.mkdir(parents=True)
+        for entry in entries:
+            entry.rename(keep / entry.name)
+        print(f"kept the earlier evaluation in {keep}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SOURCE).write_text(json.dumps(source, indent=2))
+    return out
+
+
+def log_to_board(ckpt: Path, res: dict, out_dir: Path, overrides: list[str] = ()) -> None:
+    """A run's evaluation in its TensorBoard (RUN/tb), at the checkpoint's step: exact and cell accuracy at N_sup
+    (or the one pass), the best over steps, the task's own metrics, the table as text and the pictures written.
+    Tags start with the split, and the settings when overrides were given: `test/exact`,
+    `test[model.n_latent=8]/exact`."""
+    run = run_of(ckpt)
+    if run is None or not distributed.world().main:
+        return
+    step = int(checkpoint.load_meta(ckpt).get("step", 0))
+    tag = res.get("split", "test") + (f"[{','.join(overrides)}]" if overrides else "")
+    at = res["n_supervision"] - 1 if not res.get("one_pass") else 0
+    at = min(at, len(res["exact"]) - 1)
+    board = tensorboard(run)
+    try:
+        board.add_scalar(f"{tag}/exact", res["exact"][at], step)
+        board.add_scalar(f"{tag}/cell", res["cell"][at], step)
+        board.add_scalar(f"{tag}/best_exact_over_steps", max(res["exact"]), step)
+        if not res.get("one_pass"):
+            board.add_scalar(f"{tag}/adaptive_exact", res["adaptive"]["exact"], step)
+            board.add_scalar(f"{tag}/adaptive_mean_steps", res["adaptive"]["mean_steps"], step)
+        for key, value in res.get("task_metrics", {}).items():
+            board.add_scalar(f"{tag}/{key}", float(value), step)
+        if hasattr(board, "add_text"):
+            board.add_text(f"{tag}/table", "    " + format_table(res).replace("\n", "\n    "), step)
+            import matplotlib.image
+
+            for png in sorted(out_dir.glob("*.png")) + sorted(out_dir.glob("*/*.png"))[:12]:
+                image = matplotlib.image.imread(str(png))[..., :3]
+                board.add_image(f"{tag}/{png.relative_to(out_dir).with_suffix('')}", image, step, dataformats="HWC")
+    finally:
+        board.close()
+
+
 def load_model(path: str | Path, overrides: list[str] = (), device: str = "cpu", ema: bool = True):
     """(checkpoint dir, config with overrides, model on device in eval mode, the checkpoint's meta.json)."""
     ckpt, cfg = config_from_checkpoint(path, overrides)
@@ -307,7 +385,8 @@ def adaptive_checkpoint(path: str | Path, data: str | None = None, overrides: li
                     "puzzles_per_s": fast["n"] / full_s},
            "speedup": fast["puzzles_per_s"] * full_s / fast["n"],
            "exact_points_lost": 100 * (full["exact"][-1] - fast["exact"])}
-    out_dir = Path(out_dir) if out_dir else ckpt / "eval"
+    out_dir = Path(out_dir) if out_dir else output_dir(ckpt, "eval", {"overrides": list(overrides), "data": str(data_dir),
+                                                                       "weights": _weights(ckpt, ema)})
     if distributed.world().main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "adaptive.json").write_text(json.dumps(res, indent=2))
@@ -338,7 +417,10 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
                          outputs=outputs)
     kept = res.pop("_kept_predictions", None)
     raw = res.pop("_outputs", None)
-    out_dir = Path(out_dir) if out_dir else ckpt / ("eval" if split == "test" else f"eval-{split}")
+    explicit = out_dir is not None
+    out_dir = Path(out_dir) if explicit else output_dir(
+        ckpt, "eval" if split == "test" else f"eval-{split}",
+        {"overrides": list(overrides), "data": str(data_dir), "weights": _weights(ckpt, ema)})
     if not distributed.world().main:  # under torchrun rank 0 holds the gathered results and writes them
         return res, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +432,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
         for name, sheet in pooled.sheets.items():
             plots.draw_sheet(sheet, task.palette, out_dir / f"{name}.png")
     res["checkpoint"] = str(ckpt)
-    res["weights"] = "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
+    res["weights"] = _weights(ckpt, ema)
+    res["overrides"] = list(overrides)
     res["data"] = str(data_dir)
     res["split"] = split
     (out_dir / "results.json").write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
@@ -368,7 +451,13 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
             plots.plot_scaling(res, out_dir / "scaling.png")
         if pictures and kept is not None and len(kept):
             write_pictures(cfg, arrays, meta, kept, out_dir, pictures)
+    if not explicit:  # a run's own evaluation (ponder eval RUN): also in its TensorBoard
+        log_to_board(ckpt, res, out_dir, list(overrides))
     return res, out_dir
+
+
+def _weights(ckpt: Path, ema: bool) -> str:
+    return "ema" if ema and (ckpt / "ema.safetensors").exists() else "raw"
 
 
 def write_outputs(raw: dict, arrays: PuzzleArrays, path: Path) -> None:
@@ -416,7 +505,8 @@ def sweep_checkpoint(path: str | Path, key: str, values: list[str], data: str | 
     if not values:
         raise UserError(f"--sweep {key}=: give at least one value, e.g. --sweep model.n_latent=1,2,4,8")
     ckpt = checkpoint.find(path)
-    out_dir = Path(out_dir) if out_dir else ckpt / f"sweep-{key}"
+    out_dir = Path(out_dir) if out_dir else output_dir(ckpt, f"sweep-{key}", {"values": values, "overrides": list(
+        overrides), "data": data, "weights": _weights(ckpt, ema)})
     runs = []
     for i, value in enumerate(values):
         print(f"sweep {key}={value} ({i + 1} of {len(values)})", file=sys.stderr, flush=True)

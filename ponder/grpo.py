@@ -185,7 +185,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
             reference.load_state_dict(st["reference"])
         step, elapsed, seen = st["step"], st["elapsed"], st["examples_seen"]
 
-    log = RunLog(run_dir, cfg)
+    log = RunLog(run_dir, cfg, step=step)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
                 "data": str(data_dir.resolve()), "processes": 1}

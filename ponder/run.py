@@ -4,6 +4,7 @@ its logs, its resume point, and the loop skeleton.
     <run>/config.yaml     the resolved config (rewritten atomically at every start and resume)
     <run>/metrics.jsonl   one JSON line per log interval (and per periodic evaluation)
     <run>/tb/             TensorBoard: the same numbers, as train/<key> and eval/<key>
+    <run>/machine.jsonl   one line per start and resume: when, from which step, on what machine (`machine()`)
     <run>/ckpt/           complete checkpoints (`ponder.checkpoint`)
 
 `Loop` is the skeleton written once; each trainer writes its own step inside it, in the open:
@@ -101,7 +102,7 @@ class NullSink:
         pass
 
 
-def _tensorboard(run_dir: Path):
+def tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but a missing optional logger must not stop training
@@ -109,14 +110,41 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
-class RunLog:
-    """A run's config.yaml, metrics.jsonl and TensorBoard, opened by rank 0 (the other ranks get no-op sinks)."""
+def machine(device: str = "cpu") -> dict:
+    """What a run ran on, for its report: CPU model and cores, threads, accelerator, torch, Python, ponder."""
+    import os
+    import platform
 
-    def __init__(self, run_dir: Path, cfg: Config, main: bool = True):
+    from ponder import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "device": device, "torch": torch.__version__, "python": platform.python_version(), "ponder": __version__,
+            "platform": platform.platform()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+class RunLog:
+    """A run's config.yaml, metrics.jsonl, machine.jsonl and TensorBoard, opened by rank 0 (the other ranks get no-op
+    sinks)."""
+
+    def __init__(self, run_dir: Path, cfg: Config, main: bool = True, step: int = 0):
         if main:
             atomic_write_text(Path(run_dir) / "config.yaml", dump_yaml(cfg))
+            world = distributed.world()
+            record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "processes": world.size,
+                      **machine(cfg.train.device)}
+            with open(Path(run_dir) / "machine.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         self.file = open(Path(run_dir) / "metrics.jsonl", "a") if main else NullSink()
-        self.board = _tensorboard(Path(run_dir)) if main else NullSink()
+        self.board = tensorboard(Path(run_dir)) if main else NullSink()
 
     def write(self, record: dict, section: str = "train") -> None:
         """One metrics.jsonl line; its numbers to TensorBoard as <section>/<key> ("eval_exact" -> "eval/exact")."""

@@ -98,7 +98,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         if "torch_rng" in st:  # torch's global stream (noisy ACT halting draws from it); older checkpoints lack it
             torch.set_rng_state(st["torch_rng"])
 
-    log = RunLog(run_dir, cfg, main=world.main)
+    log = RunLog(run_dir, cfg, main=world.main, step=step)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
                 "data": str(data_dir.resolve()), "processes": world.size}

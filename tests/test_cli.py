@@ -103,8 +103,8 @@ def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
     code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "1")
     assert code == 0 and "adaptive halting" in out and "valid at N_sup" in out
     ck = sorted((run_dir / "ckpt").iterdir())[-1]
-    assert (ck / "eval" / "results.json").exists() and (ck / "eval" / "scaling.png").exists()
-    assert (ck / "eval" / "solving_0.png").exists()
+    assert (run_dir / "eval" / "results.json").exists() and (run_dir / "eval" / "scaling.png").exists()
+    assert (run_dir / "eval" / "solving_0.png").exists()
 
     (ck / "ema.safetensors").write_bytes(b"this is not a checkpoint")
     code, _, err = run(capsys, "eval", str(run_dir))
@@ -152,12 +152,11 @@ def test_task_data_train_eval_sweep(capsys, tmp_path, task, data_args, groups):
         assert all(g in header for g in groups)
     else:
         assert "path_valid at N_sup" in out and "path_optimal at N_sup" in out
-    ck = sorted((run_dir / "ckpt").iterdir())[-1]
-    assert (ck / "eval" / "solving_0.png").exists() and (ck / "eval" / "examples.txt").exists()
+    assert (run_dir / "eval" / "solving_0.png").exists() and (run_dir / "eval" / "examples.txt").exists()
     code, out, _ = run(capsys, "eval", str(run_dir), "--sweep", "model.n_latent=1,3")
     assert code == 0 and "against model.n_latent" in out
     assert [line.split("|")[0].strip() for line in out.splitlines()[3:5]] == ["1", "3"]
-    assert (ck / "sweep-model.n_latent" / "sweep.png").exists()
+    assert (run_dir / "sweep-model.n_latent" / "sweep.png").exists()
     code, _, err = run(capsys, "eval", str(run_dir), "--sweep", "model.n_latent")
     assert code == 2 and "KEY=V1,V2" in err
 
@@ -188,15 +187,15 @@ def test_arc_data_train_eval_submission(capsys, tmp_path):
     assert code == 0, err
     code, out, _ = run(capsys, "eval", str(run_dir), "--pictures", "0", "eval.max_steps=2")
     assert code == 0 and "pass@2 at N_sup" in out and "pass@2_puzzle_all" in out
-    submission = json.loads((sorted((run_dir / "ckpt").iterdir())[-1] / "eval" / "submission.json").read_text())
+    submission = json.loads((run_dir / "eval" / "submission.json").read_text())
     test_puzzles = json.loads((d / "test_puzzles.json").read_text())
     assert set(submission) == set(test_puzzles) and all(len(submission[t]) == len(test_puzzles[t]["test"])
                                                          for t in test_puzzles)
-    pictures = sorted((sorted((run_dir / "ckpt").iterdir())[-1] / "eval" / "arc_tasks").glob("*.png"))
+    pictures = sorted((run_dir / "eval" / "arc_tasks").glob("*.png"))
     assert len(pictures) == 3 and all(p.name.split("_")[0] in ("solved", "partial", "failed") for p in pictures)
     # the train split (what was memorised): the same table, no voting over versions
     code, out, _ = run(capsys, "eval", str(run_dir), "--split", "train", "--pictures", "0", "eval.max_steps=2")
-    train_eval = sorted((run_dir / "ckpt").iterdir())[-1] / "eval-train"
+    train_eval = run_dir / "eval-train"
     res = json.loads((train_eval / "results.json").read_text())
     assert code == 0 and "pass@2" not in out and res["split"] == "train" and not (train_eval / "submission.json").exists()
     n_train = len(np.load(d / "train" / "all__inputs.npy", mmap_mode="r"))
@@ -218,9 +217,9 @@ def test_every_1dca_model_trains_and_evaluates_with_act(capsys, tmp_path, family
     assert code == 0, err
     assert "k=1" in out and "ACT hops / token" in out and "(per ACT unit: " in out
     assert "one pass" in out and "adaptive halting" not in out  # no test-time steps to scale
-    results = json.loads(next((tmp_path / "run" / "ckpt").glob("*/eval/results.json")).read_text())
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert results["steps"] == [1] and len(results["act_hops"]["per_unit"]) == 2  # one pass; one unit per layer
-    assert not list((tmp_path / "run" / "ckpt").glob("*/eval/scaling.png"))  # no steps to plot
+    assert not (tmp_path / "run" / "eval" / "scaling.png").exists()  # no steps to plot
 
 
 def test_compare_the_1dca_models(capsys, tmp_path):

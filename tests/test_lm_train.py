@@ -257,7 +257,8 @@ def test_eval_sweep_end_to_end(base_dir, gsm_dir, tmp_path):
     from ponder.lm.train import train_lm
 
     run = train_lm(tiny_cfg(base_dir, gsm_dir, "train.steps=1", "lm.healing_steps=0"), tmp_path / "r", progress=False)
-    res, out = evaluate_lm_checkpoint(run.checkpoint, ["lm.eval_recurrences=1,2,4"], tmp_path / "ev", progress=False)
+    res, out = evaluate_lm_checkpoint(run.checkpoint, ["lm.eval_recurrences=1,2,4"], run.run_dir / "lm_eval",
+                                      progress=False)
     assert res["recurrences"] == [1, 2, 4] and res["n"] == 2 and len(res["accuracy"]) == 3
     assert all(0 <= a <= 1 for a in res["accuracy"]) and all(math.isfinite(p) and p > 1 for p in res["perplexity"])
     assert all(0 < m <= r for m, r in zip(res["mean_loops"], res["recurrences"]))
@@ -266,6 +267,11 @@ def test_eval_sweep_end_to_end(base_dir, gsm_dir, tmp_path):
     assert (out / "results.json").exists() and (out / "lm_scaling.png").stat().st_size > 1000
     rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2 and {r["R"] for r in rows} == {1, 2, 4}
+    from ponder.report import write_report
+
+    page = write_report(run.run_dir).read_text()  # an LM run's page: its LM sections, the sweep over R
+    assert "LM evaluation" in page and "retrofitted" in page and "GSM8K acc" in page
+    assert "<td>task</td>" not in page and "mlp_norm_quirk" not in page.split("<details>")[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

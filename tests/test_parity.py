@@ -166,7 +166,7 @@ def test_import_then_eval_reproduces_the_official_logits(name, tmp_path, capsys)
     assert code == 0, capsys.readouterr().err
     code = main(["eval", str(tmp_path / "run"), "--save-outputs", "4", "--pictures", "0", "eval.max_steps=16"])
     assert code == 0, capsys.readouterr().err
-    outputs = load_file(str(next((tmp_path / "run" / "ckpt").iterdir()) / "eval" / "outputs.safetensors"))
+    outputs = load_file(str(tmp_path / "run" / "eval" / "outputs.safetensors"))
     expected = load(name, "expected_eval")
     assert torch.equal(outputs["logits"], expected["logits"])
     assert torch.equal(outputs["q_halt"], expected["q_halt_logits"])

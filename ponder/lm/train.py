@@ -162,7 +162,7 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
         gen.set_state(st["generator"])
         step, elapsed = st["step"], st["elapsed"]
 
-    log = RunLog(run_dir, cfg)
+    log = RunLog(run_dir, cfg, step=step)
     n_params = sum(p.numel() for p in params)
 
     def save(step: int, metrics: dict, elapsed: float) -> Path:

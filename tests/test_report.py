@@ -1,0 +1,150 @@
+"""One run directory story: `ponder eval RUN` writes RUN/eval (earlier evaluations kept by step) and TensorBoard,
+and `ponder report` writes one self-contained page for a run and for a compare, checked in a real browser when
+one is installed."""
+
+import base64
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ponder.cli import main
+from test_train import TINY
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 6-step run with two checkpoints (steps 3 and 6) and its dataset built into the run."""
+    tmp = tmp_path_factory.mktemp("report")
+    run_dir = tmp / "run"
+    code = main(["train", "demo", *TINY, "train.steps=6", "train.checkpoint_every=3", "--out", str(run_dir)])
+    assert code == 0
+    return run_dir
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}, \
+        acc.Tags()["images"]
+
+
+def assert_self_contained(page: str) -> None:
+    """No fetched resource: every image inline, no script, no external stylesheet or font."""
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    for s in sources:  # each one a real PNG
+        assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_writes_the_report_and_machine(trained):
+    page = (trained / "report.html").read_text()
+    assert_self_contained(page)
+    assert "Training curves" in page and "Timings and machine" in page
+    assert "hidden: 32" in page  # the config, as written in config.yaml
+    starts = [json.loads(line) for line in (trained / "machine.jsonl").read_text().splitlines()]
+    assert len(starts) == 1 and starts[0]["step"] == 0 and starts[0]["cores"] == os.cpu_count()
+
+
+def test_eval_writes_run_eval_keeps_earlier_ones_and_reports(trained, capsys):
+    code, out, err = run(capsys, "eval", str(trained), "--pictures", "1")
+    assert code == 0, err
+    ev = trained / "eval"
+    first = json.loads((ev / "results.json").read_text())
+    assert first["checkpoint"].endswith("step_00000006") and (ev / "solving_0.png").exists()
+    assert f"report: {trained / 'report.html'}" in out
+    page = (trained / "report.html").read_text()
+    assert_self_contained(page)
+    assert "test-time scaling on 16 held-out examples" in page and "solving_0" in page
+    tags, images = scalars(trained)
+    assert tags["test/exact"] == [(6, pytest.approx(first["exact"][3]))]  # at the checkpoint's step, at N_sup
+    assert "test/adaptive_mean_steps" in tags and "test/valid" in tags and "test/scaling" in images
+
+    # the same evaluation again: written in place, nothing kept aside
+    assert run(capsys, "eval", str(trained), "--pictures", "1")[0] == 0
+    assert not list(ev.glob("step_*"))
+    # other settings: the earlier evaluation moves, whole, to eval/step_<its step>/
+    before = (ev / "results.json").read_bytes()
+    code, _, err = run(capsys, "eval", str(trained), "--pictures", "0", "model.n_latent=1")
+    assert code == 0 and "kept the earlier evaluation in" in err
+    kept = ev / "step_00000006"
+    assert (kept / "results.json").read_bytes() == before and (kept / "solving_0.png").exists()
+    assert json.loads((ev / "results.json").read_text())["overrides"] == ["model.n_latent=1"]
+    assert not (ev / "solving_0.png").exists()  # the newest evaluation drew none
+    # an earlier checkpoint: the newest moves aside again, under a free name when its step is taken
+    code, _, err = run(capsys, "eval", str(trained / "ckpt" / "step_00000003"), "--pictures", "0")
+    assert code == 0, err
+    assert json.loads((ev / "results.json").read_text())["checkpoint"].endswith("step_00000003")
+    assert json.loads((ev / "step_00000006-2" / "results.json").read_text())["overrides"] == ["model.n_latent=1"]
+    assert (kept / "results.json").read_bytes() == before  # never overwritten
+    tags, _ = scalars(trained)
+    assert [s for s, _ in tags["test/exact"]] == [6, 6, 3] and "test[model.n_latent=1]/exact" in tags
+    assert "earlier evaluations kept in eval/: step_00000006, step_00000006-2" in (trained / "report.html").read_text()
+
+
+def test_report_command_and_bad_input(trained, tmp_path, capsys):
+    (trained / "report.html").unlink()
+    code, out, _ = run(capsys, "report", str(trained))
+    assert code == 0 and (trained / "report.html").exists() and "wrote" in out
+    for where, needle in ((tmp_path / "none", "no such run"), (tmp_path, "not a run")):
+        code, _, err = run(capsys, "report", str(where))
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_compare_report_links_members(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, text, err = run(capsys, "compare", "--out", str(out), "--steps", "4", "--eval-steps", "3",
+                          *[f"--set={o}" for o in TINY], "a=demo,model.n_latent=1", "b=demo")
+    assert code == 0, err
+    page = (out / "report.html").read_text()
+    assert_self_contained(page)
+    assert 'href="a/report.html"' in page and 'href="b/report.html"' in page and "Training curves" in page
+    member = (out / "a" / "report.html").read_text()
+    assert "Evaluation (compare)" in member  # a member's page shows the compare's evaluation of it
+
+
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    return chromium, sync_playwright
+
+
+def test_report_in_a_real_browser(trained, tmp_path, capsys):
+    """The page loads in headless Chromium with no console error, and every figure decodes and is drawn."""
+    chromium, sync_playwright = browser()
+    assert run(capsys, "eval", str(trained), "--pictures", "1")[0] == 0
+    errors = []
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = b.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: errors.append(f"fetched {r.url}") if not r.url.startswith(("file:", "data:"))
+                else None)
+        page.goto((trained / "report.html").as_uri())
+        sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.width])")
+        headings = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent)")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        b.close()
+    assert not errors, errors
+    assert len(sizes) >= 3 and all(done and natural > 100 and shown > 100 for done, natural, shown in sizes), sizes
+    assert headings[:3] == ["Summary", "Training curves", "Evaluation"]
+    assert (tmp_path / "report.png").stat().st_size > 10_000
