@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -290,20 +291,24 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
                               f"{ceilings['float32']:.1f} in fp32 (no bf16 units): bf16 training would only be slower")
             print(f"  skipped: {run['skipped']}")
             continue
-        for fam in chosen:
-            for size in size_list:
-                batch = (32 if size == "paper" else 64) if dev.type == "cpu" else 768
-                label = f"{fam} {size}"
-                ceiling = matmul_ceiling(dtype, dev, seconds=1.0)  # again here: a shared machine's speed drifts
-                r = bench_config(FAMILIES[fam], [] if size == "paper" else SMALL, batch, dtype, dev, seconds,
-                                 compile_backend)
-                r["ceiling_gflops"], r["ceiling_ratio"] = ceiling, r["train_gflops"] / ceiling
-                run["configs"][label] = r
-                peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
-                print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s "
-                      f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling {ceiling:.0f}, "
-                      f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "
-                      f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}", flush=True)
+        todo = [(fam, size) for fam in chosen for size in size_list]
+        t_start = time.perf_counter()
+        for i, (fam, size) in enumerate(todo):
+            batch = (32 if size == "paper" else 64) if dev.type == "cpu" else 768
+            label = f"{fam} {size}"
+            spent = time.perf_counter() - t_start
+            eta = f", ETA {spent / i * (len(todo) - i) / 60:.1f} min for {name}" if i else ""
+            print(f"  measuring {label} ({i + 1} of {len(todo)}{eta}) ...", file=sys.stderr, flush=True)
+            ceiling = matmul_ceiling(dtype, dev, seconds=1.0)  # again here: a shared machine's speed drifts
+            r = bench_config(FAMILIES[fam], [] if size == "paper" else SMALL, batch, dtype, dev, seconds,
+                             compile_backend)
+            r["ceiling_gflops"], r["ceiling_ratio"] = ceiling, r["train_gflops"] / ceiling
+            run["configs"][label] = r
+            peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
+            print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s "
+                  f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling {ceiling:.0f}, "
+                  f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "
+                  f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}", flush=True)
     result["puzzle_embedding"] = []
     print("sparse puzzle embedding (dim 512, batch 768, CPU): one sign-SGD step against the table size")
     for rows in (1_000, 100_000, 1_000_000):

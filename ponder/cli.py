@@ -240,7 +240,8 @@ def cmd_solve(args) -> int:
     from ponder.solve import draw_solution, format_solution, solve
 
     resolve_device(args.device, "--device")
-    res = solve(args.checkpoint, args.puzzle, args.overrides, args.device, ema=not args.raw, k=args.k)
+    res = solve(args.checkpoint, args.puzzle, args.overrides, args.device, ema=not args.raw, k=args.k,
+                test_input=args.test_input)
     print(format_solution(res, trace=args.trace))
     if args.png:
         draw_solution(res, Path(args.png))
@@ -458,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("solve", help="a trained model's answer to your own puzzle, with the steps it used",
                        description="Read one puzzle of your own (a Sudoku as its n*n cells with '.' or '0' for "
                                    "blanks, a maze as N lines of '#', ' ', 'S', 'G', a 1dCA orbit as one state of "
-                                   "'0'/'1' per line), as text, a file, or '-' for stdin, and print the model's "
+                                   "'0'/'1' per line, an ARC task's JSON file named <task id>.json or the id of "
+                                   "one of the run's evaluation tasks), as text, a file, or '-' for stdin, and print "
+                                   "the model's "
                                    "answer after the supervision step where it halts (at the latest N_sup), with "
                                    "its halting confidence.")
     d.add_argument("checkpoint", help="a checkpoint or run directory (the latest checkpoint)")
@@ -467,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--trace", action="store_true", help="print the answer after every supervision step up to N_sup")
     d.add_argument("--png", metavar="FILE", help="draw the puzzle and the answer after each step into FILE")
     d.add_argument("--k", type=int, default=None, help="1dCA: the step ahead to predict (models trained on mixed k)")
+    d.add_argument("--test-input", type=int, default=0, help="ARC: which of the task's test inputs (0-based)")
     d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     d.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     d.set_defaults(func=cmd_solve)

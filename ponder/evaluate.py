@@ -491,8 +491,10 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
         given = np.asarray(arrays.inputs[i]).copy()
         if start is not None:
             given[start:] = 0
-        plots.plot_solving(task.grid(given), task.grid(labels[i]), answers, path, task.palette, task.box,
-                           name=f"test example {i}")
+        region = task.crop([task.grid(given), task.grid(labels[i]), *answers.values()])
+        plots.plot_solving(task.grid(given)[region], task.grid(labels[i])[region],
+                           {k: a[region] for k, a in answers.items()}, path, task.palette, task.box,
+                           name=f"test example {i}", legend=task.legend)
         paths.append(path)
     return paths
 

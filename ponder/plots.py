@@ -83,13 +83,14 @@ def plot_scaling(result: dict, path: Path, title: str = "") -> None:
 
 
 def plot_solving(given: np.ndarray, label: np.ndarray | None, answers: dict[int, np.ndarray], path: Path,
-                 palette: tuple[str, ...] | None = None, box: tuple[int, int] | None = None, name: str = "") -> None:
+                 palette: tuple[str, ...] | None = None, box: tuple[int, int] | None = None, name: str = "",
+                 legend: str = "") -> None:
     """One example being solved: the input, then the decoded answer after each step of `answers` (step -> grid).
     All grids are display values (0 = empty); cells without a label (0 in `label`) show the input. Changed cells
     are highlighted (yellow), wrong ones in red; with a palette the cells are coloured (wrong ones outlined in red),
     otherwise digits are drawn, the givens in black, with thick lines between `box`es. `label` None (a puzzle of
     the user's own, `ponder solve`): every cell shows the answer and nothing is marked wrong; otherwise a last panel
-    draws the target. `name` (e.g. "test example 17") heads the title."""
+    draws the target. `name` (e.g. "test example 17") heads the title; `legend` (what special cells mean) follows it."""
     import matplotlib
 
     known = label is not None
@@ -102,8 +103,8 @@ def plot_solving(given: np.ndarray, label: np.ndarray | None, answers: dict[int,
     title = ("answer after each supervision step (" + ("red outline" if palette is not None else "red") + ": wrong"
              + ("" if palette is not None else ", yellow: changed") + ")") if known else \
         ("answer after each supervision step" + ("" if palette is not None else " (yellow: changed)"))
-    title = f"{name}: {title}" if name else title
-    with figure(path, 1, cols, size=(width * cols, 2.4), dpi=110, title=title, grid=True) as (plt, fig, axes):
+    title = (f"{name}: {title}" if name else title) + (f"\n{legend}" if legend else "")
+    with figure(path, 1, cols, size=(width * cols, 2.4 + 0.2 * bool(legend)), dpi=110, title=title, grid=True) as (plt, fig, axes):
         prev = given
         for ax, s in zip(axes[0], panels):
             grid = given if s == 0 else truth if s == "target" else np.where(scored, answers[s], given)

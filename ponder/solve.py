@@ -1,10 +1,15 @@
 """`ponder solve CHECKPOINT_OR_RUN INPUT`: a trained model's answer to the user's own puzzle (a Sudoku string or file,
-a maze as text, a 1dCA orbit), with the supervision steps it used and its halting confidence.
+a maze as text, a 1dCA orbit, an ARC task), with the supervision steps it used and its halting confidence.
 
 The puzzle is read by its task (`Task.parse`: size, characters and the puzzle's own rules checked, a one-line error
 otherwise) and run as the evaluator runs a test example: supervision steps until the halting logit is > 0
 (eval.halt_threshold), at the latest N_sup; `trace` keeps the answer after every step up to N_sup. A one-pass
 sequence model answers once (generating its answer token by token where the evaluator would).
+
+ARC: the input is a task's JSON or the id of one of the run's evaluation tasks; its puzzle identifier is looked up
+by name in the dataset's identifiers.json (`Task.puzzle_id`), since the model knows a task only through the
+embedding learned for it. The identity version is answered (no voting over augmented versions as `ponder eval`
+does).
 """
 
 from __future__ import annotations
@@ -36,17 +41,20 @@ def read_input(text_or_path: str) -> str:
 
 @torch.inference_mode()
 def solve(path: str | Path, puzzle: str, overrides: list[str] = (), device: str = "cpu", ema: bool = True,
-          k: int | None = None) -> dict:
+          k: int | None = None, test_input: int = 0) -> dict:
     """The answer to one puzzle: {inputs, steps: [(step, prediction tokens, halting confidence)], halted_at,
     n_supervision, task, text}."""
     ckpt, cfg, model, meta = load_model(path, overrides, device, ema)
     task = get_task(cfg.data)
-    inputs = np.asarray(task.parse(read_input(puzzle), k=k)).astype(np.int64)
+    text = read_input(puzzle)
+    is_file = puzzle != "-" and len(puzzle) < 4096 and "\n" not in puzzle and Path(puzzle).is_file()
+    options = {"k": k, "test_input": test_input, "name": puzzle if is_file else "", "data": meta.get("data", "")}
+    inputs = np.asarray(task.parse(text, **options)).astype(np.int64)
     if inputs.shape != (meta["seq_len"],) or inputs.max() >= meta["vocab_size"]:
         raise UserError(f"{ckpt}: this puzzle has {inputs.size} tokens up to {inputs.max()}; the model reads "
                         f"{meta['seq_len']} tokens below {meta['vocab_size']} (trained on other data settings)")
     x = torch.as_tensor(inputs[None], device=device)
-    pid = torch.zeros(1, dtype=torch.long, device=device)
+    pid = torch.tensor([task.puzzle_id(text, _names(meta), **options) if cfg.model.puzzle_emb else 0], device=device)
     dev = torch.device(device)
     start = generation_start(cfg, task, model)
     n_sup = cfg.model.n_supervision
@@ -65,6 +73,20 @@ def solve(path: str | Path, puzzle: str, overrides: list[str] = (), device: str 
     return {"checkpoint": str(ckpt), "inputs": inputs, "steps": steps, "halted_at": halted_at or n_sup,
             "halted": halted_at is not None, "n_supervision": n_sup, "task": task,
             "one_pass": not cfg.model.carries_state}
+
+
+def _names(meta: dict) -> list[str]:
+    """The puzzle names of the checkpoint's dataset (identifiers.json), or just the blank when it has none."""
+    path = Path(meta.get("data", "")) / "identifiers.json"
+    if not meta.get("data") or not path.is_file():
+        return ["<blank>"]
+    import json
+
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e.__class__.__name__})") from None
+    return names if isinstance(names, list) else ["<blank>"]
 
 
 def format_solution(res: dict, trace: bool = False) -> str:
@@ -90,4 +112,6 @@ def draw_solution(res: dict, path: Path) -> None:
     """The puzzle and the answer after each supervision step up to the one used (no target: nothing marked wrong)."""
     task = res["task"]
     answers = {s: task.grid(pred) for s, pred, _ in res["steps"][: res["halted_at"]]}
-    plots.plot_solving(task.grid(res["inputs"]), None, answers, Path(path), task.palette, task.box)
+    region = task.crop([task.grid(res["inputs"]), *answers.values()])
+    plots.plot_solving(task.grid(res["inputs"])[region], None, {k: a[region] for k, a in answers.items()}, Path(path),
+                       task.palette, task.box, legend=task.legend)

@@ -244,6 +244,12 @@ def test_task_helpers():
     assert task.render(tokens, labels=tokens).splitlines() == ["input    label", "12#      12#", "34#      34#",
                                                               "##.      ##."]
     assert task.render(tokens, preds=tokens, labels=tokens).splitlines()[-1] == "solved"
+    # pictures show the grid and its EOS markers, not the 30x30 canvas; an answer written further out widens them
+    rows, cols = task.crop([task.grid(tokens), task.grid(tokens)])
+    assert task.grid(tokens)[rows, cols].shape == (3, 3) and "EOS" in task.legend and "PAD" in task.legend
+    stray = tokens.copy()
+    stray[4 * SIDE + 6] = 5  # a colour at row 4, column 6
+    assert task.grid(tokens)[task.crop([task.grid(tokens), task.grid(stray)])].shape == (5, 7)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

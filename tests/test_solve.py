@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from ponder import UserError
-from ponder.config import Ca1dConfig, MazeConfig, SudokuConfig
+from ponder.config import ArcConfig, Ca1dConfig, MazeConfig, SudokuConfig
+from ponder.tasks.arc import ArcTask, encode
 from ponder.tasks.ca1d import Ca1dTask
 from ponder.tasks.maze import MazeTask
 from ponder.tasks.sudoku import SudokuTask
@@ -76,3 +77,39 @@ def test_solve_from_the_cli(tmp_path, capsys):
     one_line_error(err, "this model solves 4x4 Sudoku: 16 cells")
     code, _, err = run(capsys, "solve", str(tmp_path / "nothing"), puzzle)
     assert code == 2
+
+
+def test_solve_an_arc_task_by_file_or_id(tmp_path, capsys):
+    """An ARC task is answered through the puzzle embedding learned for it: found by the task's name (a file
+    <task id>.json, or the id of an evaluation task); a task the model never trained on is refused."""
+    import json
+
+    from test_arc import _files_layout
+
+    root = _files_layout(tmp_path / "arc", n=2)
+    data = tmp_path / "data"
+    assert run(capsys, "data", "arc", "--out", str(data), "--layout", "files", "--path", str(root), "--canvas", "8",
+               "--num-aug", "1")[0] == 0
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "demo", *TINY, "data.task=arc", f"data.path={data}", "data.arc.canvas=8",
+                       "train.steps=2", "model.pos_encoding=rope", "model.mixer=attention", "--out", str(run_dir))
+    assert code == 0, err
+    names = json.loads((data / "identifiers.json").read_text())
+    for puzzle in ("ev0", str(root / "evaluation" / "ev1.json"), str(root / "training" / "tr0.json")):
+        code, out, err = run(capsys, "solve", str(run_dir), puzzle, "--trace", "--png", str(tmp_path / "a.png"))
+        assert code == 0, err
+        assert out.count("after supervision step") == 4 and "input" in out and "prediction" in out
+    task = ArcTask(ArcConfig(canvas=8))
+    text = (root / "evaluation" / "ev1.json").read_text()
+    assert names[task.puzzle_id(text, names, name=str(root / "evaluation" / "ev1.json"))] == "ev1|||t0|||0123456789"
+    grid = np.array(json.loads(text)["test"][0]["input"], np.uint8)
+    assert np.array_equal(task.parse(text), encode(grid, side=8))
+    (tmp_path / "mine.json").write_text(text)  # the same task under a name the model never trained on
+    for argv, needle in (([str(tmp_path / "mine.json")], "task mine was not trained on"),
+                         (["ev1", "--test-input", "3"], "--test-input 3: task ev1 has test inputs 0..0"),
+                         (["nope"], "neither an ARC task's JSON"),
+                         (['{"test": [{"input": [[1, 12]]}]}'], "colours are integers 0..9"),
+                         (['{"train": [], "test": [{"input": [[1]]}'], "not valid JSON")):
+        code, _, err = run(capsys, "solve", str(run_dir), *argv)
+        assert code == 2
+        one_line_error(err, needle)

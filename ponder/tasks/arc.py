@@ -294,6 +294,7 @@ class ArcTask(Task):
     summary = "ARC-AGI 1 or 2 (Kaggle JSON or task files), augmented as in HRM/TRM"
     palette = ("#ffffff", "#d0d0d0") + ARC_COLOURS  # display values = tokens: PAD, EOS, colours 0..9
     aggregates = True  # pass@k votes over the augmented versions of every test input
+    legend = "white: PAD (off the grid); grey: EOS (the row and column marking the grid's end)"
 
     def __init__(self, cfg: ArcConfig) -> None:
         self.cfg = cfg
@@ -440,6 +441,70 @@ class ArcTask(Task):
     def grid(self, tokens: np.ndarray) -> np.ndarray:
         """(900,) tokens -> (30, 30) display values, which are the tokens (0 PAD, 1 EOS, 2..11 colours 0..9)."""
         return np.asarray(tokens).astype(np.int64).reshape(self.cfg.canvas, self.cfg.canvas)
+
+    # -- ponder solve
+
+    def _user_task(self, text: str, name: str = "", data: str = "") -> tuple[str, dict]:
+        """(task id, task) of `ponder solve`'s input: a task's JSON ({"train": [..], "test": [..]}, its id the file's
+        stem; or {id: task}), or the id of one of the run's evaluation tasks (the dataset's test_puzzles.json)."""
+        text = text.strip()
+        where = Path(name or "input")
+        if not text.startswith("{"):
+            known = Path(data) / "test_puzzles.json"
+            puzzles = _read_json(known) if data and known.is_file() else {}
+            if text in puzzles:
+                return text, puzzles[text]
+            some = ", ".join(list(puzzles)[:3])
+            raise UserError(f"{text[:40]!r} is neither an ARC task's JSON ({{\"train\": [..], \"test\": [..]}}) nor the "
+                            f"id of one of the run's {len(puzzles)} evaluation tasks" + (f" (e.g. {some})" if some else ""))
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise UserError(f"{where}: not valid JSON ({e.__class__.__name__})") from None
+        task_id = where.stem if name else ""
+        if isinstance(raw, dict) and "test" not in raw and len(raw) == 1:  # {task_id: task}, as a Kaggle file
+            (task_id, raw), = raw.items()
+        if not isinstance(raw, dict) or not isinstance(raw.get("test"), list) or not raw["test"]:
+            raise UserError(f"{where}: an ARC task is {{\"train\": [..], \"test\": [{{\"input\": grid}}, ..]}}")
+        if "train" in raw:  # the demonstrations are not read by the model (learned in training), but checked
+            _pairs(raw["train"], where, task_id or "task", "train")
+        return task_id, raw
+
+    def parse(self, text: str, name: str = "", data: str = "", test_input: int = 0, **options) -> np.ndarray:
+        """An ARC task (see `_user_task`) -> its test input number `test_input` (0-based) on the canvas."""
+        task_id, raw = self._user_task(text, name, data)
+        tests = raw["test"]
+        if not 0 <= test_input < len(tests):
+            raise UserError(f"--test-input {test_input}: task {task_id or 'given'} has test inputs 0..{len(tests) - 1}")
+        pair = tests[test_input]
+        grid = _grid(pair.get("input") if isinstance(pair, dict) else None, Path(name or "input"), task_id or "task",
+                     f"test {test_input} input")
+        side = self.cfg.canvas
+        if grid.shape[0] > side or grid.shape[1] > side:
+            raise UserError(f"the test input is {grid.shape[0]}x{grid.shape[1]}; this model's canvas is {side}x{side} "
+                            f"(data.arc.canvas)")
+        return encode(grid, side=side)
+
+    def puzzle_id(self, text: str, names: list[str], name: str = "", data: str = "", **options) -> int:
+        """The identifier of the task's identity version. TRM/HRM/URM read an ARC task only through the embedding
+        learned for it (its demonstrations are trained on, never shown at test time), so a task outside training has
+        no answer to give: refused, naming a few tasks the model knows."""
+        task_id, _ = self._user_task(text, name, data)
+        wanted = version_name(task_id, 0, np.arange(10))
+        if task_id and wanted in names:
+            return names.index(wanted)
+        known = sorted({n.split(SEPARATOR)[0] for n in names[1:]})
+        raise UserError(f"task {task_id or '(unnamed: give it as a file named <task id>.json)'} was not trained on: "
+                        f"the model reads an ARC task only through the puzzle embedding learned for it; it knows "
+                        f"{len(known)} tasks (e.g. {', '.join(known[:3])}); add yours to the data and train")
+
+    def crop(self, grids: list[np.ndarray]) -> tuple[slice, slice]:
+        """The canvas cut to the rows and columns where any of the grids holds something other than PAD (so the
+        picture shows the puzzle, its EOS markers and anything the model wrote, not a 30x30 field of padding)."""
+        used = np.any(np.stack(grids) != PAD, axis=0)
+        rows = int(np.flatnonzero(used.any(1)).max(initial=0)) + 1
+        cols = int(np.flatnonzero(used.any(0)).max(initial=0)) + 1
+        return slice(0, rows), slice(0, cols)
 
     def render(self, inputs: np.ndarray, preds: np.ndarray | None = None, labels: np.ndarray | None = None) -> str:
         """Input, and beside it the prediction or else the label, as text: colours as digits, EOS '#', PAD '.';

@@ -56,6 +56,7 @@ class Task(abc.ABC):
     teacher_forced: bool = False  # True: the inputs hold the answer (chain of thought): it must be generated
     encoding_keys: tuple[str, ...] = ()  # options that change how examples are written, not which examples (1dCA's
     #                                      layout): members of `ponder compare` may differ in them
+    legend: str = ""  # what the pictures' special cells mean (ARC: PAD and EOS), written under their title
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -78,6 +79,10 @@ class Task(abc.ABC):
 
     # -- optional hooks -------------------------------------------------------------------------------------------
 
+    def crop(self, grids: list[np.ndarray]) -> tuple[slice, slice]:
+        """The part of these display grids (one example's input, answers, target) a picture shows; default: all."""
+        return slice(None), slice(None)
+
     def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A random validity-preserving transform of a batch of examples (B, L) -> (B, L); default: none."""
         return inputs, labels
@@ -95,7 +100,12 @@ class Task(abc.ABC):
         wrong with it otherwise."""
         from ponder import UserError
 
-        raise UserError(f"ponder solve does not read {self.name} puzzles yet (it reads sudoku, maze and ca1d)")
+        raise UserError(f"ponder solve does not read {self.name} puzzles yet (it reads sudoku, maze, ca1d and arc)")
+
+    def puzzle_id(self, text: str, names: list[str], **options) -> int:
+        """The puzzle identifier `ponder solve` gives the user's puzzle (models with a learned per-puzzle embedding):
+        0, the blank, unless the task names its puzzles (ARC: the task's own, learned in training)."""
+        return 0
 
     def prompt_length(self) -> int | None:
         """Where a generated answer starts (causal models decoding token by token); None: answered in one pass."""
