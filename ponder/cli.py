@@ -304,10 +304,16 @@ def cmd_info(args) -> int:
     lm = "lm" in load_preset(args.preset)  # a `ponder lm` preset: the LM, its training and evaluation settings
     print(yaml.safe_dump(used_sections(cfg, lm), sort_keys=False), end="")
     if lm:
+        from ponder.lm.train import weight_count
+
         needs = [f"lm.{k}={v}" for k, v in (("task_data", cfg.lm.task_data), ("eval_data", cfg.lm.eval_data)) if v]
-        print(f"# a retrofitted LM (`ponder lm train|run`) on base {cfg.lm.base}; its weights are the base model's "
-              f"(prelude {cfg.lm.prelude}, core {cfg.lm.core}, coda {cfg.lm.coda}) plus a "
-              f"2h x h adapter, counted when the base is loaded"
+        try:
+            n, n_base = weight_count(cfg.lm)
+            count = f"{n:,} weights (base {n_base:,}: its layers kept in the sections, the head untied, a 2h x h adapter)"
+        except UserError as e:  # the base is not installed here: say how to get it, the config is still shown
+            count = f"weights counted once the base model is found ({e})"
+        print(f"# a retrofitted LM (`ponder lm train|run`) on base {cfg.lm.base}, prelude {cfg.lm.prelude}, core "
+              f"{cfg.lm.core}, coda {cfg.lm.coda}: {count}"
               + (f"; reads your files {', '.join(needs)} (relative to the current directory)" if needs else ""))
         return 0
     built = cfg.data.path and (Path(cfg.data.path) / "train" / "dataset.json").exists()

@@ -312,3 +312,20 @@ def test_eval_refuses_a_different_surgery(base_dir, gsm_dir, tmp_path, capsys):
     run = train_lm(tiny_cfg(base_dir, gsm_dir, "train.steps=1", "lm.healing_steps=0"), tmp_path / "r", progress=False)
     assert main(["lm", "eval", str(run.run_dir), "lm.core=1"]) == 2
     assert "lm.core define the checkpoint's weights" in capsys.readouterr().err
+
+
+def test_info_counts_the_retrofitted_weights_without_loading_them(base_dir, gsm_dir, capsys):
+    """`ponder info` counts the retrofit from the base's config on the meta device; the count is the one of the model
+    training builds (kept layers + untied head + the 2h x h adapter)."""
+    from ponder.lm.train import build_model
+
+    cfg = tiny_cfg(base_dir, gsm_dir)
+    model, _ = build_model(cfg.lm)
+    n = sum(p.numel() for p in model.parameters())
+    overrides = [f"lm.base={base_dir}", "lm.prelude=0", "lm.core=1-2", "lm.coda=3"]
+    assert main(["info", "lm-smollm2-cpu", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert f": {n:,} weights (base " in out
+    assert main(["info", "lm-smollm2-cpu", "lm.base=/no/such/model"]) == 0  # the config is still shown
+    assert "weights counted once the base model is found (base model not found: /no/such/model" in \
+        capsys.readouterr().out

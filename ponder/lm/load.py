@@ -48,6 +48,20 @@ def load_base(source: str) -> tuple[nn.Module, object]:
     return model.eval(), tokenizer
 
 
+def base_config(source: str):
+    """The Hugging Face config of a base model (no weights read): for counting weights before loading anything."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import AutoConfig
+
+    path = _smollm2_path() if source == SMOLLM2 else Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"base model not found: {path} (expected a Hugging Face model directory, a .gguf file "
+                        f"or {SMOLLM2!r})")
+    if path.suffix == ".gguf":
+        return AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    return AutoConfig.from_pretrained(path, local_files_only=True)
+
+
 TINY_FAMILIES = ("llama", "qwen2", "qwen3", "olmo2")  # Llama-family layer APIs the surgery is tested on
 
 

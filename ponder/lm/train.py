@@ -48,7 +48,14 @@ def build_model(lc: LmConfig):
     from ponder.lm.model import RecurrentLM
 
     base, tokenizer = load_base(lc.base)
-    n_layers = base.config.num_hidden_layers
+    sections = _sections(lc, base.config.num_hidden_layers)
+    model = RecurrentLM(base, sections["prelude"], sections["core"], sections["coda"], state_std=lc.state_std,
+                        adapter_init=lc.adapter_init)
+    return model, tokenizer
+
+
+def _sections(lc: LmConfig, n_layers: int) -> dict[str, list[int]]:
+    """lm.prelude / core / coda as layer indices, checked against the base's layer count and for overlap."""
     sections = {name: parse_layers(getattr(lc, name), f"lm.{name}") for name in ("prelude", "core", "coda")}
     for name, idx in sections.items():
         bad = [i for i in idx if i >= n_layers]
@@ -59,9 +66,25 @@ def build_model(lc: LmConfig):
     if len(set(used)) != len(used):
         raise UserError(f"lm.prelude/core/coda overlap ({lc.prelude} / {lc.core} / {lc.coda}); each base layer may "
                         f"go to one section only")
-    model = RecurrentLM(base, sections["prelude"], sections["core"], sections["coda"], state_std=lc.state_std,
-                        adapter_init=lc.adapter_init)
-    return model, tokenizer
+    return sections
+
+
+def weight_count(lc: LmConfig) -> tuple[int, int]:
+    """(weights of the retrofitted model, of the base model), from the base's config alone: both are built on the
+    meta device (no memory, no weights read), the retrofit by the same surgery as training."""
+    from transformers import AutoModelForCausalLM
+
+    from ponder.lm.load import base_config
+    from ponder.lm.model import RecurrentLM
+
+    config = base_config(lc.base)
+    sections = _sections(lc, config.num_hidden_layers)
+    with torch.device("meta"):
+        base = AutoModelForCausalLM.from_config(config)
+        n_base = sum(p.numel() for p in base.parameters())
+        model = RecurrentLM(base, sections["prelude"], sections["core"], sections["coda"], state_std=lc.state_std,
+                            adapter_init=lc.adapter_init)
+    return sum(p.numel() for p in model.parameters()), n_base
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> Combined:
