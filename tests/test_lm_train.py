@@ -267,6 +267,9 @@ def test_eval_sweep_end_to_end(base_dir, gsm_dir, tmp_path):
     assert (out / "results.json").exists() and (out / "lm_scaling.png").stat().st_size > 1000
     rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2 and {r["R"] for r in rows} == {1, 2, 4}
+    # why each completion ended, and the raw tokens: an empty answer can be told from a cut one
+    assert all(r["ended"] in ("eos", "stop", "length") and 1 <= r["new_tokens"] <= 256 for r in rows)
+    assert all(r["raw"].startswith(r["completion"].rstrip()[:10]) for r in rows)
     from ponder.report import write_report
 
     page = write_report(run.run_dir).read_text()  # an LM run's page: its LM sections, the sweep over R

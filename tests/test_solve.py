@@ -99,6 +99,7 @@ def test_solve_an_arc_task_by_file_or_id(tmp_path, capsys):
         code, out, err = run(capsys, "solve", str(run_dir), puzzle, "--trace", "--png", str(tmp_path / "a.png"))
         assert code == 0, err
         assert out.count("after supervision step") == 4 and "input" in out and "prediction" in out
+        assert "as ponder eval crops it" in out or "no answer: the top-left cell is not a colour" in out
     task = ArcTask(ArcConfig(canvas=8))
     text = (root / "evaluation" / "ev1.json").read_text()
     assert names[task.puzzle_id(text, names, name=str(root / "evaluation" / "ev1.json"))] == "ev1|||t0|||0123456789"

@@ -49,8 +49,9 @@ def load_lm(path: str | Path, overrides: list[str] = ()) -> tuple[torch.nn.Modul
 
 @torch.no_grad()
 def answer(model, tokenizer, question: str, num_steps: int, max_new_tokens: int,
-           exit_threshold: float = 0.0) -> tuple[str, int, float]:
-    """Greedy completion of the prompt -> (text cut at STOP, new tokens, mean loops per token)."""
+           exit_threshold: float = 0.0) -> tuple[str, int, float, str, str]:
+    """Greedy completion of the prompt -> (text cut at STOP, new tokens, mean loops per token, why it ended: "eos",
+    "stop" (the text reached STOP) or "length" (max_new_tokens), the raw decoded tokens, special ones included)."""
     device = next(model.parameters()).device
     ids = prompt_ids(tokenizer, question)
     new: list[int] = []
@@ -64,8 +65,10 @@ def answer(model, tokenizer, question: str, num_steps: int, max_new_tokens: int,
         text = tokenizer.decode(new, skip_special_tokens=True)
         if not got or STOP in text or (tokenizer.eos_token_id is not None and tokenizer.eos_token_id in got):
             break
-    text = tokenizer.decode(new, skip_special_tokens=True).split(STOP)[0]
-    return text, len(new), loops / max(1, len(new))
+    full = tokenizer.decode(new, skip_special_tokens=True)
+    eos = tokenizer.eos_token_id is not None and tokenizer.eos_token_id in new
+    why = "stop" if STOP in full else "eos" if eos else "length"
+    return full.split(STOP)[0], len(new), loops / max(1, len(new)), why, tokenizer.decode(new)
 
 
 @torch.no_grad()
@@ -98,13 +101,15 @@ def evaluate_lm(model, tokenizer, cfg: Config, problems: list[Problem], out_dir:
         for r in res["recurrences"]:
             correct, loops, tokens, t = 0, 0.0, 0, time.perf_counter()
             for i, p in progress_of(enumerate(problems), len(problems), f"GSM8K at R = {r}", enabled=progress):
-                text, n_new, mean_loops = answer(model, tokenizer, p.question, r, lc.max_new_tokens, lc.exit_threshold)
+                text, n_new, mean_loops, why, raw = answer(model, tokenizer, p.question, r, lc.max_new_tokens,
+                                                           lc.exit_threshold)
                 pred = extract_answer(text)
                 correct += pred == p.answer
                 loops += mean_loops * n_new
                 tokens += n_new
                 f.write(json.dumps({"R": r, "index": i, "question": p.question, "answer": p.answer,
-                                    "prediction": pred, "completion": text}) + "\n")
+                                    "prediction": pred, "completion": text, "new_tokens": n_new, "ended": why,
+                                    "raw": raw}) + "\n")
             seconds = time.perf_counter() - t
             f.flush()  # one R at a time: a long sweep shows its completions as it goes
             res["accuracy"].append(correct / max(1, len(problems)))

@@ -42,6 +42,7 @@ import numpy as np
 from ponder import UserError
 from ponder.config import ArcConfig
 from ponder.files import atomic_write_text
+from ponder.progress import progress
 from ponder.tasks.base import Aggregate, Sheet, Task, Tile
 from ponder.tasks.dataset import Metadata, PuzzleArrays
 from ponder.tasks.grids import DIHEDRAL_INVERSE, dihedral
@@ -361,7 +362,7 @@ class ArcTask(Task):
                                    for ids in (train_ids, eval_ids))
         rng = seeded_rng(seed, "arc_aug")
         all_versions, ids, names = {}, {}, ["<blank>"]
-        for task_id in train_ids + eval_ids:
+        for task_id in progress(train_ids + eval_ids, len(train_ids) + len(eval_ids), "ARC augmented versions"):
             puzzle = train_side[task_id] if task_id in train_side else evaluation[task_id]
             all_versions[task_id] = versions(rng, puzzle, cfg.num_aug)
             ids[task_id] = len(names)
@@ -397,7 +398,7 @@ class ArcTask(Task):
         side = self.cfg.canvas
         inputs, labels = np.zeros((total, side * side), np.uint8), np.zeros((total, side * side), np.uint8)
         identifiers, puzzle_sizes, group_sizes, e = [], [], [], 0
-        for puzzle, pairs in parts:
+        for puzzle, pairs in progress(parts, len(parts), f"ARC {split} split"):
             group = built.versions[puzzle.task_id]
             for k, (t, perm) in enumerate(group):
                 still = int(rng.integers(len(pairs)))  # the one unshifted example of this version
@@ -525,6 +526,11 @@ class ArcTask(Task):
         if preds is not None and labels is not None:
             wrong = int(np.sum(np.asarray(preds) != np.asarray(labels)))
             footer = ["solved" if wrong == 0 else f"{wrong} of {self.cfg.canvas ** 2} cells wrong"]
+        elif preds is not None:  # ponder solve: the grid an evaluation would submit for this canvas
+            answer = decode(np.asarray(preds))
+            footer = [f"answer {answer.shape[0]}x{answer.shape[1]} (the colour rectangle at the top-left corner, as "
+                      f"ponder eval crops it):", *("".join(str(int(v)) for v in row) for row in answer)] \
+                if answer.size else ["no answer: the top-left cell is not a colour"]
         return "\n".join(lines + footer)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ponder import UserError
+from ponder.progress import progress
 
 _LEGACY_STREAMS = {"generate": 0, "shuffle": 1, "shuffle_test": 2, "augment": 3}  # the first task's stream ids
 MAX_DUPLICATES = 10_000  # consecutive repeats before giving up: the options allow too few distinct examples
@@ -72,16 +73,16 @@ class GeneratedPairs:
             self._stream = (seed, seeded_rng(seed, "generate"), [], [], set())
         _, rng, questions, answers, seen = self._stream
         need = train_size + (test_size if split == "test" else 0)
-        repeats = 0
-        while len(questions) < need:
-            question, answer = self.make(rng)
-            if question.tobytes() in seen:  # the answer follows from the question (unique solutions)
+        for _ in progress(range(len(questions), need), need - len(questions), f"generating {self.what}"):
+            repeats = 0
+            while True:
+                question, answer = self.make(rng)
+                if question.tobytes() not in seen:  # the answer follows from the question (unique solutions)
+                    break
                 repeats += 1
                 if repeats >= MAX_DUPLICATES:
                     raise UserError(f"found only {len(questions)} distinct {self.what} with these options; lower "
                                     f"{self.section}.train_size + test_size ({need})")
-                continue
-            repeats = 0
             seen.add(question.tobytes())
             questions.append(question)
             answers.append(answer)
