@@ -159,8 +159,13 @@ def _curves(train: list[dict], evals: list[dict]) -> str | None:
     speed = [k for k in ("examples_per_s", "tokens_per_s") if any(k in r for r in train)]
     if speed:
         panels.append(("speed", [(k, steps, [r.get(k) for r in train]) for k in speed], False))
-    if any("lr" in r for r in train):
-        panels.append(("learning rate", [("lr", steps, [r.get("lr") for r in train])], False))
+    schedule = [k for k in ("lr", "lr_scale") if any(k in r for r in train)]
+    if schedule:
+        panels.append(("learning rate", [(k, steps, [r.get(k) for r in train]) for k in schedule], False))
+    if any("r_bar" in r for r in train):  # an LM retrofit: the depth curriculum and the sampled loops n + k
+        panels.append(("recurrence (curriculum r_bar; sampled n + k)", [
+            ("r_bar", steps, [r.get("r_bar") for r in train]),
+            ("n + k", steps, [r["n"] + r["k"] if "n" in r and "k" in r else None for r in train])], False))
     if not panels:
         return None
     cols = 2 if len(panels) > 1 else 1

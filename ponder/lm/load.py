@@ -31,7 +31,19 @@ def _smollm2_path() -> Path:
 def load_base(source: str) -> tuple[nn.Module, object]:
     """(model, tokenizer) from a local HF model directory, a .gguf file, or "smollm2-135m"; float32, eval mode."""
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the hub (set before huggingface_hub reads it on import)
+    import sys
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not sys.stderr.isatty():  # in a log file a redrawn bar is one long line: transformers' loading bars off
+        hf_logging.disable_progress_bar()
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils  # its GGUF bar is a bare tqdm
+
+        if hasattr(gguf_utils, "tqdm"):
+            gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
 
     path = _smollm2_path() if source == SMOLLM2 else Path(source).expanduser()
     if not path.exists():
