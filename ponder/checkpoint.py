@@ -70,6 +70,36 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
     return final
 
 
+def recover(run_dir: Path) -> list[str]:
+    """Clear what a killed `save` left in RUN/ckpt (call it holding the run's lock): a `.old-step_N-PID` folder (the
+    previous copy of a step being re-saved) is put back when step_N is missing, else removed; `.tmp-*` folders (half
+    written) are removed. Returns one note per folder, for stderr."""
+    root = Path(run_dir) / CKPT_DIR
+    notes = []
+    if not root.is_dir():
+        return notes
+    for old in sorted(root.glob(".old-step_*")):
+        final = root / old.name[len(".old-"):].rsplit("-", 1)[0]
+        if not final.exists() and (old / "meta.json").exists():
+            os.rename(old, final)
+            notes.append(f"{final}: put back (a re-save of this step was killed between its two renames)")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            notes.append(f"{old}: removed (the replaced copy of {final.name}, left by a killed save)")
+    for tmp in sorted(root.glob(".tmp-*")):
+        size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        shutil.rmtree(tmp, ignore_errors=True)
+        notes.append(f"{tmp}: removed ({size / 1e6:.1f} MB of a checkpoint write that was killed)")
+    return notes
+
+
+def moved_aside(run_dir: Path) -> bool:
+    """Whether a complete checkpoint waits in a `.old-step_*` folder (a re-save killed between its renames) for
+    `recover` to put it back."""
+    root = Path(run_dir) / CKPT_DIR
+    return root.is_dir() and any((p / "meta.json").exists() for p in root.glob(".old-step_*"))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CKPT_DIR
     return sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []

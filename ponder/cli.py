@@ -41,11 +41,24 @@ def _timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _fresh_dir(path: Path) -> Path:
-    """A run directory that holds no earlier run: refuse rather than overwrite good data."""
-    if path.exists() and any(path.iterdir()):
-        raise UserError(f"{path}: already holds a run; pass --resume {path} to continue it, or another --out")
-    return path
+def _fresh_dir(path: Path, cfg=None) -> Path:
+    """A run directory that holds no earlier work: refuse rather than overwrite good data. A run stopped before its
+    first checkpoint holds nothing to lose: with `cfg` of the same data settings it is started again (its partial
+    logs are cut back; a process still training it is refused by the run's lock)."""
+    from ponder import checkpoint
+    from ponder.run import LOCK
+
+    if not path.exists() or not [p for p in path.iterdir() if p.name != LOCK]:
+        return path
+    if cfg is not None and (path / "config.yaml").is_file() and not checkpoint.list_checkpoints(path):
+        from ponder.config import to_dict
+
+        if to_dict(checkpoint.load_config(path).data) == to_dict(cfg.data):
+            print(f"note: {path} holds a run stopped before its first checkpoint: starting it again", file=sys.stderr)
+            return path
+        raise UserError(f"{path}: holds a run stopped before its first checkpoint, with other data settings; give "
+                        f"another --out, or delete it")
+    raise UserError(f"{path}: already holds a run; pass --resume {path} to continue it, or another --out")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -83,13 +96,24 @@ def cmd_data(args) -> int:
 
 
 def _resumed_config(args, command: str):
-    """(config, run directory) of `--resume RUN`: the run's config + key=value overrides (all arguments are)."""
+    """(config, run directory, from a checkpoint) of `--resume RUN`: the run's config + key=value overrides (all
+    arguments are). A run stopped before its first checkpoint resumes from step 0 with its config.yaml."""
+    from ponder import checkpoint
+    from ponder.config import Config, apply_overrides, from_dict, to_dict
     from ponder.run import config_from_checkpoint
 
     overrides = ([args.preset] if args.preset else []) + args.overrides
     if any("=" not in o for o in overrides):
         raise UserError(f"{command} --resume RUN takes only key=value overrides (the run keeps its preset)")
-    return config_from_checkpoint(args.resume, overrides)[1], Path(args.resume)
+    run = Path(args.resume)
+    if run.is_dir() and (run / "config.yaml").is_file() and not checkpoint.list_checkpoints(run):
+        cfg = from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(run)), overrides))
+        if checkpoint.moved_aside(run):  # a killed re-save: training puts the checkpoint back once it owns the run
+            return cfg, run, True
+        print(f"note: {run} holds no checkpoint (stopped before its first save): training it from step 0",
+              file=sys.stderr)
+        return cfg, run, False
+    return config_from_checkpoint(args.resume, overrides)[1], run, True
 
 
 def cmd_train(args) -> int:
@@ -97,8 +121,9 @@ def cmd_train(args) -> int:
     from ponder.config import resolve
     from ponder.train import preflight, train
 
+    resume = False
     if args.resume:
-        cfg, run_dir = _resumed_config(args, "ponder train")
+        cfg, run_dir, resume = _resumed_config(args, "ponder train")
     else:
         if not args.preset:
             raise UserError("ponder train: give a PRESET (e.g. demo) or --resume RUN_DIR")
@@ -109,14 +134,14 @@ def cmd_train(args) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # the convenience: re-launch this command under torchrun
         if cfg.train.batch_size % args.nproc:
             raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {args.nproc}")
-        return _torchrun(args, run_dir or _fresh_dir(_default_run_dir(args)))
+        return _torchrun(args, run_dir or _fresh_dir(_default_run_dir(args), cfg))
     world = distributed.init(cfg.train.device)
-    preflight(cfg, data=not args.resume)  # a bad device or data path fails before a run directory is named
+    preflight(cfg, data=not resume)  # a bad device or data path fails before a run directory is named
     if run_dir is None:  # rank 0 picks the directory (the default holds a timestamp) and tells the others
         choice = None
         if world.main:
             try:
-                choice = str(_fresh_dir(_default_run_dir(args)))
+                choice = str(_fresh_dir(_default_run_dir(args), cfg))
             except UserError as e:
                 choice = e
         choice = distributed.broadcast(choice)
@@ -126,7 +151,7 @@ def cmd_train(args) -> int:
     if world.main:
         print(f"run directory: {run_dir}" + (f" ({world.size} processes)" if world.parallel else ""))
     try:
-        run = train(cfg, run_dir, resume=bool(args.resume), progress=world.main)
+        run = train(cfg, run_dir, resume=resume, progress=world.main)
     finally:
         distributed.shutdown()
     if world.main:
@@ -335,17 +360,18 @@ def _lm_config(args):
     if not args.preset:
         raise UserError(f"ponder lm {args.lm_command}: give a PRESET (e.g. lm-smollm2-cpu)")
     cfg = resolve(args.preset, args.overrides)
-    return cfg, _fresh_dir(Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}")
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}"
+    return cfg, _fresh_dir(out, cfg), False
 
 
 def cmd_lm_train(args) -> int:
     from ponder.lm.data import check_files
     from ponder.lm.train import train_lm
 
-    cfg, run_dir = _lm_config(args)
+    cfg, run_dir, resume = _lm_config(args)
     check_files(cfg.lm, evaluating=args.lm_command == "run")  # in a second, not after loading the base model
     print(f"run directory: {run_dir}")
-    run = train_lm(cfg, run_dir, resume=bool(args.resume))
+    run = train_lm(cfg, run_dir, resume=resume)
     print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
     if args.lm_command == "run":
         from ponder.lm.evaluate import evaluate_lm_checkpoint, format_lm_table
@@ -582,8 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"ponder: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("ponder: interrupted (a checkpoint was saved where training was running)", file=sys.stderr)
+    except KeyboardInterrupt as e:  # ponder.run.Interrupted says which checkpoint holds the run
+        print(f"ponder: {e or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:
         from ponder.run import TrainingDiverged

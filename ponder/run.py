@@ -5,6 +5,7 @@ its logs, its resume point, and the loop skeleton.
     <run>/metrics.jsonl   one JSON line per log interval (and per periodic evaluation)
     <run>/tb/             TensorBoard: the same numbers, as train/<key> and eval/<key>
     <run>/machine.jsonl   one line per start and resume: when, from which step, on what machine (`machine()`)
+    <run>/.lock           held by the one process training the run (`RunLock`, `own_run`)
     <run>/ckpt/           complete checkpoints (`ponder.checkpoint`)
 
 `Loop` is the skeleton written once; each trainer writes its own step inside it, in the open:
@@ -24,10 +25,12 @@ Under torchrun every rank runs the loop (its stop decision is agreed by all rank
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +43,11 @@ from ponder.files import atomic_write_text
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
+    """The loss became NaN/inf; the run stops, its checkpoints untouched (the message names the newest, if any)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says which checkpoint holds the run (or that none was saved)."""
 
 
 def check_finite(loss: torch.Tensor, step: int, hint: str) -> None:
@@ -48,8 +55,7 @@ def check_finite(loss: torch.Tensor, step: int, hint: str) -> None:
     if distributed.any_rank(not torch.isfinite(loss).item()):
         world = distributed.world()
         where = f" (rank {world.rank})" if world.parallel else ""
-        raise TrainingDiverged(f"loss is {loss.item()} at step {step}{where}; stopped, the last good checkpoint is "
-                               f"kept ({hint})")
+        raise TrainingDiverged(f"loss is {loss.item()} at step {step}{where}; stopped ({hint})")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -80,6 +86,88 @@ def resume_point(run_dir: Path, cfg: Config, keep: tuple[str, ...]) -> ResumePoi
         raise UserError(f"{ckpt}: a resumed run keeps its model config and batch size ({', '.join(keep)}); "
                         f"{', '.join(changed)} changed: start a new run to change them")
     return ResumePoint(ckpt, checkpoint.load_weights(ckpt, ema=False), checkpoint.load_state(ckpt))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ownership
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """One process owns a run directory while it trains it: an exclusive `flock` on RUN/.lock, taken before anything
+    is written and held until training ends. The OS drops the lock when its process dies, however it dies, so a run
+    left by a killed process never stays blocked; the file names its owner (pid, host, start), and a clean end clears
+    the name, so a name found on taking the lock tells that the previous owner was killed. Under torchrun rank 0 owns
+    the run (the other ranks write nothing). Where `fcntl` is missing (Windows) runs are not locked."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.file = None
+        self.made = False
+
+    def acquire(self) -> str:
+        """Take the run, or UserError naming its owner; returns the owner a killed process left named ("" if none)."""
+        try:
+            import fcntl
+        except ImportError:
+            return ""
+        self.made = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            f = open(self.run_dir / LOCK, "a+")
+        except OSError as e:
+            raise UserError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            f.close()
+            raise UserError(f"{self.run_dir}: in use by {owner}; one process trains a run at a time (wait for it or "
+                            f"stop it: a stopped or killed process frees the run at once)") from None
+        f.seek(0)
+        previous = f.read().strip()
+        f.seek(0)
+        f.truncate()
+        import platform
+
+        f.write(f"process {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self.file = f
+        return previous
+
+    def release(self) -> None:
+        """Clear the owner's name and let go; a directory this lock made and nothing else wrote into goes too (a
+        start that failed before writing leaves nothing behind)."""
+        if self.file is None:
+            return
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.close()
+        self.file = None
+        if self.made and [p.name for p in self.run_dir.iterdir()] == [LOCK]:
+            (self.run_dir / LOCK).unlink()
+            self.run_dir.rmdir()
+
+
+@contextmanager
+def own_run(run_dir: Path, main: bool = True) -> Iterator[None]:
+    """Hold the run's lock for the block (rank 0), after saying on stderr what a killed predecessor left: its name on
+    the lock, and the unfinished checkpoint writes `checkpoint.recover` cleans up."""
+    lock = RunLock(run_dir) if main else None
+    if lock is not None:
+        previous = lock.acquire()
+        if previous:
+            print(f"note: {run_dir} was last trained by {previous}, which ended without closing it (killed?)",
+                  file=sys.stderr)
+        for note in checkpoint.recover(run_dir):
+            print(f"note: {note}", file=sys.stderr)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -131,6 +219,26 @@ def machine(device: str = "cpu") -> dict:
     return info
 
 
+def _truncate_metrics(path: Path, step: int) -> None:
+    """metrics.jsonl as of `step` (the checkpoint a run resumes from, 0 for a fresh start): the lines a killed process
+    wrote after its last checkpoint are dropped (they are written again), so every step appears once."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a kill
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        print(f"note: {path}: {len(lines) - len(kept)} lines after step {step} dropped (written again from there)",
+              file=sys.stderr)
+
+
 class RunLog:
     """A run's config.yaml, metrics.jsonl, machine.jsonl and TensorBoard, opened by rank 0 (the other ranks get no-op
     sinks)."""
@@ -143,6 +251,7 @@ class RunLog:
                       **machine(cfg.train.device)}
             with open(Path(run_dir) / "machine.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            _truncate_metrics(Path(run_dir) / "metrics.jsonl", step)
         self.file = open(Path(run_dir) / "metrics.jsonl", "a") if main else NullSink()
         self.board = tensorboard(Path(run_dir)) if main else NullSink()
 
@@ -282,10 +391,18 @@ class Loop:
         self.bar.close()
         if kind is not None:  # an error (or a second Ctrl-C) inside the loop: the last periodic checkpoint stays
             self.log_sink.close()
+            if issubclass(kind, (KeyboardInterrupt, TrainingDiverged)):  # say which checkpoint that is, if any
+                newest = checkpoint.list_checkpoints(self.run_dir)
+                where = (f"the newest checkpoint is {newest[-1]} (ponder train --resume {self.run_dir} continues "
+                         f"from it)" if newest else "no checkpoint was saved yet")
+                if issubclass(kind, KeyboardInterrupt):
+                    raise Interrupted(f"interrupted at step {self.step} before a checkpoint; {where}") from None
+                raise TrainingDiverged(f"{exc}; {where}") from None
             return
         if self.checkpoint is None or not self.checkpoint.name.endswith(f"{self.step:08d}"):
             self.checkpoint = self.save(self.step, self.last, self.elapsed())
         self.log_sink.close()
         self.result = Run(self.run_dir, self.checkpoint, self.step, self.elapsed(), self.last)
         if self.stop.requested:
-            raise KeyboardInterrupt
+            raise Interrupted(f"interrupted: checkpoint {self.checkpoint} saved (ponder train --resume {self.run_dir} "
+                              f"continues)")

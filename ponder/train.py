@@ -22,7 +22,7 @@ from ponder.config import Config
 from ponder.evaluate import evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
-from ponder.run import Loop, Run, RunLog, check_finite, resume_point
+from ponder.run import Loop, Run, RunLog, check_finite, own_run, resume_point
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -40,13 +40,19 @@ def preflight(cfg: Config, data: bool = True) -> torch.device:
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
           until: int | None = None) -> Run:
-    """Train (or resume) the run in `run_dir`. `until` stops this call at that step (checkpointed), as Ctrl-C would.
-    train.regime=grpo trains by reinforcement from the answer's reward instead (`ponder.grpo`, same run layer)."""
-    if cfg.train.regime == "grpo":
-        from ponder.grpo import train_grpo
+    """Train (or resume) the run in `run_dir`, owning it for the time (`own_run`: a second process is refused).
+    `until` stops this call at that step (checkpointed), as Ctrl-C would. train.regime=grpo trains by reinforcement
+    from the answer's reward instead (`ponder.grpo`, same run layer)."""
+    world = distributed.init(cfg.train.device)
+    with own_run(Path(run_dir), world.main):
+        if cfg.train.regime == "grpo":
+            from ponder.grpo import train_grpo
 
-        return train_grpo(cfg, run_dir, resume, progress, until)
-    run_dir = Path(run_dir)
+            return train_grpo(cfg, run_dir, resume, progress, until)
+        return _train(cfg, Path(run_dir), resume, progress, until)
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int | None) -> Run:
     tc, mc = cfg.train, cfg.model
     world = distributed.init(tc.device)  # torchrun: join the group (ponder.distributed); else one process
     if tc.batch_size % world.size:

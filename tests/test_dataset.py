@@ -54,6 +54,54 @@ def test_bad_dataset_is_a_user_error(tmp_path):
         read_split(tmp_path, "train")
 
 
+META = Metadata(seq_len=5, vocab_size=7, num_puzzle_identifiers=4)
+
+
+def _corrupt(tmp_path, name, value):
+    write_split(tmp_path, "train", arrays(), META)
+    if name == "dataset.json":
+        (tmp_path / "train" / name).write_bytes(value if isinstance(value, bytes) else json.dumps(value).encode())
+    else:
+        np.save(tmp_path / "train" / f"all__{name}.npy", value)
+
+
+@pytest.mark.parametrize("name, value, needle", [
+    ("dataset.json", [1, 2], "dataset.json must be an object"),
+    ("dataset.json", {"seq_len": 5, "vocab_size": 1}, "vocab_size must be an integer in 2.."),
+    ("dataset.json", {"seq_len": 5, "vocab_size": float("nan")}, "vocab_size must be an integer"),
+    ("dataset.json", {"seq_len": "5", "vocab_size": 7}, "seq_len must be an integer"),
+    ("dataset.json", {"seq_len": 5, "vocab_size": 7, "num_puzzle_identifiers": 0}, "num_puzzle_identifiers must be"),
+    ("dataset.json", b'{"seq_len": 5, "vocab_size": 7, "x": "\xff"}', "malformed dataset.json"),
+    ("dataset.json", b"[" * 100000, "malformed dataset.json"),
+    ("inputs", np.array(3, np.uint8), "inputs has 0 dimensions"),
+    ("inputs", np.zeros((0, 5), np.uint8), "holds no examples"),
+    ("inputs", np.full((10, 5), 9, np.uint8), "inputs hold token 9; the vocabulary is 0..6"),
+    ("inputs", np.zeros((10, 5), bool), "inputs holds bool values"),
+    ("labels", np.full((10, 5), 200, np.uint8), "labels hold 200"),
+    ("labels", -np.ones((10, 5), np.int32), "labels hold -1"),
+    ("puzzle_indices", np.array([0, 1, 3, 6, 10], np.float32), "puzzle_indices holds float32"),
+    ("puzzle_indices", np.array([0, 1, 1, 6, 10], np.int32), "every puzzle must own at least one example"),
+    ("group_indices", np.array([0, 2, 2, 4], np.int32), "every group must own at least one puzzle"),
+    ("puzzle_identifiers", np.array([0, 3, 1, 9], np.int32), "puzzle_identifiers hold 9; dataset.json allows 0..3"),
+    ("puzzle_identifiers", np.array([0, -3, 1, 2], np.int32), "puzzle_identifiers hold -3"),
+])
+def test_every_malformed_split_is_one_clear_error(tmp_path, name, value, needle):
+    """The classes the fuzzing found (dataset.json not an object, 0-d or empty arrays, out-of-range tokens, labels
+    and identifiers, bool/float arrays, empty groups, a vocabulary of 1 or NaN): each one UserError naming it."""
+    _corrupt(tmp_path, name, value)
+    with pytest.raises(UserError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        read_split(tmp_path, "train")
+
+
+def test_the_ignore_label_may_lie_outside_the_vocabulary(tmp_path):
+    write_split(tmp_path, "train", arrays(), Metadata(seq_len=5, vocab_size=7, ignore_label_id=-100,
+                                                     num_puzzle_identifiers=4))
+    labels = arrays().labels.astype(np.int32)
+    labels[0, 0] = -100  # as a dataset written elsewhere with int32 labels may hold it
+    np.save(tmp_path / "train" / "all__labels.npy", labels)
+    assert read_split(tmp_path, "train")[0].labels[0, 0] == -100
+
+
 def test_sampler_epochs_and_resume():
     a = arrays()
     s = Sampler(a, seed=3)

@@ -82,7 +82,7 @@ def test_sigint_saves_a_consistent_checkpoint(tmp_path, data_dir, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(T, "act_step", act_step)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="interrupted: checkpoint .*step_00000003 saved"):
         train(tiny(data_dir, "train.steps=50"), tmp_path / "r", progress=False)
     assert checkpoint.list_checkpoints(tmp_path / "r")[-1].name == "step_00000003"
     # and the run resumes from there to the same weights as an uninterrupted run
@@ -91,6 +91,25 @@ def test_sigint_saves_a_consistent_checkpoint(tmp_path, data_dir, monkeypatch):
     train(tiny(data_dir, "train.steps=6"), tmp_path / "s", progress=False)
     (wa, _), (wb, _) = weights(tmp_path / "r"), weights(tmp_path / "s")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_second_ctrl_c_before_any_checkpoint_says_so(tmp_path, data_dir, monkeypatch):
+    import ponder.train as T
+
+    real = T.act_step
+    calls = {"n": 0}
+
+    def act_step(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # Ctrl-C twice in a row: the second one interrupts at once
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "act_step", act_step)
+    with pytest.raises(KeyboardInterrupt, match="before a checkpoint; no checkpoint was saved yet"):
+        train(tiny(data_dir, "train.steps=50", "train.checkpoint_every=0"), tmp_path / "r", progress=False)
+    assert not checkpoint.list_checkpoints(tmp_path / "r")
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
@@ -107,12 +126,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monke
         return out
 
     monkeypatch.setattr(T, "act_loss", act_loss)
-    with pytest.raises(TrainingDiverged, match="loss is nan at step 5"):
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 5.*the newest checkpoint is .*step_00000004"):
         train(tiny(data_dir, "train.steps=50", "train.checkpoint_every=2"), tmp_path / "r", progress=False)
     found = checkpoint.list_checkpoints(tmp_path / "r")
     assert found[-1].name == "step_00000004"
     w, _ = weights(tmp_path / "r")
     assert all(torch.isfinite(v).all() for v in w.values())
+    calls["n"] = 0  # diverging before any checkpoint: the message claims none
+    with pytest.raises(TrainingDiverged, match="at step 5; .*; no checkpoint was saved yet"):
+        train(tiny(data_dir, "train.steps=50", "train.checkpoint_every=0"), tmp_path / "n", progress=False)
+    assert not checkpoint.list_checkpoints(tmp_path / "n")
 
 
 def _compiled_equals_eager(tmp_path, data_dir, backend, steps=3):

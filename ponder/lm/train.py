@@ -36,7 +36,7 @@ from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_g
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
-from ponder.run import Loop, Run, RunLog, check_finite, resume_point
+from ponder.run import Loop, Run, RunLog, check_finite, own_run, resume_point
 
 # the LmConfig fields that define the weights: a resumed run must keep them
 MODEL_FIELDS = ("base", "prelude", "core", "coda", "state_std", "adapter_init")
@@ -161,8 +161,13 @@ def _unshared(sd: dict) -> dict:
 
 def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
              until: int | None = None) -> Run:
-    """Train (or resume) the retrofit run in `run_dir`; `until` stops this call at that step (checkpointed)."""
-    run_dir = Path(run_dir)
+    """Train (or resume) the retrofit run in `run_dir`, owning it for the time (`own_run`); `until` stops this call
+    at that step (checkpointed)."""
+    with own_run(Path(run_dir)):
+        return _train_lm(cfg, Path(run_dir), resume, progress, until)
+
+
+def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int | None) -> Run:
     tc, lc = cfg.train, cfg.lm
     device = runtime.resolve_device(tc.device)
     runtime.set_threads(tc.threads, device)

@@ -62,24 +62,67 @@ class PuzzleArrays:
     def num_groups(self) -> int:
         return int(self.group_indices.shape[0] - 1)
 
-    def validate(self, where: str = "dataset") -> None:
+    def validate(self, where: str = "dataset", meta: Metadata | None = None) -> None:
+        """The one check of a split's arrays (on writing, and on reading with the split's `meta`): shapes, integer
+        dtypes, at least one example, every group and puzzle non-empty, and with `meta` every token, label and
+        puzzle identifier in range. The first violation raises UserError("<where>: <what is wrong>")."""
+        for name in FIELDS:
+            a = getattr(self, name)
+            if a.ndim != (2 if name in ("inputs", "labels") else 1):
+                raise UserError(f"{where}: {name} has {a.ndim} dimensions; expected "
+                                f"{2 if name in ('inputs', 'labels') else 1}")
+            if a.dtype.kind not in "iu":
+                raise UserError(f"{where}: {name} holds {a.dtype} values; expected integers")
+        if self.inputs.shape[0] == 0 or self.inputs.shape[1] == 0:
+            raise UserError(f"{where}: holds no examples (an empty split cannot be trained or evaluated on)")
         e, p, g = self.inputs.shape[0], self.puzzle_identifiers.shape[0], self.group_indices.shape[0] - 1
         checks = [
             (self.inputs.ndim == 2 and self.labels.shape == self.inputs.shape, "inputs and labels must be (E, L) of one shape"),
             (self.puzzle_indices.shape == (p + 1,), "puzzle_indices must have one entry per puzzle + 1"),
             (p == 0 or (self.puzzle_indices[0] == 0 and self.puzzle_indices[-1] == e), "puzzle_indices must run from 0 to the number of examples"),
             (g >= 0 and (g == 0 or (self.group_indices[0] == 0 and self.group_indices[-1] == p)), "group_indices must run from 0 to the number of puzzles"),
-            (bool(np.all(np.diff(self.puzzle_indices) >= 0)) and bool(np.all(np.diff(self.group_indices) >= 0)), "index arrays must be non-decreasing"),
+            (bool(np.all(np.diff(self.puzzle_indices) >= 1)), "every puzzle must own at least one example "
+             "(puzzle_indices strictly increasing)"),
+            (g >= 1 and bool(np.all(np.diff(self.group_indices) >= 1)), "every group must own at least one puzzle "
+             "(group_indices strictly increasing)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(f"{where}: {message}")
+        if meta is None:
+            return
+        lo, hi = _range(self.inputs)
+        if lo < 0 or hi >= meta.vocab_size:
+            raise UserError(f"{where}: inputs hold token {lo if lo < 0 else hi}; the vocabulary is 0..{meta.vocab_size - 1}")
+        lo, hi = _range(self.labels)
+        ignore = meta.ignore_label_id
+        if lo < 0 or hi >= meta.vocab_size:  # only the ignore label may lie outside the vocabulary
+            outside = np.asarray((self.labels < 0) | (self.labels >= meta.vocab_size))
+            bad = np.asarray(self.labels)[outside]
+            if ignore is None or np.any(bad != ignore):
+                value = bad[bad != ignore][0] if ignore is not None else bad[0]
+                raise UserError(f"{where}: labels hold {value}; expected 0..{meta.vocab_size - 1}"
+                                + (f" or the ignore label {ignore}" if ignore is not None else ""))
+        ids = self.puzzle_identifiers
+        if ids.min() < 0 or ids.max() >= meta.num_puzzle_identifiers:
+            raise UserError(f"{where}: puzzle_identifiers hold {ids.min() if ids.min() < 0 else ids.max()}; "
+                            f"dataset.json allows 0..{meta.num_puzzle_identifiers - 1} (num_puzzle_identifiers)")
 
     @functools.cached_property
     def example_puzzle_ids(self) -> np.ndarray:
         """(E,) the puzzle identifier of every example (computed once: training reads it every step)."""
         counts = np.diff(self.puzzle_indices)
         return np.repeat(self.puzzle_identifiers, counts).astype(np.int32)
+
+
+def _range(a: np.ndarray, rows: int = 65536) -> tuple[int, int]:
+    """(min, max) of a possibly memory-mapped 2-D array, read in blocks of rows."""
+    lo, hi = None, None
+    for i in range(0, a.shape[0], rows):
+        block = np.asarray(a[i:i + rows])
+        lo = int(block.min()) if lo is None else min(lo, int(block.min()))
+        hi = int(block.max()) if hi is None else max(hi, int(block.max()))
+    return lo, hi
 
 
 def from_pairs(inputs: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
@@ -126,12 +169,31 @@ def read_metadata(root: str | Path, split: str) -> Metadata:
     if not path.exists():
         raise UserError(f"{path}: not found (a dataset directory holds train/ and test/, each with dataset.json)")
     try:
-        body = json.loads(path.read_text())
-        body["sets"] = tuple(body.get("sets", ["all"]))
-        known = set(Metadata.__dataclass_fields__)
-        return Metadata(**{k: v for k, v in body.items() if k in known})
-    except (json.JSONDecodeError, TypeError) as e:
-        raise UserError(f"{path}: malformed dataset.json ({e})") from None
+        body = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: malformed dataset.json ({e.__class__.__name__})") from None
+    if not isinstance(body, dict):
+        raise UserError(f"{path}: dataset.json must be an object of metadata keys, got {type(body).__name__}")
+
+    def whole(key: str, low: int, high: int = 10**9, optional: bool = False) -> None:
+        v = body.get(key)
+        if v is None and (optional or key not in ("seq_len", "vocab_size")):
+            return
+        if type(v) is not int or not low <= v <= high:
+            raise UserError(f"{path}: {key} must be an integer in {low}..{high}, got {v!r}")
+
+    whole("seq_len", 1, 10**7)
+    whole("vocab_size", 2, 10**7)
+    whole("pad_id", 0, body["vocab_size"] - 1)
+    whole("ignore_label_id", -(2**31), 2**31 - 1, optional=True)
+    whole("blank_identifier_id", 0)
+    whole("num_puzzle_identifiers", 1, 2**31 - 1)
+    sets = body.get("sets", ["all"])
+    if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
+        raise UserError(f"{path}: sets must be a list of names, got {sets!r}")
+    body["sets"] = tuple(sets)
+    known = set(Metadata.__dataclass_fields__)
+    return Metadata(**{k: v for k, v in body.items() if k in known})
 
 
 def read_split(root: str | Path, split: str, mmap: bool = True) -> tuple[PuzzleArrays, Metadata]:
@@ -148,7 +210,7 @@ def read_split(root: str | Path, split: str, mmap: bool = True) -> tuple[PuzzleA
         except (ValueError, OSError) as e:
             raise UserError(f"{path}: not a readable .npy file ({e})") from None
     out = PuzzleArrays(**arrays)
-    out.validate(str(d))
-    if out.inputs.shape[1] != meta.seq_len:
+    if out.inputs.ndim == 2 and out.inputs.shape[1] != meta.seq_len:
         raise UserError(f"{d}: inputs have length {out.inputs.shape[1]} but dataset.json says seq_len {meta.seq_len}")
+    out.validate(str(d), meta)
     return out, meta

@@ -1,0 +1,121 @@
+"""A run is owned by one process; what a killed process leaves is cleaned up, and nothing half-written survives:
+the run lock, recovery of killed checkpoint writes, metrics cut back to the resumed step, restarting a run that
+never saved, and kill -9 with a real second process."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from ponder import UserError
+from ponder.cli import main
+from ponder.config import resolve
+from ponder.run import LOCK, RunLock
+from ponder.train import train
+from test_train import TINY
+
+FAST = [*TINY, "train.log_every=1"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def steps_logged(run_dir) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_second_process_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", "demo", *FAST, "train.steps=2", "--out", str(run_dir))[0] == 0
+    lock = RunLock(run_dir)  # another owner (a separate open file: flock conflicts even inside one process)
+    assert lock.acquire() == ""  # the finished run closed cleanly: no owner named
+    try:
+        code, _, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=4")
+        assert code == 2 and "in use by process " + str(os.getpid()) in err and len(err.strip().splitlines()) == 1
+    finally:
+        lock.release()
+    assert run(capsys, "train", "--resume", str(run_dir), "train.steps=4")[0] == 0  # free again
+
+
+def test_a_failed_start_leaves_nothing(tmp_path):
+    with pytest.raises(UserError):
+        train(resolve("demo", [*TINY, "train.device=cuda:7", "train.steps=2"]), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_killed_saves_are_recovered_and_logs_cut_back(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", "demo", *FAST, "train.steps=4", "train.checkpoint_every=2",
+               "train.keep_checkpoints=3", "--out", str(run_dir))[0] == 0
+    ckpt = run_dir / "ckpt"
+    # what kill -9 leaves: a half-written folder, a re-save killed between its renames (step 4 moved aside), the
+    # lines a process logged after its last checkpoint, and its name on the lock
+    (ckpt / ".tmp-abc").mkdir()
+    (ckpt / ".tmp-abc" / "model.safetensors").write_bytes(b"x" * 1000)
+    os.rename(ckpt / "step_00000004", ckpt / ".old-step_00000004-4242")
+    shutil.rmtree(ckpt / "step_00000002")  # so that resuming needs the put-back step 4
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
+    (run_dir / LOCK).write_text("process 99999999 on elsewhere since 2026-01-01 00:00:00\n")
+    code, out, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=6")
+    assert code == 0 and "trained 6 steps" in out
+    assert "last trained by process 99999999" in err and "(killed?)" in err
+    assert "step_00000004: put back" in err and ".tmp-abc: removed (0.0 MB" in err
+    assert "2 lines after step 4 dropped" in err
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000004", "step_00000006"]
+    assert steps_logged(run_dir) == [1, 2, 3, 4, 5, 6]  # each step once
+    assert (run_dir / LOCK).read_text() == ""  # closed cleanly
+
+
+def test_a_run_that_never_saved_starts_again(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", "demo", *FAST, "train.steps=2", "--out", str(run_dir))[0] == 0
+    shutil.rmtree(run_dir / "ckpt")  # as if killed before its first checkpoint
+    code, out, err = run(capsys, "train", "demo", *FAST, "train.steps=2", "--out", str(run_dir))
+    assert code == 0 and "stopped before its first checkpoint: starting it again" in err
+    assert steps_logged(run_dir) == [1, 2]
+    shutil.rmtree(run_dir / "ckpt")
+    code, _, err = run(capsys, "train", "demo", *FAST, "data.sudoku.test_size=8", "train.steps=2", "--out",
+                       str(run_dir))
+    assert code == 2 and "with other data settings" in err  # its dataset was built from other settings
+    code, out, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=3")
+    assert code == 0 and "training it from step 0" in err and "trained 3 steps" in out
+    assert steps_logged(run_dir) == [1, 2, 3]
+
+
+def test_kill_9_then_resume_equals_one_run(tmp_path, capsys):
+    """A real second process: while it trains, the run is refused to anyone else; killed with SIGKILL at a random
+    moment after its first checkpoint, the run resumes to the same final weights as one uninterrupted run, with each
+    step logged once."""
+    args = [*FAST, "train.steps=40", "train.checkpoint_every=4", "train.keep_checkpoints=2"]
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ponder", "train", "demo", *args, "--out", str(run_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list((run_dir / "ckpt").glob("step_*")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        code, _, err = run(capsys, "train", "--resume", str(run_dir))
+        assert code == 2 and f"in use by process {proc.pid}" in err
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run(capsys, "train", "--resume", str(run_dir))[0] == 0
+    assert not list((run_dir / "ckpt").glob(".*"))
+    assert steps_logged(run_dir) == list(range(1, 41))
+    assert run(capsys, "train", "demo", *args, "--out", str(tmp_path / "straight"))[0] == 0
+    a, b = (load_file(str(d / "ckpt" / "step_00000040" / "model.safetensors")) for d in (run_dir, tmp_path / "straight"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
