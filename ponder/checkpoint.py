@@ -125,6 +125,26 @@ def find(path: str | Path) -> Path:
     return found[-1]
 
 
+def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Fill every tensor of `model` from `weights` (a checkpoint's, or an imported official one's); a missing,
+    unexpected or mis-shaped tensor is a UserError naming it, with the shape each side has."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    if missing:
+        raise UserError(f"{where}: no tensor for {missing[0]} ({len(missing)} missing; the checkpoint is of another "
+                        f"architecture than this config's model)")
+    if unexpected:
+        raise UserError(f"{where}: tensor {unexpected[0]} has no place in this config's model ({len(unexpected)} "
+                        f"unexpected; check model.* overrides, e.g. model.pos_encoding or model.n_layers)")
+    for k, v in weights.items():
+        if v.shape != own[k].shape:
+            raise UserError(f"{where}: tensor {k} is {tuple(v.shape)} in the checkpoint but {tuple(own[k].shape)} in "
+                            f"this config's model (check model.hidden, model.n_heads, model.expansion, "
+                            f"model.puzzle_emb_len and the vocabulary/sequence length)")
+    model.load_state_dict(weights)
+
+
 def load_config(ckpt: Path) -> Config:
     try:
         return from_dict(Config, load_yaml((ckpt / "config.yaml").read_text()))

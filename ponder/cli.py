@@ -611,6 +611,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # ponder.run.Interrupted says which checkpoint holds the run
         print(f"ponder: {e or 'interrupted'}", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (read-only, full, a path too long, a file where a folder goes)
+        import errno
+
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"ponder: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1 if e.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT) else EXIT_USAGE
     except Exception as e:
         from ponder.run import TrainingDiverged
 

@@ -342,7 +342,7 @@ def load_model(path: str | Path, overrides: list[str] = (), device: str = "cpu",
     meta_ck = checkpoint.load_meta(ckpt)
     model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
     try:
-        model.load_state_dict(checkpoint.load_weights(ckpt, ema=ema))
+        checkpoint.load_into(model, checkpoint.load_weights(ckpt, ema=ema), ckpt)
     except RuntimeError as e:
         raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
     model.to(device).eval()

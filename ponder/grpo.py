@@ -39,7 +39,7 @@ from ponder.config import Config, to_dict
 from ponder.evaluate import completion_length, evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import build_optimizer, lr_at
-from ponder.run import Loop, Run, RunLog, check_finite, config_from_checkpoint, resume_point
+from ponder.run import Loop, Run, RunLog, check_finite, config_from_checkpoint, restoring, resume_point
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -139,7 +139,7 @@ def initial_weights(cfg: Config, model) -> None:
     if to_dict(saved.model) != to_dict(cfg.model):
         raise UserError(f"grpo.init={cfg.grpo.init}: its model config differs from this run's (model.* must match)")
     try:
-        model.load_state_dict(checkpoint.load_weights(ckpt, ema=True))
+        checkpoint.load_into(model, checkpoint.load_weights(ckpt, ema=True), ckpt)
     except RuntimeError as e:
         raise UserError(f"grpo.init={ckpt}: weights do not fit this model ({str(e).splitlines()[0]})") from None
 
@@ -174,16 +174,17 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     step, elapsed, seen = 0, 0.0, 0
 
     if point is not None:
-        model.load_state_dict(point.weights)
-        st = point.state
-        opt.load_state_dict(st["optimizer"])
-        sampler.load_state_dict(st["sampler"])
-        gen.set_state(st["generator"])
-        aug_rng.bit_generator.state = st["aug_rng"]
-        torch.set_rng_state(st["torch_rng"])
-        if reference is not None:
-            reference.load_state_dict(st["reference"])
-        step, elapsed, seen = st["step"], st["elapsed"], st["examples_seen"]
+        checkpoint.load_into(model, point.weights, point.checkpoint)
+        with restoring(point.checkpoint):  # a state.pt that does not fit: one line naming it
+            st = point.state
+            opt.load_state_dict(st["optimizer"])
+            sampler.load_state_dict(st["sampler"])
+            gen.set_state(st["generator"])
+            aug_rng.bit_generator.state = st["aug_rng"]
+            torch.set_rng_state(st["torch_rng"])
+            if reference is not None:
+                reference.load_state_dict(st["reference"])
+            step, elapsed, seen = st["step"], st["elapsed"], st["examples_seen"]
 
     log = RunLog(run_dir, cfg, step=step)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,

@@ -100,26 +100,6 @@ def to_ponder(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Te
     return out
 
 
-def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
-    """Fill every ponder tensor from `weights`; a missing, unexpected or mis-shaped tensor is a UserError naming
-    it (with the shape that each side has)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    if missing:
-        raise UserError(f"{where}: no tensor for {missing[0]} ({len(missing)} missing; the checkpoint is of another "
-                        f"architecture than the preset's model config)")
-    if unexpected:
-        raise UserError(f"{where}: tensor {unexpected[0]} has no place in the preset's model ({len(unexpected)} "
-                        f"unexpected; check model.* overrides, e.g. model.pos_encoding or model.n_layers)")
-    for k, v in weights.items():
-        if v.shape != own[k].shape:
-            raise UserError(f"{where}: tensor {k} is {tuple(v.shape)} in the checkpoint but {tuple(own[k].shape)} in "
-                            f"the preset's model (check model.hidden, model.n_heads, model.expansion, "
-                            f"model.puzzle_emb_len and the vocabulary/sequence length)")
-    model.load_state_dict(weights)
-
-
 def dataset_shape(weights: dict[str, torch.Tensor], cfg: Config, data: str | None) -> tuple[int, int, int]:
     """(vocab_size, seq_len, num_puzzle_identifiers) the imported model is built with: the dataset's when `data` is
     given, checked against the checkpoint's token and puzzle tables; otherwise the checkpoint's tables and the
@@ -153,7 +133,7 @@ def import_checkpoint(path: str | Path, family: str, preset: str, overrides: lis
     weights = to_ponder(read_official(path), family)
     vocab, seq_len, ids = dataset_shape(weights, cfg, data)
     model = build_model(cfg.model, vocab, seq_len, ids)
-    load_into(model, weights, str(path))
+    checkpoint.load_into(model, weights, str(path))
     out = Path(out)
     RunLog(out, cfg).close()  # config.yaml (and empty logs) like a trained run
     meta = {"vocab_size": vocab, "seq_len": seq_len, "num_puzzle_identifiers": ids, "params": count_params(model),

@@ -81,11 +81,28 @@ def resume_point(run_dir: Path, cfg: Config, keep: tuple[str, ...]) -> ResumePoi
     ckpt = checkpoint.latest_for_resume(run_dir)
     if not (ckpt / "state.pt").exists():
         raise UserError(f"{ckpt}: holds weights only (an imported checkpoint), no training state to resume")
+    if (Path(run_dir) / "config.yaml").is_file():  # a checkpoint folder of another run copied in is not adopted
+        own = checkpoint.load_config(Path(run_dir))
+        foreign = changed_keys(own, checkpoint.load_config(ckpt), (*keep, "data.task"))
+        if foreign:
+            raise UserError(f"{ckpt}: its config differs from the run's config.yaml in {', '.join(foreign[:3])}: a "
+                            f"checkpoint of another run? Not resuming from it (move it out of {run_dir}/ckpt)")
     changed = changed_keys(checkpoint.load_config(ckpt), cfg, keep)
     if changed:
         raise UserError(f"{ckpt}: a resumed run keeps its model config and batch size ({', '.join(keep)}); "
                         f"{', '.join(changed)} changed: start a new run to change them")
     return ResumePoint(ckpt, checkpoint.load_weights(ckpt, ema=False), checkpoint.load_state(ckpt))
+
+
+@contextmanager
+def restoring(ckpt: Path) -> Iterator[None]:
+    """Around a trainer's restore of its state.pt: a state that does not fit the run (a missing key, another
+    optimiser's parameter groups, tensors of other shapes) is a UserError naming the checkpoint, not a traceback."""
+    try:
+        yield
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as e:
+        text = str(e).splitlines()[0][:160] if str(e) else ""
+        raise UserError(f"{ckpt}/state.pt: does not fit this run ({e.__class__.__name__}: {text})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

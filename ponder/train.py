@@ -22,7 +22,7 @@ from ponder.config import Config
 from ponder.evaluate import evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
-from ponder.run import Loop, Run, RunLog, check_finite, own_run, resume_point
+from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -90,19 +90,20 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
     step, elapsed, seen = 0, 0.0, 0  # seen: training examples drawn (a slot takes a new one when it halts)
 
     if point is not None:
-        model.load_state_dict(point.weights)
-        st = point.state
-        opt.load_state_dict(st["optimizer"])
-        if ema is not None:
-            ema.shadow = [t.to(device) for t in st["ema"]]
-        sampler.load_state_dict(st["sampler"])
-        gen.set_state(st["generator"])
-        aug_rng.bit_generator.state = st["aug_rng"]
-        carry = Carry.from_tensors({k: v[mine].to(device) for k, v in st["carry"].items()}, type(carry.state))
-        step, elapsed = st["step"], st["elapsed"]
-        seen = st.get("examples_seen", 0)  # older checkpoints lack it
-        if "torch_rng" in st:  # torch's global stream (noisy ACT halting draws from it); older checkpoints lack it
-            torch.set_rng_state(st["torch_rng"])
+        checkpoint.load_into(model, point.weights, point.checkpoint)
+        with restoring(point.checkpoint):  # a state.pt that does not fit: one line naming it
+            st = point.state
+            opt.load_state_dict(st["optimizer"])
+            if ema is not None:
+                ema.shadow = [t.to(device) for t in st["ema"]]
+            sampler.load_state_dict(st["sampler"])
+            gen.set_state(st["generator"])
+            aug_rng.bit_generator.state = st["aug_rng"]
+            carry = Carry.from_tensors({k: v[mine].to(device) for k, v in st["carry"].items()}, type(carry.state))
+            step, elapsed = st["step"], st["elapsed"]
+            seen = st.get("examples_seen", 0)  # older checkpoints lack it
+            if "torch_rng" in st:  # torch's global stream (noisy ACT halting draws from it); older checkpoints lack it
+                torch.set_rng_state(st["torch_rng"])
 
     log = RunLog(run_dir, cfg, main=world.main, step=step)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,

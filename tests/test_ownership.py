@@ -119,3 +119,108 @@ def test_kill_9_then_resume_equals_one_run(tmp_path, capsys):
     assert run(capsys, "train", "demo", *args, "--out", str(tmp_path / "straight"))[0] == 0
     a, b = (load_file(str(d / "ckpt" / "step_00000040" / "model.safetensors")) for d in (run_dir, tmp_path / "straight"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bad checkpoints, file-system errors, a failed dataset build
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two finished 2-step runs of different model sizes (checkpoints at steps 1 and 2)."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, hidden in (("a", 32), ("b", 48)):
+        assert main(["train", "demo", *FAST, "train.steps=2", "train.checkpoint_every=1", f"model.hidden={hidden}",
+                     "--out", str(root / name)]) == 0
+    return root
+
+
+def one_line(err: str, needle: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ponder: error:") and needle in lines[0], err
+
+
+def test_checkpoints_that_do_not_fit_are_one_line_errors(two_runs, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    run_dir = tmp_path / "a"
+    shutil.copytree(two_runs / "a", run_dir)
+    ckpt = run_dir / "ckpt" / "step_00000002"
+    good = load_file(str(ckpt / "model.safetensors"))
+    for name, tensors, needle in (
+            ("missing", {k: v for k, v in good.items() if "lm_head" not in k}, "no tensor for"),
+            ("extra", {**good, "stray.weight": good[next(iter(good))].clone()}, "tensor stray.weight has no place"),
+            ("shape", {k: (v[:1] if v.ndim and v.shape[0] > 1 else v) for k, v in good.items()}, "in the checkpoint but")):
+        for f in ("model.safetensors", "ema.safetensors"):
+            save_file(tensors, str(ckpt / f))
+        code, _, err = run(capsys, "eval", str(run_dir), "--pictures", "0")
+        assert code == 2, name
+        one_line(err, needle)
+        code, _, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=3")
+        assert code == 2, name
+        one_line(err, needle)
+    shutil.copyfile(two_runs / "a" / "ckpt" / "step_00000002" / "model.safetensors", ckpt / "model.safetensors")
+    shutil.copyfile(two_runs / "a" / "ckpt" / "step_00000002" / "ema.safetensors", ckpt / "ema.safetensors")
+    import torch
+
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    del state["sampler"]
+    torch.save(state, ckpt / "state.pt")
+    code, _, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=3")
+    assert code == 2
+    one_line(err, "state.pt: does not fit this run (KeyError: 'sampler')")
+    (ckpt / "meta.json").write_text("{not json")
+    code, _, err = run(capsys, "eval", str(run_dir), "--pictures", "0")
+    assert code == 2
+    one_line(err, "meta.json: unreadable")
+
+
+def test_a_foreign_checkpoint_is_not_adopted(two_runs, tmp_path, capsys):
+    """Another run's checkpoint copied in as a later step: refused, naming what differs; nothing is deleted."""
+    run_dir = tmp_path / "a"
+    shutil.copytree(two_runs / "a", run_dir)
+    shutil.copytree(two_runs / "b" / "ckpt" / "step_00000002", run_dir / "ckpt" / "step_00000009")
+    before = sorted(p.name for p in (run_dir / "ckpt").iterdir())
+    config = (run_dir / "config.yaml").read_text()
+    code, _, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=12")
+    assert code == 2
+    one_line(err, "its config differs from the run's config.yaml in model.hidden")
+    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == before and (run_dir / "config.yaml").read_text() \
+        == config
+
+
+def test_file_system_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, needle, status in ((tmp_path / "file", "Not a directory", 2),
+                                (tmp_path / ("x" * 300), "File name too long", 2)):
+        code, _, err = run(capsys, "train", "demo", *FAST, "train.steps=1", "--out", str(out))
+        assert code == status, err
+        one_line(err, needle)
+    if os.geteuid() != 0:  # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        code, _, err = run(capsys, "data", "sudoku", "--out", str(ro / "d"), "--size", "4")
+        assert code == 2
+        one_line(err, "Permission denied")
+
+
+def test_a_failed_dataset_build_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from ponder.tasks.sudoku import SudokuTask
+
+    real = SudokuTask.build
+
+    def build(self, split, seed):
+        if split == "test":
+            raise OSError(28, "No space left on device", "somewhere")
+        return real(self, split, seed)
+
+    monkeypatch.setattr(SudokuTask, "build", build)
+    out = tmp_path / "d"
+    args = ["data", "sudoku", "--out", str(out), "--size", "4", "--train-size", "16", "--test-size", "8"]
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "No space left on device" in err  # a full disk: status 1, one line
+    assert list(tmp_path.iterdir()) == []  # no half dataset, no temporary folder
+    monkeypatch.setattr(SudokuTask, "build", real)
+    assert run(capsys, *args)[0] == 0  # and the retry is not refused
+    assert sorted(p.name for p in out.iterdir()) == ["identifiers.json", "test", "train"]

@@ -21,7 +21,8 @@ from ponder.act import act_loss, act_step, continue_target, empty_carry, refill
 from ponder.cli import main
 from ponder.config import resolve
 from ponder.models import build_model
-from ponder.official import load_into, ponder_name, read_official, to_ponder
+from ponder.checkpoint import load_into
+from ponder.official import ponder_name, read_official, to_ponder
 from ponder.optim import AdamAtan2
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official"

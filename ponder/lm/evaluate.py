@@ -43,7 +43,7 @@ def load_lm(path: str | Path, overrides: list[str] = ()) -> tuple[torch.nn.Modul
     if changed:
         raise UserError(f"{ckpt}: {', '.join(changed)} define the checkpoint's weights and cannot be overridden")
     model, tokenizer = build_model(cfg.lm)
-    model.load_state_dict(checkpoint.load_weights(ckpt, ema=False))
+    checkpoint.load_into(model, checkpoint.load_weights(ckpt, ema=False), ckpt)
     return model, tokenizer, cfg, ckpt
 
 

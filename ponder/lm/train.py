@@ -36,7 +36,7 @@ from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_g
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
-from ponder.run import Loop, Run, RunLog, check_finite, own_run, resume_point
+from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point
 
 # the LmConfig fields that define the weights: a resumed run must keep them
 MODEL_FIELDS = ("base", "prelude", "core", "coda", "state_std", "adapter_init")
@@ -183,12 +183,13 @@ def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: i
     run_dir.mkdir(parents=True, exist_ok=True)
 
     if point is not None:
-        model.load_state_dict(point.weights)
-        st = point.state
-        opt.load_state_dict(st["optimizer"])
-        batches.load_state_dict(st["data"])
-        gen.set_state(st["generator"])
-        step, elapsed = st["step"], st["elapsed"]
+        checkpoint.load_into(model, point.weights, point.checkpoint)
+        with restoring(point.checkpoint):  # a state.pt that does not fit: one line naming it
+            st = point.state
+            opt.load_state_dict(st["optimizer"])
+            batches.load_state_dict(st["data"])
+            gen.set_state(st["generator"])
+            step, elapsed = st["step"], st["elapsed"]
 
     log = RunLog(run_dir, cfg, step=step)
     n_params = sum(p.numel() for p in params)

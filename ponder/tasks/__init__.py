@@ -9,10 +9,14 @@ the CLI's `ponder data <task>` options and help are derived from the config data
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from ponder import UserError
 from ponder.config import DataConfig
+from ponder.files import usual_permissions
 from ponder.tasks.arc import ArcTask
 from ponder.tasks.base import Task
 from ponder.tasks.ca1d import Ca1dTask
@@ -56,13 +60,35 @@ def prepare_data(cfg: DataConfig, run_dir: Path, name: str = "data") -> Path:
 
 
 def build_dataset(cfg: DataConfig, out: str | Path) -> Path:
-    """Build train/ and test/ of `cfg.task` into `out` (the one path used by `ponder data` and by training)."""
+    """Build train/ and test/ of `cfg.task` into `out` (the one path used by `ponder data` and by training).
+
+    All or nothing: the dataset is built in a hidden sibling folder and moved into place when complete (a new `out`
+    in one rename; into an existing one, entry by entry, each replaced in one rename), so a build that fails or is
+    interrupted leaves no half dataset behind, and a retry starts clean."""
     task = get_task(cfg)
     out = Path(out)
     names = task.identifiers(cfg.seed)
     meta = dataclasses.replace(task.metadata(), num_puzzle_identifiers=len(names))
-    for split in ("train", "test"):
-        write_split(out, split, task.build(split, cfg.seed), meta)
-    write_identifiers(out, names)
-    task.extra_files(out, cfg.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    try:
+        for split in ("train", "test"):
+            write_split(tmp, split, task.build(split, cfg.seed), meta)
+        write_identifiers(tmp, names)
+        task.extra_files(tmp, cfg.seed)
+        usual_permissions(tmp, folder=True)
+        if not out.exists():
+            os.rename(tmp, out)
+            return out
+        for entry in sorted(tmp.iterdir()):  # --force into an existing folder: its other files stay
+            target = out / entry.name
+            if target.exists():
+                old = tmp / f".old-{entry.name}"
+                os.rename(target, old)
+                os.rename(entry, target)
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+            else:
+                os.rename(entry, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
