@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from ponder import UserError
 from ponder.config import Config, dump_yaml, from_dict, load_yaml
-from ponder.files import usual_permissions
+from ponder.files import read_json, usual_permissions
 
 CKPT_DIR = "ckpt"
 
@@ -147,16 +147,23 @@ def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: s
 
 def load_config(ckpt: Path) -> Config:
     try:
-        return from_dict(Config, load_yaml((ckpt / "config.yaml").read_text()))
-    except (OSError, yaml.YAMLError) as e:
+        body = load_yaml((ckpt / "config.yaml").read_bytes().decode("utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as e:
         raise UserError(f"{ckpt}/config.yaml: unreadable ({e.__class__.__name__})") from None
+    if not isinstance(body, dict):
+        raise UserError(f"{ckpt}/config.yaml: expected a mapping of config sections")
+    return from_dict(Config, body)
 
 
 def load_meta(ckpt: Path) -> dict:
+    """meta.json: an object whose step, if any, is an integer."""
     try:
-        return json.loads((ckpt / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{ckpt}/meta.json: unreadable ({e.__class__.__name__})") from None
+        meta = read_json(ckpt / "meta.json")
+    except UserError as e:
+        raise UserError(f"{ckpt}/meta.json: unreadable ({str(e).split(': ', 1)[-1]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step", 0), int):
+        raise UserError(f"{ckpt}/meta.json: unreadable (expected an object with an integer step)")
+    return meta
 
 
 def load_weights(ckpt: Path, ema: bool = True) -> dict:

@@ -340,6 +340,9 @@ def load_model(path: str | Path, overrides: list[str] = (), device: str = "cpu",
     """(checkpoint dir, config with overrides, model on device in eval mode, the checkpoint's meta.json)."""
     ckpt, cfg = config_from_checkpoint(path, overrides)
     meta_ck = checkpoint.load_meta(ckpt)
+    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):  # what the model is built with
+        if type(meta_ck.get(key)) is not int or not 1 <= meta_ck[key] <= 10**9:
+            raise UserError(f"{ckpt}/meta.json: {key} must be a positive integer, got {meta_ck.get(key)!r}")
     model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
     try:
         checkpoint.load_into(model, checkpoint.load_weights(ckpt, ema=ema), ckpt)

@@ -6,12 +6,15 @@ server can read runs and datasets."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from ponder import UserError
 
 
 def _umask() -> int:
@@ -41,6 +44,33 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def parse_json(text: str | bytes, where: str) -> object:
+    """The one JSON boundary: `text` parsed, or UserError("<where>: ...") for anything malformed — not UTF-8, not
+    JSON, nested too deep (RecursionError), an integer of more digits than Python converts (ValueError)."""
+    try:
+        return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise UserError(f"{where}: not valid JSON ({str(e).splitlines()[0][:120]})") from None
+
+
+def read_json(path: str | Path) -> object:
+    """A JSON file through `parse_json`; a missing or unreadable file is a UserError too."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror})") from None
+    return parse_json(data, str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

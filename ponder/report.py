@@ -82,10 +82,12 @@ def report_quietly(directory: str | Path) -> Path | None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e.__class__.__name__})") from None
+    from ponder.files import read_json
+
+    body = read_json(path)
+    if not isinstance(body, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return body
 
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:

@@ -80,13 +80,12 @@ def _names(meta: dict) -> list[str]:
     path = Path(meta.get("data", "")) / "identifiers.json"
     if not meta.get("data") or not path.is_file():
         return ["<blank>"]
-    import json
+    from ponder.files import read_json
 
-    try:
-        names = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e.__class__.__name__})") from None
-    return names if isinstance(names, list) else ["<blank>"]
+    names = read_json(path)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: expected a list of puzzle names")
+    return names
 
 
 def format_solution(res: dict, trace: bool = False) -> str:

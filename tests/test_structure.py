@@ -16,7 +16,7 @@ ONLY = {  # these import nothing from ponder but the listed modules
     "ponder.models": ("ponder", "ponder.config", "ponder.models"),  # models know only config and their layers
     "ponder.run": ("ponder", "ponder.config", "ponder.files", "ponder.checkpoint", "ponder.distributed"),
     "ponder.runtime": ("ponder", "ponder.distributed"),
-    "ponder.files": (),
+    "ponder.files": ("ponder",),  # the package root holds only UserError and the version
     "ponder.progress": (),
     "ponder.plots": (),  # figures take plain results: no task, model or run
     "ponder.checkpoint": ("ponder", "ponder.config", "ponder.files"),

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from ponder import UserError
+from ponder.files import parse_json
 
 IGNORE = -100  # label of positions without loss (F.cross_entropy's default ignore_index)
 STOP = "\nQuestion:"  # where a generated answer ends at the latest
@@ -46,9 +46,9 @@ def normalize_number(text: str) -> str:
         d = Decimal(s)
     except InvalidOperation:
         raise ValueError(f"not a number: {text!r}") from None
-    if d == d.to_integral_value():
-        return str(int(d))
-    return format(d.normalize(), "f")
+    out = format(d, "f")  # no int(): a number of thousands of digits is text here, not an error
+    out = out.rstrip("0").rstrip(".") if "." in out else out
+    return "0" if out == "-0" else out
 
 
 def extract_answer(text: str) -> str | None:
@@ -76,14 +76,11 @@ def _read_jsonl(path: str | Path, what: str) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise UserError(f"{path}: no such file ({what})")
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            row = parse_json(line, f"{path}:{i}")
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
             rows.append((i, row))

@@ -41,7 +41,7 @@ import numpy as np
 
 from ponder import UserError
 from ponder.config import ArcConfig
-from ponder.files import atomic_write_text
+from ponder.files import atomic_write_text, parse_json, read_json
 from ponder.progress import progress
 from ponder.tasks.base import Aggregate, Sheet, Task, Tile
 from ponder.tasks.dataset import Metadata, PuzzleArrays
@@ -118,10 +118,7 @@ def _pairs(value: object, file: Path, task_id: str, part: str, outputs: list | N
 def _read_json(file: Path) -> object:
     if not file.is_file():
         raise UserError(f"{file}: not found")
-    try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{file}: not valid JSON ({e})") from None
+    return read_json(file)
 
 
 def load_kaggle(path: str | Path, set_name: str) -> dict[str, Puzzle]:
@@ -458,10 +455,7 @@ class ArcTask(Task):
             some = ", ".join(list(puzzles)[:3])
             raise UserError(f"{text[:40]!r} is neither an ARC task's JSON ({{\"train\": [..], \"test\": [..]}}) nor the "
                             f"id of one of the run's {len(puzzles)} evaluation tasks" + (f" (e.g. {some})" if some else ""))
-        try:
-            raw = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise UserError(f"{where}: not valid JSON ({e.__class__.__name__})") from None
+        raw = parse_json(text, str(where))
         task_id = where.stem if name else ""
         if isinstance(raw, dict) and "test" not in raw and len(raw) == 1:  # {task_id: task}, as a Kaggle file
             (task_id, raw), = raw.items()

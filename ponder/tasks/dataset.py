@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ponder import UserError
-from ponder.files import atomic_open, atomic_write_text
+from ponder.files import atomic_open, atomic_write_text, parse_json
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 
@@ -169,9 +169,9 @@ def read_metadata(root: str | Path, split: str) -> Metadata:
     if not path.exists():
         raise UserError(f"{path}: not found (a dataset directory holds train/ and test/, each with dataset.json)")
     try:
-        body = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise UserError(f"{path}: malformed dataset.json ({e.__class__.__name__})") from None
+        body = parse_json(path.read_bytes(), str(path))
+    except UserError as e:
+        raise UserError(f"{path}: malformed dataset.json ({str(e).split(': ', 1)[-1]})") from None
     if not isinstance(body, dict):
         raise UserError(f"{path}: dataset.json must be an object of metadata keys, got {type(body).__name__}")
 
@@ -207,8 +207,9 @@ def read_split(root: str | Path, split: str, mmap: bool = True) -> tuple[PuzzleA
             raise UserError(f"{path}: not found")
         try:
             arrays[name] = np.load(path, mmap_mode="r" if mmap and name in ("inputs", "labels") else None)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path}: not a readable .npy file ({e})") from None
+        except Exception as e:  # noqa: BLE001 - np.load fails in many ways on a damaged header (ValueError,
+            # SyntaxError and TokenError from its literal_eval, EOFError, OSError): all mean the same to the user
+            raise UserError(f"{path}: not a readable .npy file ({e.__class__.__name__})") from None
     out = PuzzleArrays(**arrays)
     if out.inputs.ndim == 2 and out.inputs.shape[1] != meta.seq_len:
         raise UserError(f"{d}: inputs have length {out.inputs.shape[1]} but dataset.json says seq_len {meta.seq_len}")
