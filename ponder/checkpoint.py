@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from ponder import UserError
 from ponder.config import Config, dump_yaml, from_dict, load_yaml
-from ponder.files import read_json, usual_permissions
+from ponder.files import fsync_dir, fsync_tree, read_json, usual_permissions
 
 CKPT_DIR = "ckpt"
 
@@ -36,10 +36,23 @@ def step_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"step_{step:08d}"
 
 
+def weight_rms(sd: dict) -> float:
+    """The root mean square of every floating-point weight: the measure of a checkpoint's sanity (a diverging run's
+    weights blow up long before its loss turns NaN)."""
+    total, count = 0.0, 0
+    for v in sd.values():
+        if torch.is_floating_point(v):
+            total += float(v.detach().double().pow(2).sum())
+            count += v.numel()
+    return (total / max(1, count)) ** 0.5
+
+
 def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: dict | None, cfg: Config, meta: dict,
          keep: int = 2) -> Path:
-    """Write checkpoint `step` of a run (state None: weights only, as an imported checkpoint) and keep the newest
-    `keep`."""
+    """Write checkpoint `step` of a run (state None: weights only, as an imported checkpoint), files and folder
+    flushed to disk before the rename, and keep the newest `keep`, plus the newest sane one (`sane`) when those are
+    not: a run going bad never prunes its last good state."""
+    meta = {**meta, "weight_rms": weight_rms(model_sd)}
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = step_path(run_dir, step)
@@ -55,6 +68,7 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
         for f in tmp.iterdir():  # safetensors writes 0600 files
             usual_permissions(f)
         usual_permissions(tmp, folder=True)
+        fsync_tree(tmp)
     except BaseException:  # a full disk, Ctrl-C: the half-written folder goes, the previous checkpoint stays newest
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -65,9 +79,36 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
         shutil.rmtree(old)
     else:
         os.rename(tmp, final)
-    for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    fsync_dir(root)
+    found = list_checkpoints(run_dir)
+    keep_too = newest_sane(run_dir, cfg.train.sane_weight_ratio)
+    for stale in found[:-keep] if keep > 0 else []:
+        if stale != keep_too:
+            shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def newest_sane(run_dir: Path, ratio: float) -> Path | None:
+    """The newest checkpoint whose training loss was finite and whose weight RMS is at most `ratio` times the
+    run's first recorded one (None when no checkpoint records both)."""
+    found = [(p, _meta_quietly(p)) for p in list_checkpoints(run_dir)]
+    rms = [(p, m) for p, m in found if isinstance(m.get("weight_rms"), (int, float))]
+    if not rms:
+        return None
+    first = min(rms, key=lambda pm: pm[1].get("step", 0))[1]["weight_rms"]
+    for p, m in reversed(rms):
+        loss = m.get("metrics", {}).get("loss") if isinstance(m.get("metrics"), dict) else None
+        finite = loss is None or (isinstance(loss, (int, float)) and loss == loss and abs(loss) != float("inf"))
+        if finite and m["weight_rms"] <= ratio * max(first, 1e-12):
+            return p
+    return None
+
+
+def _meta_quietly(ckpt: Path) -> dict:
+    try:
+        return load_meta(ckpt)
+    except UserError:
+        return {}
 
 
 def recover(run_dir: Path) -> list[str]:

@@ -279,7 +279,10 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 0  # steps between evaluations during training (0 = only at the end)
     checkpoint_every: int = 1000  # steps between checkpoints (the last one is always written)
-    keep_checkpoints: int = 2  # most recent checkpoints kept on disk
+    keep_checkpoints: int = 2  # most recent checkpoints kept on disk (plus the newest sane one, see sane_weight_ratio)
+    sane_weight_ratio: float = 10.0  # a checkpoint whose weight RMS exceeds this multiple of the run's first
+    #                                  checkpoint's is not "sane": pruning keeps the newest sane one, and a diverged
+    #                                  run names it as the step to resume from
     regime: str = "supervised"  # "supervised" (cross-entropy on the labels) or "grpo" (reinforcement learning from
     #                             the final answer's reward, the 1dCA sequence models: section grpo)
 

@@ -41,6 +41,7 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
             os.fsync(f.fileno())
         usual_permissions(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself on disk too
     except BaseException:
         os.unlink(tmp)
         raise
@@ -71,6 +72,33 @@ def read_json(path: str | Path) -> object:
     except OSError as e:
         raise UserError(f"{path}: unreadable ({e.strerror})") from None
     return parse_json(data, str(path))
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """Flush every file of a folder, then the folder itself, to disk (before it is renamed into place)."""
+    folder = Path(folder)
+    for f in folder.iterdir():
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -314,6 +314,18 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self._old)
 
 
+def _safe_point(run_dir: Path, tc: TrainConfig, found: list[Path]) -> str:
+    """For a diverged run: which checkpoint to resume from, when the newest one is no longer sane (its weights had
+    already blown up, so resuming from it diverges again at once)."""
+    sane = checkpoint.newest_sane(run_dir, tc.sane_weight_ratio)
+    if not found or sane is None or sane == found[-1]:
+        return ""
+    later = [p.name for p in found if p > sane]
+    return (f"the newest sane checkpoint is {sane} (the later {', '.join(later)} hold weights more than "
+            f"{tc.sane_weight_ratio:g}x the first checkpoint's RMS: train.sane_weight_ratio); move those out of "
+            f"{run_dir}/ckpt and resume with a lower learning rate")
+
+
 @dataclass
 class Run:
     """What a finished training call hands back."""
@@ -414,7 +426,7 @@ class Loop:
                          f"from it)" if newest else "no checkpoint was saved yet")
                 if issubclass(kind, KeyboardInterrupt):
                     raise Interrupted(f"interrupted at step {self.step} before a checkpoint; {where}") from None
-                raise TrainingDiverged(f"{exc}; {where}") from None
+                raise TrainingDiverged(f"{exc}; {_safe_point(self.run_dir, self.tc, newest) or where}") from None
             return
         if self.checkpoint is None or not self.checkpoint.name.endswith(f"{self.step:08d}"):
             self.checkpoint = self.save(self.step, self.last, self.elapsed())

@@ -196,13 +196,22 @@ def test_file_system_errors_are_one_line(tmp_path, capsys):
         code, _, err = run(capsys, "train", "demo", *FAST, "train.steps=1", "--out", str(out))
         assert code == status, err
         one_line(err, needle)
-    if os.geteuid() != 0:  # root writes into read-only folders
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        code, _, err = run(capsys, "data", "sudoku", "--out", str(ro / "d"), "--size", "4")
-        assert code == 2
-        one_line(err, "Permission denied")
+    import errno
+    import tempfile
+
+    real = tempfile.mkdtemp
+
+    def read_only(*a, **k):  # as on a read-only file system (root writes into 0555 folders, so it is simulated)
+        raise OSError(errno.EROFS, "Read-only file system", k.get("dir", "?"))
+
+    tempfile.mkdtemp = read_only
+    try:
+        code, _, err = run(capsys, "data", "sudoku", "--out", str(tmp_path / "d"), "--size", "4")
+    finally:
+        tempfile.mkdtemp = real
+    assert code == 2
+    one_line(err, "Read-only file system")
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_failed_dataset_build_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -224,3 +233,42 @@ def test_a_failed_dataset_build_leaves_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(SudokuTask, "build", real)
     assert run(capsys, *args)[0] == 0  # and the retry is not refused
     assert sorted(p.name for p in out.iterdir()) == ["identifiers.json", "test", "train"]
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    import ponder.checkpoint as C
+
+    real, calls = C.torch.save, {"n": 0}
+
+    def save(*a, **k):  # the second checkpoint's state.pt hits a full disk halfway
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device", str(a[1]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(C.torch, "save", save)
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "demo", *FAST, "train.steps=6", "train.checkpoint_every=2", "--out",
+                       str(run_dir))
+    assert code == 1 and "No space left on device" in err and "Traceback" not in err
+    assert [p.name for p in (run_dir / "ckpt").iterdir()] == ["step_00000002"]  # intact, and no temporary folder
+    monkeypatch.setattr(C.torch, "save", real)
+    assert run(capsys, "train", "--resume", str(run_dir))[0] == 0  # and it resumes from there
+
+
+def test_pruning_keeps_the_newest_sane_checkpoint_and_divergence_names_it(tmp_path):
+    import torch
+
+    from ponder import checkpoint
+    from ponder.run import _safe_point
+
+    cfg = resolve("demo", [])
+    for step, scale in ((1, 1.0), (2, 1.5), (3, 50.0), (4, 400.0)):  # weights blowing up from step 3 on
+        checkpoint.save(tmp_path, step, {"w": torch.full((4,), scale)}, None, {}, cfg, {"metrics": {"loss": 1.0}},
+                        keep=2)
+    kept = [p.name for p in checkpoint.list_checkpoints(tmp_path)]
+    assert kept == ["step_00000002", "step_00000003", "step_00000004"]  # step 2 survives the keep-2 pruning
+    assert checkpoint.newest_sane(tmp_path, 10.0).name == "step_00000002"
+    text = _safe_point(tmp_path, cfg.train, checkpoint.list_checkpoints(tmp_path))
+    assert "the newest sane checkpoint is" in text and "step_00000002" in text and "step_00000003, step_00000004" in text
+    assert checkpoint.load_meta(checkpoint.list_checkpoints(tmp_path)[-1])["weight_rms"] == pytest.approx(400.0)
