@@ -24,7 +24,7 @@ def one_line_error(err: str, needle: str) -> None:
 
 
 def test_help_runs():
-    for cmd in ([], ["demo"], ["data"], ["train"], ["eval"], ["info"], ["bench"], ["study"]):
+    for cmd in ([], ["demo"], ["data"], ["train"], ["eval"], ["info"], ["bench"], ["study"], ["report"], ["solve"]):
         r = subprocess.run([sys.executable, "-m", "ponder", *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: ponder" in r.stdout
     r = subprocess.run([sys.executable, "-m", "ponder", "--version"], capture_output=True, text=True)
