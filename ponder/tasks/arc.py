@@ -507,9 +507,8 @@ class ArcTask(Task):
         shown = [("input", inputs)] + [(title, x) for title, x in (("prediction", preds), ("label", labels))
                                        if x is not None][:1]
         grids = [self.grid(x) for _, x in shown]
-        used = np.any(np.stack(grids) != PAD, axis=0)
-        rows = int(np.flatnonzero(used.any(1)).max(initial=0)) + 1
-        cols = int(np.flatnonzero(used.any(0)).max(initial=0)) + 1
+        row_part, col_part = self.crop(grids)
+        rows, cols = row_part.stop, col_part.stop
         chars = np.array(list(".#0123456789"))
         panels = [[title.ljust(cols)[:max(cols, len(title))]] + ["".join(chars[np.clip(g[r, :cols], 0, VOCAB - 1)])
                                                                   for r in range(rows)]
