@@ -89,8 +89,10 @@ def _train_member(cfg: Config, run_dir: Path) -> dict:
 
     done = run_dir / "finished.json"
     if done.exists():
-        saved = config_from_checkpoint(run_dir)[1]
-        if to_dict(saved) != to_dict(cfg):
+        saved, mine = to_dict(config_from_checkpoint(run_dir)[1]), to_dict(cfg)
+        if mine["train"]["dtype"] == "auto":  # the run records what auto picked for it
+            saved["train"]["dtype"] = "auto"
+        if saved != mine:
             raise UserError(f"{run_dir}: trained with another config than this member's; use another --out, or "
                             f"delete {run_dir} to retrain it")
         return json.loads(done.read_text())

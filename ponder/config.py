@@ -142,9 +142,14 @@ class SudokuConfig:
     min_blanks: int = 0  # generator: fewest blank cells (0 = no lower bound)
     max_blanks: int = 0  # generator: most blank cells (0 = as many as uniqueness allows)
     min_rating: int = 0  # generator: reject puzzles that the solver settles with fewer guesses than this
+    test_min_blanks: int = -1  # generated test puzzles: fewest blanks (-1 = min_blanks); another value draws the
+    #                            test puzzles from their own stream, never sharing a solution grid with a train one
+    test_max_blanks: int = -1  # generated test puzzles: most blanks (-1 = max_blanks)
 
     def __post_init__(self) -> None:
         _check(self.size in (4, 6, 9), f"data.sudoku.size must be 4, 6 or 9, got {self.size}")
+        _check(self.test_min_blanks >= -1 and self.test_max_blanks >= -1,
+               "data.sudoku.test_min_blanks and test_max_blanks must be >= 0 (or -1: as for training)")
         _check(self.train_size >= 1 and self.test_size >= 1, "data.sudoku train_size and test_size must be >= 1")
         _check(self.num_aug >= 0, "data.sudoku.num_aug must be >= 0")
         _check(self.min_blanks <= self.max_blanks or self.max_blanks == 0,
@@ -271,7 +276,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # > 0 clips the global grad norm (official: none)
     seed: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
-    dtype: str = "float32"  # "float32" or "bfloat16" (autocast; master weights stay float32)
+    dtype: str = "auto"  # "auto" (bf16 where this device multiplies bf16 clearly faster: CUDA, CPUs with AMX or
+    #                      AVX512-BF16; else float32), "float32" or "bfloat16" (autocast; master weights float32)
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
     compile: str = "off"  # torch.compile the model step: "off", "inductor" (fused kernels; CPU needs a C compiler,
     #                       first step pays ~1-2 min of compilation) or another torch.compile backend ("aot_eager")
@@ -294,7 +300,8 @@ class TrainConfig:
         _check(self.optimizer in ("adam_atan2", "adamw", "muon"),
                f"train.optimizer must be adam_atan2, adamw or muon, got {self.optimizer!r}")
         _check(self.loss in ("stablemax", "softmax"), f"train.loss must be stablemax or softmax, got {self.loss!r}")
-        _check(self.dtype in ("float32", "bfloat16"), f"train.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        _check(self.dtype in ("auto", "float32", "bfloat16"),
+               f"train.dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         _check(bool(self.compile), "train.compile must be off or a torch.compile backend (inductor, aot_eager, ...)")
         _check(self.batch_size >= 1 and self.steps >= 1, "train.batch_size and train.steps must be >= 1")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ponder.checkpoint import load_config
 from ponder.config import resolve
 from ponder.evaluate import evaluate_checkpoint, format_table
 from ponder.models import build_model, count_params
@@ -30,14 +31,15 @@ def run_demo(out: Path, overrides: list[str] = (), minutes: float | None = None)
     print(f"  model: TRM-{m.mixer}, hidden {m.hidden}, {m.n_layers} layers, n={m.n_latent}, T={m.n_cycles}, "
           f"N_sup={m.n_supervision}: {weights:,} weights")
     print(f"  train: {cfg.train.steps} steps of batch {cfg.train.batch_size} (budget {cfg.train.max_minutes:g} min), "
-          f"{cfg.train.dtype} on {cfg.train.device}")
+          f"train.dtype={cfg.train.dtype} on {cfg.train.device}")
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     prepare_data(cfg.data, out)
     print(f"  data built in {time.perf_counter() - t:.1f}s")
     run = train(cfg, out)
     t = time.perf_counter()
-    res, eval_dir = evaluate_checkpoint(run.checkpoint, pictures=2)  # RUN/eval, and TensorBoard
+    trained = load_config(run.checkpoint).train.dtype  # what train.dtype=auto picked: evaluate in the same
+    res, eval_dir = evaluate_checkpoint(run.checkpoint, overrides=[f"train.dtype={trained}"], pictures=2)
     total = time.perf_counter() - t0
     print()
     print(format_table(res))
@@ -45,7 +47,7 @@ def run_demo(out: Path, overrides: list[str] = (), minutes: float | None = None)
     print(f"\nexact accuracy: {100 * one:.1f}% after 1 supervision step -> {100 * full:.1f}% after "
           f"{cfg.model.n_supervision} (adaptive halting: {100 * res['adaptive']['exact']:.1f}% in "
           f"{res['adaptive']['mean_steps']:.2f} steps on average)")
-    print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; evaluation {time.perf_counter() - t:.0f}s; "
+    print(f"trained {run.step} steps in {run.seconds / 60:.1f} min ({trained}); evaluation {time.perf_counter() - t:.0f}s; "
           f"demo wall time {total / 60:.1f} min")
     print(f"plot: {eval_dir / 'scaling.png'}   solving step by step: {eval_dir / 'solving_0.png'}")
     print(f"checkpoint: {run.checkpoint}  (ponder eval {run.checkpoint})")

@@ -350,6 +350,7 @@ def load_model(path: str | Path, overrides: list[str] = (), device: str = "cpu",
         raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
     model.to(device).eval()
     runtime.set_threads(cfg.train.threads, torch.device(device))  # e.g. 1 when two runs share a 2-core machine
+    cfg = runtime.settle_eval_dtype(cfg, overrides, torch.device(device))
     return ckpt, cfg, model, meta_ck
 
 
@@ -423,7 +424,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     explicit = out_dir is not None
     out_dir = Path(out_dir) if explicit else output_dir(
         ckpt, "eval" if split == "test" else f"eval-{split}",
-        {"overrides": list(overrides), "data": str(data_dir), "weights": _weights(ckpt, ema)})
+        {"overrides": list(overrides), "data": str(data_dir), "weights": _weights(ckpt, ema),
+         "dtype": cfg.train.dtype})
     if not distributed.world().main:  # under torchrun rank 0 holds the gathered results and writes them
         return res, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -439,6 +441,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
     res["overrides"] = list(overrides)
     res["data"] = str(data_dir)
     res["split"] = split
+    res["dtype"] = cfg.train.dtype  # what train.dtype=auto picked on this machine, or the command line's
     (out_dir / "results.json").write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
     if raw is not None:
         write_outputs(raw, arrays, out_dir / "outputs.safetensors")

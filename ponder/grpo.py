@@ -39,7 +39,8 @@ from ponder.config import Config, to_dict
 from ponder.evaluate import completion_length, evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import build_optimizer, lr_at
-from ponder.run import Loop, Run, RunLog, check_finite, config_from_checkpoint, restoring, resume_point
+from ponder.run import (Loop, Run, RunLog, check_finite, config_from_checkpoint, restoring, resume_point,
+                        resumed_precision)
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -153,6 +154,8 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     data_dir = prepare_data(cfg.data, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     runtime.set_threads(tc.threads, device)
+    cfg = runtime.settle_dtype(resumed_precision(cfg, point), device)
+    tc = cfg.train
     torch.manual_seed(tc.seed)
     arrays, meta = read_split(data_dir, "train")
     task = task_for(cfg.data, meta, data_dir)

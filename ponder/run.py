@@ -94,6 +94,17 @@ def resume_point(run_dir: Path, cfg: Config, keep: tuple[str, ...]) -> ResumePoi
     return ResumePoint(ckpt, checkpoint.load_weights(ckpt, ema=False), checkpoint.load_state(ckpt))
 
 
+def resumed_precision(cfg: Config, point: ResumePoint | None) -> Config:
+    """A resumed run keeps the precision it started in: train.dtype=auto takes the value auto picked then, recorded
+    in the checkpoint's config (another machine might pick otherwise, and the resume would not be exact)."""
+    if point is None or cfg.train.dtype != "auto":
+        return cfg
+    import dataclasses
+
+    recorded = checkpoint.load_config(point.checkpoint).train.dtype
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=recorded))
+
+
 @contextmanager
 def restoring(ckpt: Path) -> Iterator[None]:
     """Around a trainer's restore of its state.pt: a state that does not fit the run (a missing key, another

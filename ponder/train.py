@@ -22,7 +22,7 @@ from ponder.config import Config
 from ponder.evaluate import evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
-from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point
+from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -64,6 +64,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
     if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     runtime.set_threads(tc.threads, device)
+    cfg = runtime.settle_dtype(resumed_precision(cfg, point), device)  # auto -> float32 or bfloat16, recorded
+    tc = cfg.train
     torch.manual_seed(tc.seed)
 
     if not data_dir:  # an empty data.path builds into the run directory (rank 0 builds, the others wait)

@@ -5,6 +5,9 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# train.dtype=auto picks bf16 on CPUs with bf16 matrix units: the suite pins float32 (inherited by the CLI runs it
+# starts) so that its results do not depend on the CPU; tests of the choice itself unset it.
+os.environ["PONDER_AUTO_DTYPE"] = "float32"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -62,7 +62,8 @@ def test_loss_falls_and_artifacts(tmp_path, data_dir):
     ck = run.checkpoint
     for name in ("model.safetensors", "ema.safetensors", "state.pt", "config.yaml", "meta.json"):
         assert (ck / name).exists()
-    assert checkpoint.load_config(ck) == tiny(data_dir, "train.steps=240", "train.log_every=20")
+    # the run's config, with the precision train.dtype=auto picked recorded (the suite pins float32)
+    assert checkpoint.load_config(ck) == tiny(data_dir, "train.steps=240", "train.log_every=20", "train.dtype=float32")
     assert (tmp_path / "r" / "config.yaml").exists() and any((tmp_path / "r" / "tb").iterdir())
     # EMA weights differ from the raw ones, and evaluation loads the EMA ones
     raw, ema = weights(tmp_path / "r")

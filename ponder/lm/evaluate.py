@@ -147,5 +147,6 @@ def evaluate_lm_checkpoint(path: str | Path, overrides: list[str] = (), out_dir:
     device = runtime.resolve_device(cfg.train.device)
     model.to(device)
     runtime.set_threads(cfg.train.threads, device)
+    cfg = runtime.settle_eval_dtype(cfg, overrides, device)
     out = Path(out_dir) if out_dir else ckpt / "lm_eval"
     return evaluate_lm(model, tokenizer, cfg, problems, out, progress), out

@@ -36,7 +36,7 @@ from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_g
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
-from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point
+from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision
 
 # the LmConfig fields that define the weights: a resumed run must keep them
 MODEL_FIELDS = ("base", "prelude", "core", "coda", "state_std", "adapter_init")
@@ -172,6 +172,8 @@ def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: i
     device = runtime.resolve_device(tc.device)
     runtime.set_threads(tc.threads, device)
     point = resume_point(run_dir, cfg, keep=(*(f"lm.{f}" for f in MODEL_FIELDS), "train.batch_size")) if resume else None
+    cfg = runtime.settle_dtype(resumed_precision(cfg, point), device)
+    tc = cfg.train
     torch.manual_seed(tc.seed)
     model, tokenizer = build_model(lc)
     batches = Batches(cfg, tokenizer)  # bad data files fail before anything is written
