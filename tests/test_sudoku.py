@@ -309,6 +309,31 @@ def test_build_generated_layout_and_determinism(tmp_path: Path) -> None:
     assert len(files) == 13 and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 
+def test_test_puzzles_with_their_own_blank_counts(tmp_path: Path) -> None:
+    """sudoku9-cpu's layout: training mixes blank counts, the test set has its own range from its own stream, and
+    no test puzzle shares a solution grid with a training one (so no augmentation of it can be trained on)."""
+    cfg = SudokuConfig(size=6, train_size=60, test_size=20, num_aug=0, min_blanks=8, max_blanks=30,
+                       test_min_blanks=20, test_max_blanks=22)
+    task = SudokuTask(cfg)
+    train, test = task.build("train", 1), task.build("test", 1)
+    blanks = (test.inputs == 1).sum(axis=1)
+    assert test.inputs.shape == (20, 36) and blanks.min() >= 20 and blanks.max() <= 22
+    assert (train.inputs == 1).sum(axis=1).min() < 20  # the mix reaches below the test range
+    assert not {s.tobytes() for s in train.labels} & {s.tobytes() for s in test.labels}
+    assert all(is_unique(p - 1, 6) for p in test.inputs) and valid_solutions(test.labels - 1, 6).all()
+    same = SudokuTask(cfg)  # deterministic, whichever split is built first
+    assert np.array_equal(same.build("test", 1).inputs, test.inputs)
+    plain = SudokuTask(SudokuConfig(size=6, train_size=60, test_size=20, num_aug=0, min_blanks=8, max_blanks=30))
+    assert not np.array_equal(plain.build("test", 1).inputs, test.inputs)  # -1: the training range, one stream
+
+
+def test_public_test_set_beside_generated_training() -> None:
+    cfg = SudokuConfig(size=9, train_size=2, test_size=5, num_aug=0, test_csv=str(data_file("magictour-top1465.csv")))
+    test = SudokuTask(cfg).build("test", 0)
+    questions, _, _ = load_csv(data_file("magictour-top1465.csv"))
+    assert test.inputs.shape == (5, 81) and {q.tobytes() for q in test.inputs - 1} <= {q.tobytes() for q in questions}
+
+
 def test_build_from_csv() -> None:
     path = str(data_file("magictour-top1465.csv"))
     cfg = SudokuConfig(csv=path, train_size=20, test_size=15, num_aug=2)

@@ -64,13 +64,14 @@ class CsvPairs:
 class GeneratedPairs:
     """Splits from one seeded stream of distinct pairs made by `make(rng) -> (question, answer)`."""
 
-    def __init__(self, make: Callable[[np.random.Generator], Pairs], what: str, section: str) -> None:
-        self.make, self.what, self.section = make, what, section
+    def __init__(self, make: Callable[[np.random.Generator], Pairs], what: str, section: str,
+                 stream: str = "generate") -> None:
+        self.make, self.what, self.section, self.stream = make, what, section, stream
         self._stream: tuple[int, np.random.Generator, list, list, set[bytes]] | None = None
 
     def split(self, split: str, seed: int, train_size: int, test_size: int) -> Pairs:
         if self._stream is None or self._stream[0] != seed:
-            self._stream = (seed, seeded_rng(seed, "generate"), [], [], set())
+            self._stream = (seed, seeded_rng(seed, self.stream), [], [], set())
         _, rng, questions, answers, seen = self._stream
         need = train_size + (test_size if split == "test" else 0)
         for _ in progress(range(len(questions), need), need - len(questions), f"generating {self.what}"):

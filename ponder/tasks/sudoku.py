@@ -463,6 +463,11 @@ class SudokuTask(Task):
         self._generator = GeneratedPairs(
             lambda rng: generate(rng, self.size, cfg.min_blanks, cfg.max_blanks, cfg.min_rating)[:2],
             f"{self.size}x{self.size} puzzles", "data.sudoku")
+        test_blanks = (cfg.min_blanks if cfg.test_min_blanks < 0 else cfg.test_min_blanks,
+                       cfg.max_blanks if cfg.test_max_blanks < 0 else cfg.test_max_blanks)
+        self._test_generator = None if test_blanks == (cfg.min_blanks, cfg.max_blanks) else GeneratedPairs(
+            lambda rng: generate(rng, self.size, *test_blanks, cfg.min_rating)[:2],
+            f"{self.size}x{self.size} test puzzles", "data.sudoku", stream="generate-test")
 
     def metadata(self) -> Metadata:
         return Metadata(seq_len=self.size * self.size, vocab_size=self.size + 2)
@@ -473,8 +478,14 @@ class SudokuTask(Task):
         if split not in ("train", "test"):
             raise UserError(f"unknown split {split!r}; expected 'train' or 'test'")
         cfg = self.cfg
-        if cfg.csv:
+        if cfg.csv or (split == "test" and cfg.test_csv):  # a public test set also beside generated training
             puzzles, solutions = self._csv.split(split, seed, cfg.csv, cfg.test_csv, cfg.train_size, cfg.test_size)
+        elif split == "test" and self._test_generator is not None:  # other blank counts: their own stream
+            _, train_solutions = self._generator.split("train", seed, cfg.train_size, 0)
+            known = {s.tobytes() for s in train_solutions}
+            puzzles, solutions = self._test_generator.split("train", seed, cfg.test_size + 16, 0)
+            fresh = np.array([s.tobytes() not in known for s in solutions])  # a shared grid: ~1e-6 chance
+            puzzles, solutions = puzzles[fresh][:cfg.test_size], solutions[fresh][:cfg.test_size]
         else:
             puzzles, solutions = self._generator.split(split, seed, cfg.train_size, cfg.test_size)
         if split == "test":
