@@ -177,9 +177,20 @@ def _peak_mb(device: torch.device) -> float | None:
     return None
 
 
+def _time_pair(a, b, seconds: float, device: torch.device, rounds: int = 6) -> tuple[float, float]:
+    """Seconds per call of `a` and of `b`, timed in alternation (a b a b ...) so that both see the same drift of a
+    shared machine: the median over `rounds` rounds of each, every round at least seconds / rounds long."""
+    times_a, times_b = [], []
+    for _ in range(rounds):  # rounds >= 3: the median of three drops one outlier
+        times_a.append(_time(a, seconds / rounds, device, warmup=0, min_reps=1))
+        times_b.append(_time(b, seconds / rounds, device, warmup=0, min_reps=1))
+    return sorted(times_a)[rounds // 2], sorted(times_b)[rounds // 2]
+
+
 def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dtype, device: torch.device,
-                 seconds: float, compile_backend: str = "off") -> dict:
-    """One family/config: the trainer's step and an N_sup-step evaluation on random Sudoku-shaped batches."""
+                 seconds: float, compile_backend: str = "off", vs_official: bool = True) -> dict:
+    """One family/config: the trainer's step and an N_sup-step evaluation on random Sudoku-shaped batches. For TRM,
+    `vs_official` also times the official step's structure (`ponder.official_step`) in alternation with it."""
     from ponder.optim import EMA, SignSGD, build_optimizer
     from ponder.runtime import autocast, compile_model
     from ponder.train import supervision_step, update
@@ -208,7 +219,15 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
 
     _reset_peak(device)
     step()  # warm-up (and compilation)
-    dt = _time(step, seconds, device, warmup=0)
+    official = None
+    if vs_official and mc.family == "trm" and not mc.single_z and not mc.act_continue:
+        from ponder.official_step import official_step
+
+        official = official_step(cfg, SUDOKU_VOCAB, SUDOKU_CELLS, inputs, labels, dtype)
+        official()
+        dt, dt_official = _time_pair(step, official, seconds, device, rounds=3 if seconds <= 1 else 6)
+    else:
+        dt = _time(step, seconds, device, warmup=0)
     peak = _peak_mb(device)
 
     model.eval()
@@ -225,6 +244,8 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
     out = {"preset": preset, "overrides": overrides, "params": count_params(model), "batch": batch,
            "n_supervision": mc.n_supervision, "step_s": dt, "train_examples_per_s": batch / dt,
            "eval_examples_per_s": batch / dt_eval, "peak_mb": peak}
+    if official is not None:
+        out.update(official_examples_per_s=batch / dt_official, vs_official=dt_official / dt)
     model.train()
     log = KernelLog()  # the eager step (a dispatch mode does not see inside compiled graphs), after the timing
     with log:
@@ -259,7 +280,8 @@ def bench_puzzle_embedding(rows: int, dim: int = 512, batch: int = 768, seconds:
 
 def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, families: str = "",
               device: str = "", checkpoint: str | None = None, compile_backend: str = "off",
-              sizes: str = "paper,small", halt_threshold: float = 0.0) -> dict:
+              sizes: str = "paper,small", halt_threshold: float = 0.0, official: bool = True,
+              dtypes: str = "float32,bfloat16") -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here")
@@ -271,6 +293,9 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     size_list = [s for s in sizes.split(",") if s]
     if not size_list or any(s not in ("paper", "small") for s in size_list):
         raise UserError(f"--sizes takes paper and/or small, got {sizes!r}")
+    dtype_list = [d for d in dtypes.split(",") if d]
+    if not dtype_list or any(d not in ("float32", "bfloat16") for d in dtype_list):
+        raise UserError(f"--dtypes takes float32 and/or bfloat16, got {dtypes!r}")
     old = _load_old(compare) if compare else None  # a bad --compare file fails before minutes of measuring
     from ponder.runtime import keep_freed_memory
 
@@ -280,9 +305,16 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
                           "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "compile": compile_backend, "cpu_heap_reuse": heap_reuse}, "runs": {}}
+    from ponder.runtime import resolve_dtype
+
+    auto, why = resolve_dtype("auto", dev)
+    result["machine"]["auto_dtype"] = auto
+    print(f"train.dtype=auto picks {auto} here ({why})", flush=True)
     ceilings = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        name = "float32" if dtype == torch.float32 else "bfloat16"
+    for name in ("float32", "bfloat16"):
+        dtype = torch.float32 if name == "float32" else torch.bfloat16
+        if name not in dtype_list and not (name == "float32" and "bfloat16" in dtype_list):
+            continue
         ceilings[name] = matmul_ceiling(dtype, dev)
         run = result["runs"][name] = {"matmul_ceiling_gflops": ceilings[name], "configs": {}}
         print(f"[{name}] matmul ceiling {ceilings[name]:.1f} GFLOP/s (torch.mm 2048^2 on {dev.type})", flush=True)
@@ -290,6 +322,9 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
             run["skipped"] = (f"bf16 matmuls run at {ceilings[name]:.1f} GFLOP/s here against "
                               f"{ceilings['float32']:.1f} in fp32 (no bf16 units): bf16 training would only be slower")
             print(f"  skipped: {run['skipped']}")
+            continue
+        if name not in dtype_list:  # fp32's ceiling only, to judge bf16's
+            del result["runs"][name]
             continue
         todo = [(fam, size) for fam in chosen for size in size_list]
         t_start = time.perf_counter()
@@ -301,11 +336,13 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
             print(f"  measuring {label} ({i + 1} of {len(todo)}{eta}) ...", file=sys.stderr, flush=True)
             ceiling = matmul_ceiling(dtype, dev, seconds=1.0)  # again here: a shared machine's speed drifts
             r = bench_config(FAMILIES[fam], [] if size == "paper" else SMALL, batch, dtype, dev, seconds,
-                             compile_backend)
+                             compile_backend, official)
             r["ceiling_gflops"], r["ceiling_ratio"] = ceiling, r["train_gflops"] / ceiling
             run["configs"][label] = r
             peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
-            print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s "
+            vs = (f" (official structure {r['official_examples_per_s']:.1f}: x{r['vs_official']:.2f})"
+                  if "vs_official" in r else "")
+            print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s{vs} "
                   f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling {ceiling:.0f}, "
                   f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "
                   f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}", flush=True)

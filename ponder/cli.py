@@ -397,7 +397,7 @@ def cmd_bench(args) -> int:
 
     run_bench(args.out, quick=args.quick, compare=args.compare, families=args.families, device=args.device,
               checkpoint=args.checkpoint, compile_backend=args.compile, sizes=args.sizes,
-              halt_threshold=args.halt_threshold)
+              halt_threshold=args.halt_threshold, official=not args.no_official, dtypes=args.dtypes)
     return 0
 
 
@@ -586,6 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "small (hidden 128, batch 64 on CPU)")
     d.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
     d.add_argument("--compile", default="off", help="torch.compile backend for the step (inductor, aot_eager)")
+    d.add_argument("--dtypes", default="float32,bfloat16",
+                   help="precisions to measure (bf16 is skipped where its matmuls crawl)")
+    d.add_argument("--no-official", action="store_true",
+                   help="skip the official TRM step structure timed beside ponder's (ponder.official_step)")
     d.add_argument("--checkpoint", metavar="RUN",
                    help="also time adaptive-halting evaluation of this trained run against all N_sup steps")
     d.add_argument("--halt-threshold", type=float, default=0.0,

@@ -1,6 +1,7 @@
 """`ponder bench` plumbing (not its speed): one config measured through the trainer's step, the --compare report."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -65,3 +66,48 @@ def test_compare_report_and_bad_files(tmp_path):
     with pytest.raises(UserError, match="unknown family"):
         run_bench(tmp_path / "out.json", families="trm-mlp,nope")
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("mixer", ["mlp", "attention"])
+def test_official_step_structure_computes_what_ponder_does(mixer):
+    """The baseline `ponder bench` times ponder's step against must do the same work: with ponder's weights copied
+    in, the re-typed official structure gives ponder's logits and halting logits bit for bit (float32)."""
+    from ponder.config import resolve
+    from ponder.models import build_model
+    from ponder.official_step import OfficialTRM, official_step
+
+    cfg = resolve("sudoku-extreme-trm-att", ["model.hidden=32", "model.n_heads=2", f"model.mixer={mixer}",
+                                             f"model.pos_encoding={'none' if mixer == 'mlp' else 'rope'}"])
+    torch.manual_seed(0)
+    ours = build_model(cfg.model, 11, 81, 1).eval()
+    theirs = OfficialTRM(cfg, 11, 81).eval()
+    names = {"embed_tokens.weight": "embed_tokens", "y_init": "H_init", "z_init": "L_init"}
+    state = {}
+    for k, v in ours.state_dict().items():
+        if k.startswith("puzzle_emb"):
+            continue
+        k = names.get(k, k).replace("blocks.", "L_level.layers.").replace(".gate_up.", ".gate_up_proj.")
+        k = k.replace(".down.", ".down_proj.").replace("attn.qkv", "self_attn.qkv_proj").replace("attn.o", "self_attn.o_proj")
+        state[k] = v
+    theirs.load_state_dict(state)
+    x = torch.randint(1, 11, (3, 81), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = ours(ours.initial_state(3, "cpu"), x, torch.zeros(3, dtype=torch.long))
+        carry = theirs.initial_carry({"inputs": x, "labels": x})
+        z_h, z_l, logits, q_halt = theirs.inner(theirs.H_init.expand_as(carry["z_H"]), theirs.L_init.expand_as(carry["z_L"]), x)
+    assert torch.equal(out.logits, logits) and torch.equal(out.q_halt, q_halt)
+    step = official_step(cfg, 11, 81, x, x)
+    step()
+    step()  # trains: carries, loss, backward, AdamW, EMA, the metrics copy
+
+
+def test_gpu_check_script_refuses_without_cuda(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: bench/gpu_check.sh would run for real")
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PY": sys.executable})
+    assert done.returncode == 2 and "CUDA is not available" in done.stderr
