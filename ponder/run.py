@@ -99,7 +99,7 @@ def resumed_precision(cfg: Config, point: ResumePoint | None) -> Config:
     in the checkpoint's config (another machine might pick otherwise, and the resume would not be exact)."""
     if point is None or cfg.train.dtype != "auto":
         return cfg
-    import dataclasses
+    import dataclasses  # (ponder.runtime.with_dtype sits beside the run layer, not below it)
 
     recorded = checkpoint.load_config(point.checkpoint).train.dtype
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=recorded))

@@ -153,6 +153,11 @@ def resolve_dtype(setting: str, device: torch.device) -> tuple[str, str]:
     return name, f"auto: {why}"
 
 
+def with_dtype(cfg, name: str):
+    """`cfg` with train.dtype = name (configs are frozen dataclasses)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=name))
+
+
 def settle_dtype(cfg, device: torch.device, echo: bool = True):
     """`cfg` with train.dtype resolved (`resolve_dtype`), announced on stdout by the main process (stderr stays for
     errors). Trainers call it before writing config.yaml, so the run records the precision it trained in and a
@@ -160,14 +165,14 @@ def settle_dtype(cfg, device: torch.device, echo: bool = True):
     name, why = resolve_dtype(cfg.train.dtype, device)
     if echo and distributed.world().main:
         print(f"dtype: {name} ({why})", flush=True)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=name))
+    return with_dtype(cfg, name)
 
 
 def settle_eval_dtype(cfg, overrides, device: torch.device):
     """The precision of `ponder eval`, `solve` and `lm eval`: train.dtype=auto for this machine (a run trained in
     bf16 on a GPU is evaluated in float32 on a CPU without bf16 units), unless the command line sets train.dtype."""
     if not any(o.split("=", 1)[0].strip() == "train.dtype" for o in overrides):
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype="auto"))
+        cfg = with_dtype(cfg, "auto")
     return settle_dtype(cfg, device, echo=False)  # the results record it (results.json "dtype")
 
 
