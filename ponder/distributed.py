@@ -56,9 +56,13 @@ def init(device: str = "cpu") -> World:
     return world()
 
 
-def shutdown() -> None:
-    """Leave the process group (before exit: gloo may abort a process that exits while still in one)."""
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group (before exit: gloo may abort a process that exits while still in one). wait: first
+    meet every rank at a barrier, so that no rank tears its connections down while a peer is still working (a gloo
+    rank aborted there at the end of a run, once in CI); only after success, as a failed rank never arrives."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
