@@ -122,18 +122,47 @@ def test_mlp_norm_quirk_normalises_over_sequence():
 
 
 def test_silu_gate_backward_is_autograd_of_the_plain_expression():
-    """SwiGLU's gate writes dG and dU into one buffer (no concatenation): same values as autograd of
-    silu(G) * U, bit for bit in float32, and a correct gradient by finite differences in float64."""
+    """SwiGLU's gate computes dG in place in one buffer: same values as autograd of silu(G) * U, bit for bit in
+    float32, and a correct gradient by finite differences in float64."""
     from ponder.models.layers import SiluGate
 
-    x = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(SiluGate.apply, (x,))
-    xf = torch.randn(4, 7, 12, requires_grad=True)
+    g64, u64 = (torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(SiluGate.apply, (g64, u64))
+    gate, up = (torch.randn(4, 7, 6, requires_grad=True) for _ in range(2))
     w = torch.randn(4, 7, 6)
-    gate, up = xf.chunk(2, dim=-1)
     plain = torch.nn.functional.silu(gate) * up
-    fused = SiluGate.apply(xf)
+    fused = SiluGate.apply(gate, up)
     assert torch.equal(plain, fused)
-    (g_plain,) = torch.autograd.grad((plain * w).sum(), xf)
-    (g_fused,) = torch.autograd.grad((fused * w).sum(), xf)
-    assert torch.equal(g_plain, g_fused)
+    g_plain = torch.autograd.grad((plain * w).sum(), (gate, up))
+    g_fused = torch.autograd.grad((fused * w).sum(), (gate, up))
+    assert all(torch.equal(a, b) for a, b in zip(g_plain, g_fused))
+
+
+def test_swiglu_fast_forms_equal_the_official_row_major_linear():
+    """SwiGLU computes G and U by two matmuls with the halves of gate_up, and TRM-MLP's position mixer as batched
+    matmuls over broadcast weights: float32 results bit-equal to the official form down(silu(G) * U) with
+    [G, U] = gate_up(x) (the official code transposes (B, S, D) to (B, D, S) for the mixer and back), with and
+    without gradient; the gradients of the new forms agree to rounding."""
+    from ponder.models.layers import SwiGLU
+
+    torch.manual_seed(0)
+    m = SwiGLU(97, 4.0)
+
+    def official(x):
+        gate, up = m.gate_up(x).chunk(2, dim=-1)
+        return m.down(torch.nn.functional.silu(gate) * up)
+
+    h = torch.randn(8, 97, 32)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            assert torch.equal(m(h.transpose(1, 2)), official(h.transpose(1, 2)))
+            assert torch.equal(m.mix(h), official(h.transpose(1, 2)).transpose(1, 2))
+    w = torch.randn(8, 97, 32)
+    x = h.clone().requires_grad_()
+    (official(x.transpose(1, 2)).transpose(1, 2) * w).sum().backward()
+    ref = [x.grad] + [p.grad for p in m.parameters()]
+    m.zero_grad()
+    x = h.clone().requires_grad_()
+    (m.mix(x) * w).sum().backward()
+    for a, b in zip([x.grad] + [p.grad for p in m.parameters()], ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -51,11 +51,10 @@ class Block(nn.Module):
         eps = self.cfg.norm_eps
         if self.cfg.mixer == "attention":
             h = rms_norm(h + self.attn(h, rotary), eps)
-        elif self.cfg.mlp_norm_quirk:
-            t = h.transpose(1, 2)  # (B, D, S)
-            h = rms_norm(t + self.mlp_t(t), eps).transpose(1, 2)  # normed over S, as the official code does
+        elif self.cfg.mlp_norm_quirk:  # normed over S, as the official code does (on its (B, D, S) transpose)
+            h = rms_norm((h + self.mlp_t.mix(h)).transpose(1, 2), eps).transpose(1, 2)
         else:
-            h = rms_norm(h + self.mlp_t(h.transpose(1, 2)).transpose(1, 2), eps)
+            h = rms_norm(h + self.mlp_t.mix(h), eps)
         return rms_norm(h + self.mlp(h), eps)
 
 

@@ -77,45 +77,40 @@ ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}  # gate activatio
 
 
 class SiluGate(torch.autograd.Function):
-    """SiLU(G) * U of the fused projection [G, U], with a backward that writes dG and dU straight into the two
-    halves of one (..., 2I) gradient. Autograd's own graph of chunk -> silu -> mul builds the halves apart and then
-    concatenates them: a copy of the whole expansion per call, ~4% of the TRM-MLP training step on CPU.
-    Saves what autograd saves (the projection and SiLU(G)); the values are the same as the plain expression."""
+    """SiLU(G) * U with a hand-written backward: dG = SiLU'(G) * (dY * U) computed in place in one buffer, and
+    dU = dY * SiLU(G). Saves what autograd saves for the plain expression (G, U, SiLU(G)); the same values."""
 
     @staticmethod
-    def forward(ctx, gate_up: Tensor) -> Tensor:
-        gate, up = gate_up.chunk(2, dim=-1)
+    def forward(ctx, gate: Tensor, up: Tensor) -> Tensor:
         act = F.silu(gate)
-        ctx.save_for_backward(gate_up, act)
+        ctx.save_for_backward(gate, up, act)
         return act * up
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        gate_up, act = ctx.saved_tensors
-        gate, up = gate_up.chunk(2, dim=-1)
-        out = torch.empty_like(gate_up)
-        d_gate, d_up = out.chunk(2, dim=-1)
-        torch.mul(grad, up, out=d_gate)  # dL/dSiLU(G)
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        gate, up, act = ctx.saved_tensors
+        d_gate = grad * up  # dL/dSiLU(G)
         torch.ops.aten.silu_backward.grad_input(d_gate, gate, grad_input=d_gate)  # x SiLU'(G), in place
-        torch.mul(grad, act, out=d_up)
-        return out
+        return d_gate, grad * act
 
 
-def _glu(gate_up: Tensor, activation: str) -> Tensor:
-    """act(G) * U of [G, U] = gate_up; in place when no graph is recorded (the no-grad recursions), saving two
-    buffers; `SiluGate` when a graph is recorded."""
-    if torch.is_grad_enabled():
-        if activation == "silu":
-            return SiluGate.apply(gate_up)
-        gate, up = gate_up.chunk(2, dim=-1)
-        return ACTIVATIONS[activation](gate) * up
-    gate, up = gate_up.chunk(2, dim=-1)
+def _glu(gate: Tensor, up: Tensor, activation: str) -> Tensor:
+    """act(G) * U; in place when no graph is recorded (the no-grad recursions), saving two buffers; `SiluGate` when
+    a graph is recorded."""
     act = ACTIVATIONS[activation]
+    if torch.is_grad_enabled():
+        return SiluGate.apply(gate, up) if activation == "silu" else act(gate) * up
     return (act(gate) if activation == "gelu" else act(gate, inplace=True)).mul_(up)  # F.gelu has no in-place form
 
 
 class SwiGLU(nn.Module):
-    """down(act(G) * U) with [G, U] = gate_up(x); act = SiLU (official) or GELU/ReLU (URM activation ablation)."""
+    """down(act(G) * U) with [G, U] = gate_up(x); act = SiLU (official) or GELU/ReLU (URM activation ablation).
+
+    G and U are computed by two matmuls with the two halves of the one gate_up weight (the official layout, so
+    checkpoints are unchanged), not as the halves of one (..., 2I) product: every element is the same dot product
+    in the same order (float32 bit-equal to the official outputs, tests/test_parity.py), but G and U come out
+    contiguous. On CPU the element-wise gate over the interleaved halves of each row ran ~1.6x slower than over
+    contiguous tensors (SiLU at hidden 128: 4.2 ms against 2.5), and the backward no longer writes strided halves."""
 
     def __init__(self, d: int, expansion: float, activation: str = "silu"):
         super().__init__()
@@ -125,10 +120,24 @@ class SwiGLU(nn.Module):
         self.down = linear(inter, d)
 
     def expand(self, x: Tensor) -> Tensor:  # (..., d) -> (..., inter): the gated expansion H = act(G) * U
-        return _glu(self.gate_up(x), self.activation)
+        rows = x.reshape(-1, x.shape[-1])  # one copy where x is a transposed view (TRM-MLP's mlp_t), not two
+        w_gate, w_up = self.gate_up.weight.chunk(2)
+        return _glu(F.linear(rows, w_gate), F.linear(rows, w_up), self.activation).view(*x.shape[:-1], -1)
 
     def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
         return self.down(self.expand(x))
+
+    def mix(self, h: Tensor) -> Tensor:  # (B, d, D) -> (B, d, D): the SwiGLU over axis 1 (TRM-MLP's mlp_t)
+        """As forward(h.transpose(1, 2)).transpose(1, 2), the official form, but as batched matmuls W @ h[b] over
+        the broadcast weights: no transposed copies in or out, and the same products summed in the same order
+        (float32 bit-equal; on CPU the mixer's half-block ran 1.13x faster with gradient, 1.22x without).
+        Under autocast the official form: oneDNN's bf16 batched matmul over a broadcast weight ran 1.2x slower."""
+        if torch.is_autocast_enabled(h.device.type):
+            return self(h.transpose(1, 2)).transpose(1, 2)
+        b = h.shape[0]
+        w_gate, w_up = (w.expand(b, -1, -1) for w in self.gate_up.weight.chunk(2))
+        hidden = _glu(torch.bmm(w_gate, h), torch.bmm(w_up, h), self.activation)
+        return torch.bmm(self.down.weight.expand(b, -1, -1), hidden)
 
 
 class CausalConv(nn.Conv1d):
