@@ -56,11 +56,54 @@ def test_rope_in_float32_under_autocast():
     x = torch.randn(1, 2, 64, 16).to(torch.bfloat16)
     x1, x2 = x.float().chunk(2, dim=-1)
     want = (x.float() * rotary.cos + torch.cat((-x2, x1), dim=-1) * rotary.sin).to(torch.bfloat16)
-    got = apply_rotary(x, rotary.cos, rotary.sin)
+    got = apply_rotary(x, rotary.cos, rotary.sin_signed)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
-    rounded = apply_rotary(x, rotary.cos.to(torch.bfloat16), rotary.sin.to(torch.bfloat16))
+    rounded = apply_rotary(x, rotary.cos.to(torch.bfloat16), rotary.sin_signed.to(torch.bfloat16))
     assert not torch.equal(rounded, want)  # rotating with bf16 tables would differ
     attn = Attention(32, 2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = attn(torch.randn(1, 64, 32), rotary)
     assert y.dtype == torch.bfloat16
+
+
+def test_rope_without_the_rotated_copy_is_bit_equal_to_the_official_formula():
+    """apply_rotary computes x cos + cat(x2, x1) sin_signed in place of the official x cos + cat(-x2, x1) sin:
+    bit-equal in float32, and the same gradient."""
+    rotary = Rotary(8, 97, 10000.0)
+    x = torch.randn(3, 2, 97, 8, requires_grad=True)
+    x1, x2 = x.chunk(2, dim=-1)
+    want = x * rotary.cos + torch.cat((-x2, x1), dim=-1) * rotary.sin
+    got = apply_rotary(x, rotary.cos, rotary.sin_signed)
+    assert torch.equal(got, want)
+    w = torch.randn_like(want)
+    (g_want,) = torch.autograd.grad((want * w).sum(), x)
+    (g_got,) = torch.autograd.grad((got * w).sum(), x)
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=1e-6)
+
+
+def test_attention_runs_in_float32_under_cpu_autocast():
+    """On CPU under bf16 autocast, q, k and v enter SDPA in float32 (CPU's bf16 SDPA backward is several times
+    slower): the attention equals the float32 attention of the bf16-rounded projections, and o is autocast (bf16)."""
+    torch.manual_seed(0)
+    attn, rotary = Attention(32, 2), Rotary(16, 10, 10000.0)
+    x = torch.randn(2, 10, 32)
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return real(q, k, v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = spy
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = attn(x, rotary)
+    finally:
+        F.scaled_dot_product_attention = real
+    assert seen == [(torch.float32, torch.float32, torch.float32, False)]
+    assert y.dtype == torch.bfloat16
+    q, k, v = (t.float().view(2, 10, 2, 16).transpose(1, 2)
+               for t in (x.bfloat16() @ attn.qkv.weight.bfloat16().T).chunk(3, dim=-1))
+    q, k = apply_rotary(q, rotary.cos, rotary.sin_signed), apply_rotary(k, rotary.cos, rotary.sin_signed)
+    out = real(q, k, v).transpose(1, 2).reshape(2, 10, 32)
+    torch.testing.assert_close(y, (out.bfloat16() @ attn.o.weight.bfloat16().T), rtol=0, atol=0)
