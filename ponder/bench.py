@@ -177,14 +177,19 @@ def _peak_mb(device: torch.device) -> float | None:
     return None
 
 
-def _time_pair(a, b, seconds: float, device: torch.device, rounds: int = 6) -> tuple[float, float]:
-    """Seconds per call of `a` and of `b`, timed in alternation (a b a b ...) so that both see the same drift of a
-    shared machine: the median over `rounds` rounds of each, every round at least seconds / rounds long."""
+def _time_pair(a, b, seconds: float, device: torch.device, rounds: int = 6) -> tuple[float, float, float]:
+    """Seconds per call of `a` and of `b`, timed in alternation (a b b a a b ...) so that both see the same drift of
+    a shared machine: the median over `rounds` rounds of each, every round at least seconds / rounds long, and the
+    median of the rounds' ratios b / a (each ratio from two neighbouring timings: robust to drift between rounds)."""
     times_a, times_b = [], []
-    for _ in range(rounds):  # rounds >= 3: the median of three drops one outlier
-        times_a.append(_time(a, seconds / rounds, device, warmup=0, min_reps=1))
-        times_b.append(_time(b, seconds / rounds, device, warmup=0, min_reps=1))
-    return sorted(times_a)[rounds // 2], sorted(times_b)[rounds // 2]
+    for i in range(rounds):  # rounds >= 3: the median of three drops one outlier
+        first, second = (a, b) if i % 2 == 0 else (b, a)  # neither always runs first
+        t_first = _time(first, seconds / rounds, device, warmup=0, min_reps=1)
+        t_second = _time(second, seconds / rounds, device, warmup=0, min_reps=1)
+        times_a.append(t_first if first is a else t_second)
+        times_b.append(t_second if first is a else t_first)
+    ratios = sorted(tb / ta for ta, tb in zip(times_a, times_b))
+    return sorted(times_a)[rounds // 2], sorted(times_b)[rounds // 2], ratios[rounds // 2]
 
 
 def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dtype, device: torch.device,
@@ -225,7 +230,7 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
 
         official = official_step(cfg, SUDOKU_VOCAB, SUDOKU_CELLS, inputs, labels, dtype)
         official()
-        dt, dt_official = _time_pair(step, official, seconds, device, rounds=3 if seconds <= 1 else 6)
+        dt, dt_official, vs = _time_pair(step, official, seconds, device, rounds=3 if seconds <= 1 else 6)
     else:
         dt = _time(step, seconds, device, warmup=0)
     peak = _peak_mb(device)
@@ -245,7 +250,7 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
            "n_supervision": mc.n_supervision, "step_s": dt, "train_examples_per_s": batch / dt,
            "eval_examples_per_s": batch / dt_eval, "peak_mb": peak}
     if official is not None:
-        out.update(official_examples_per_s=batch / dt_official, vs_official=dt_official / dt)
+        out.update(official_examples_per_s=batch / dt_official, vs_official=vs)
     model.train()
     log = KernelLog()  # the eager step (a dispatch mode does not see inside compiled graphs), after the timing
     with log:
