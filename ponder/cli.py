@@ -150,12 +150,8 @@ def cmd_train(args) -> int:
         run_dir = Path(choice)
     if world.main:
         print(f"run directory: {run_dir}" + (f" ({world.size} processes)" if world.parallel else ""))
-    finished = False
-    try:
+    with distributed.leaving():
         run = train(cfg, run_dir, resume=resume, progress=world.main)
-        finished = True
-    finally:
-        distributed.shutdown(wait=finished)
     if world.main:
         print(f"trained {run.step} steps in {run.seconds / 60:.1f} min; checkpoint {run.checkpoint}")
         _report(run_dir)
@@ -214,13 +210,8 @@ def cmd_eval(args) -> int:
     from ponder import distributed
 
     world = distributed.init(args.device)  # under torchrun the test examples are shared out and gathered
-    finished = False
-    try:
-        code = _eval(args, world)
-        finished = True
-        return code
-    finally:
-        distributed.shutdown(wait=finished)
+    with distributed.leaving():
+        return _eval(args, world)
 
 
 def _eval(args, world) -> int:

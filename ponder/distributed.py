@@ -16,6 +16,7 @@ Backends: NCCL on CUDA, gloo on CPU. Outside torchrun (no WORLD_SIZE) everything
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -59,11 +60,23 @@ def init(device: str = "cpu") -> World:
 def shutdown(wait: bool = False) -> None:
     """Leave the process group (before exit: gloo may abort a process that exits while still in one). wait: first
     meet every rank at a barrier, so that no rank tears its connections down while a peer is still working (a gloo
-    rank aborted there at the end of a run, once in CI); only after success, as a failed rank never arrives."""
+    rank aborted there at the end of a run, once in CI)."""
     if dist.is_available() and dist.is_initialized():
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def leaving():
+    """Leave the process group when the block ends: after every rank has finished it, or at once when it failed
+    (a failed rank never arrives at the barrier)."""
+    try:
+        yield
+    except BaseException:
+        shutdown()
+        raise
+    shutdown(wait=True)
 
 
 def world() -> World:

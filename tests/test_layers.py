@@ -49,13 +49,19 @@ def test_conv_swiglu_formula():
     torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
 
 
+def official_sin(rotary):
+    """The official sin table, sin(cat(freqs, freqs)): sin_signed with its first half's sign restored."""
+    half = rotary.sin_signed.shape[-1] // 2
+    return torch.cat((-rotary.sin_signed[:, :half], rotary.sin_signed[:, half:]), dim=-1)
+
+
 def test_rope_in_float32_under_autocast():
     """As the official code: q and k (bf16 under autocast) are rotated in float32 and cast back, so the angles are
     not rounded to bf16 first."""
     rotary = Rotary(16, 64, 10000.0)
     x = torch.randn(1, 2, 64, 16).to(torch.bfloat16)
     x1, x2 = x.float().chunk(2, dim=-1)
-    want = (x.float() * rotary.cos + torch.cat((-x2, x1), dim=-1) * rotary.sin).to(torch.bfloat16)
+    want = (x.float() * rotary.cos + torch.cat((-x2, x1), dim=-1) * official_sin(rotary)).to(torch.bfloat16)
     got = apply_rotary(x, rotary.cos, rotary.sin_signed)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
     rounded = apply_rotary(x, rotary.cos.to(torch.bfloat16), rotary.sin_signed.to(torch.bfloat16))
@@ -72,7 +78,7 @@ def test_rope_without_the_rotated_copy_is_bit_equal_to_the_official_formula():
     rotary = Rotary(8, 97, 10000.0)
     x = torch.randn(3, 2, 97, 8, requires_grad=True)
     x1, x2 = x.chunk(2, dim=-1)
-    want = x * rotary.cos + torch.cat((-x2, x1), dim=-1) * rotary.sin
+    want = x * rotary.cos + torch.cat((-x2, x1), dim=-1) * official_sin(rotary)
     got = apply_rotary(x, rotary.cos, rotary.sin_signed)
     assert torch.equal(got, want)
     w = torch.randn_like(want)

@@ -13,7 +13,6 @@ Design choices, all from the official TRM/HRM code (see ../shared/reference/trm_
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -178,7 +177,8 @@ def feed_forward(cfg: ModelConfig) -> SwiGLU:
 
 class Rotary(nn.Module):
     """cos/sin tables for rotate-half RoPE over `length` positions (prefix included), float32, not saved. `sin_signed`
-    is sin with its first half negated, so that the rotation needs no negated copy (see `apply_rotary`)."""
+    is the official sin table with its first half negated, so that the rotation needs no negated copy (see
+    `apply_rotary`)."""
 
     def __init__(self, head_dim: int, length: int, theta: float):
         super().__init__()
@@ -186,8 +186,9 @@ class Rotary(nn.Module):
         freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)  # (length, head_dim)
         self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
-        self.register_buffer("sin_signed", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
+        sin = emb.sin()
+        self.register_buffer("sin_signed", torch.cat((-sin[:, : head_dim // 2], sin[:, head_dim // 2:]), dim=-1),
+                             persistent=False)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin_signed: Tensor) -> Tensor:
@@ -232,7 +233,7 @@ class Attention(nn.Module):
             q, k, v = q.float(), k.float(), v.float()  # (TRM-Att step at hidden 128: 1.34 s against 0.20)
         if rotary is not None:  # in float32 (the tables' dtype), also under autocast
             q, k = apply_rotary(q, rotary.cos, rotary.sin_signed), apply_rotary(k, rotary.cos, rotary.sin_signed)
-        with torch.autocast("cpu", enabled=False) if cpu_autocast else contextlib.nullcontext():
+        with torch.autocast("cpu", enabled=False):  # no effect unless CPU autocast is on
             out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(b, l, d)  # (B, L, D)
         if self.conv_placement == "attention":
