@@ -195,7 +195,9 @@ def _time_pair(a, b, seconds: float, device: torch.device, rounds: int = 6) -> t
 def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dtype, device: torch.device,
                  seconds: float, compile_backend: str = "off", vs_official: bool = True) -> dict:
     """One family/config: the trainer's step and an N_sup-step evaluation on random Sudoku-shaped batches. For TRM,
-    `vs_official` also times the official step's structure (`ponder.official_step`) in alternation with it."""
+    `vs_official` also times the official step's structure (`ponder.official_step`) in alternation with it. With a
+    compile backend both are compiled (the official `pretrain.py` compiles its model by default), and the compiled
+    step is also timed against ponder's eager one (`compiled_vs_eager`): whether compiling pays here."""
     from ponder.optim import EMA, SignSGD, build_optimizer
     from ponder.runtime import autocast, compile_model
     from ponder.train import supervision_step, update
@@ -218,8 +220,8 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
     c0 = empty_carry(model, batch, SUDOKU_CELLS, device)
     carry = [Carry(c0.state, c0.steps, torch.zeros_like(c0.halted), inputs, labels, c0.puzzle_ids)]
 
-    def step():  # slots are never refilled here: the compute of a step does not depend on which examples it holds
-        out, carry[0], loss = supervision_step(step_model, model, carry[0], cfg, device, gen)
+    def step(through=step_model):  # slots are never refilled: a step's compute does not depend on the examples held
+        out, carry[0], loss = supervision_step(through, model, carry[0], cfg, device, gen)
         update(loss, batch, params, tc, opt, emb_opt, ema)
 
     _reset_peak(device)
@@ -228,12 +230,19 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
     if vs_official and mc.family == "trm" and not mc.single_z and not mc.act_continue:
         from ponder.official_step import official_step
 
-        official = official_step(cfg, SUDOKU_VOCAB, SUDOKU_CELLS, inputs, labels, dtype)
+        official = official_step(cfg, SUDOKU_VOCAB, SUDOKU_CELLS, inputs, labels, dtype, compile_backend)
         official()
         dt, dt_official, vs = _time_pair(step, official, seconds, device, rounds=3 if seconds <= 1 else 6)
     else:
         dt = _time(step, seconds, device, warmup=0)
     peak = _peak_mb(device)
+    compiled_vs_eager = None
+    if step_model is not model:  # does compiling pay here? the compiled step against the eager one, alternated
+        def eager_step():
+            step(model)
+
+        eager_step()
+        compiled_vs_eager = _time_pair(step, eager_step, seconds, device, rounds=3 if seconds <= 1 else 6)[2]
 
     model.eval()
     ids = torch.zeros(batch, dtype=torch.long, device=device)
@@ -251,6 +260,8 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
            "eval_examples_per_s": batch / dt_eval, "peak_mb": peak}
     if official is not None:
         out.update(official_examples_per_s=batch / dt_official, vs_official=vs)
+    if compiled_vs_eager is not None:
+        out["compiled_vs_eager"] = compiled_vs_eager
     model.train()
     log = KernelLog()  # the eager step (a dispatch mode does not see inside compiled graphs), after the timing
     with log:
@@ -345,8 +356,11 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
             r["ceiling_gflops"], r["ceiling_ratio"] = ceiling, r["train_gflops"] / ceiling
             run["configs"][label] = r
             peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
-            vs = (f" (official structure {r['official_examples_per_s']:.1f}: x{r['vs_official']:.2f})"
+            both = " compiled" if compile_backend != "off" else ""
+            vs = (f" (official structure{both} {r['official_examples_per_s']:.1f}: x{r['vs_official']:.2f})"
                   if "vs_official" in r else "")
+            if "compiled_vs_eager" in r:
+                vs += f" (compiled: x{r['compiled_vs_eager']:.2f} the eager step)"
             print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s{vs} "
                   f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling {ceiling:.0f}, "
                   f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "

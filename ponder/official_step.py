@@ -232,12 +232,14 @@ class EMAHelper:
 
 
 def official_step(cfg: Config, vocab_size: int, seq_len: int, inputs: Tensor, labels: Tensor,
-                  forward_dtype: torch.dtype = torch.float32):
+                  forward_dtype: torch.dtype = torch.float32, compile_backend: str = "off"):
     """A closure running one official training step on the batch (slots never refilled, as in the bench's own
-    step: the compute does not depend on which examples the slots hold)."""
+    step: the compute does not depend on which examples the slots hold). compile_backend: as the official
+    `pretrain.py` does by default, the model with its loss head through `torch.compile(dynamic=False)`."""
     tc = cfg.train
     torch.manual_seed(0)
     model = OfficialTRM(cfg, vocab_size, seq_len, forward_dtype).to(inputs.device).train()
+    forward = model if compile_backend == "off" else torch.compile(model, backend=compile_backend, dynamic=False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
     ema = EMAHelper(model, tc.ema_rate) if tc.ema else None
     batch = {"inputs": inputs, "labels": labels}
@@ -245,7 +247,7 @@ def official_step(cfg: Config, vocab_size: int, seq_len: int, inputs: Tensor, la
     b = inputs.shape[0]
 
     def step() -> None:
-        state["carry"], loss, metrics = model(state["carry"], batch)
+        state["carry"], loss, metrics = forward(state["carry"], batch)
         ((1 / b) * loss).backward()
         opt.step()
         opt.zero_grad()
