@@ -313,6 +313,9 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     if not dtype_list or any(d not in ("float32", "bfloat16") for d in dtype_list):
         raise UserError(f"--dtypes takes float32 and/or bfloat16, got {dtypes!r}")
     old = _load_old(compare) if compare else None  # a bad --compare file fails before minutes of measuring
+    from ponder.runtime import check_compile_backend
+
+    check_compile_backend(compile_backend)  # and so does an unknown --compile backend
     from ponder.runtime import keep_freed_memory
 
     heap_reuse = dev.type == "cpu" and keep_freed_memory()  # as `ponder train` / `eval` run on CPUs
@@ -321,7 +324,7 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
                           "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "compile": compile_backend, "cpu_heap_reuse": heap_reuse}, "runs": {}}
-    from ponder.runtime import resolve_dtype
+    from ponder.runtime import compile_refusal, resolve_dtype
 
     auto, why = resolve_dtype("auto", dev)
     result["machine"]["auto_dtype"] = auto
@@ -341,6 +344,11 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
             continue
         if name not in dtype_list:  # fp32's ceiling only, to judge bf16's
             del result["runs"][name]
+            continue
+        refusal = compile_refusal(compile_backend, name, dev)
+        if refusal:
+            run["skipped"] = refusal
+            print(f"  skipped: {refusal}")
             continue
         todo = [(fam, size) for fam in chosen for size in size_list]
         t_start = time.perf_counter()

@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import platform
+import re
 import time
 
 import torch
@@ -193,6 +194,19 @@ def check_compile_backend(backend: str) -> None:
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise UserError(f"train.compile={backend!r}: not a torch.compile backend here "
                         f"(try inductor or aot_eager, or off)")
+
+
+def compile_refusal(backend: str, dtype: str, device: torch.device) -> str | None:
+    """Why `backend` must not compile a training step in `dtype` on `device`, or None. torch 2.13's inductor
+    corrupts the CPU heap when it compiles a step's backward under bf16 autocast (the demo's model and TRM at
+    hidden 128 abort with glibc's 'free(): corrupted unsorted chunks' / 'corrupted size vs. prev_size' within a
+    few steps; forward-only and float32 ran clean): the heap-corruption regression of pytorch/pytorch#181618."""
+    version = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
+    if backend == "inductor" and device.type == "cpu" and dtype == "bfloat16" and version == (2, 13):
+        return (f"train.compile=inductor with bf16 autocast on CPU: torch {torch.__version__}'s inductor corrupts "
+                f"the heap in the backward (pytorch/pytorch#181618); use train.dtype=float32 with it, or "
+                f"train.compile=off")
+    return None
 
 
 def compile_model(model: torch.nn.Module, backend: str) -> torch.nn.Module:

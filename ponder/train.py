@@ -33,6 +33,10 @@ def preflight(cfg: Config, data: bool = True) -> torch.device:
     `data`, a given dataset path (the CLI calls it before printing the run directory)."""
     device = runtime.resolve_device(cfg.train.device)
     runtime.check_compile_backend(cfg.train.compile)
+    if cfg.train.compile != "off":  # auto's probe runs once per process: the trainer reuses its answer
+        refusal = runtime.compile_refusal(cfg.train.compile, runtime.resolve_dtype(cfg.train.dtype, device)[0], device)
+        if refusal:
+            raise UserError(refusal)
     if data and cfg.data.path:
         prepare_data(cfg.data, Path("."))  # checks that the folder holds a dataset; builds nothing
     return device

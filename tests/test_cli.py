@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from ponder.cli import main
 from test_train import TINY
@@ -254,3 +255,21 @@ def test_arc_cpu_preset_trains_from_any_directory(tmp_path):
                         "--out", "run"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "trained 1 steps" in r.stdout and (tmp_path / "run" / "data" / "test_puzzles.json").exists()
+
+
+@pytest.mark.skipif(not torch.__version__.startswith("2.13."), reason="the refusal names torch 2.13's regression")
+def test_inductor_under_cpu_bf16_autocast_is_refused_before_the_run_starts(tmp_path):
+    """torch 2.13's inductor corrupts the CPU heap in a bf16-autocast backward (pytorch/pytorch#181618; the demo
+    aborted with 'free(): corrupted unsorted chunks'): one line, exit 2, no run directory, nothing built."""
+    r = subprocess.run([sys.executable, "-m", "ponder", "train", "demo", "train.compile=inductor",
+                        "train.dtype=bfloat16", "train.device=cpu", "--out", "run"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "pytorch/pytorch#181618" in r.stderr and "train.dtype=float32" in r.stderr
+    assert not (tmp_path / "run").exists()
+    from ponder.runtime import compile_refusal
+
+    cpu = torch.device("cpu")
+    assert compile_refusal("inductor", "bfloat16", cpu)
+    assert compile_refusal("inductor", "float32", cpu) is None and compile_refusal("aot_eager", "bfloat16", cpu) is None
+    assert compile_refusal("inductor", "bfloat16", torch.device("cuda")) is None
