@@ -313,19 +313,15 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     if not dtype_list or any(d not in ("float32", "bfloat16") for d in dtype_list):
         raise UserError(f"--dtypes takes float32 and/or bfloat16, got {dtypes!r}")
     old = _load_old(compare) if compare else None  # a bad --compare file fails before minutes of measuring
-    from ponder.runtime import check_compile_backend
+    from ponder.runtime import check_compile_backend, compile_refusal, keep_freed_memory, resolve_dtype
 
     check_compile_backend(compile_backend)  # and so does an unknown --compile backend
-    from ponder.runtime import keep_freed_memory
-
     heap_reuse = dev.type == "cpu" and keep_freed_memory()  # as `ponder train` / `eval` run on CPUs
     seconds = 1.0 if quick else 4.0
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "compile": compile_backend, "cpu_heap_reuse": heap_reuse}, "runs": {}}
-    from ponder.runtime import compile_refusal, resolve_dtype
-
     auto, why = resolve_dtype("auto", dev)
     result["machine"]["auto_dtype"] = auto
     print(f"train.dtype=auto picks {auto} here ({why})", flush=True)

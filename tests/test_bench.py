@@ -22,15 +22,17 @@ def test_bench_config_counts_flops_and_memory():
     assert 0 < r["kernel_s"] < r["step_s"] and r["kernel_bound_gflops"] > r["train_gflops"]
 
 
+TINY_TRM = ["model.hidden=16", "model.n_heads=2", "model.n_supervision=1", "model.n_cycles=1", "model.n_latent=1"]
+
+
 def test_bench_config_times_a_compiled_step_against_the_eager_one():
     """--compile: ponder's step and the official structure both compiled, and the compiled step against the eager."""
     import torch._dynamo
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    r = bench_config("sudoku-extreme-trm-mlp", ["model.hidden=16", "model.n_heads=2", "model.n_supervision=1",
-                                                "model.n_cycles=1", "model.n_latent=1"], 2,
-                     torch.float32, torch.device("cpu"), seconds=0.0, compile_backend="aot_eager")
+    r = bench_config("sudoku-extreme-trm-mlp", TINY_TRM, 2, torch.float32, torch.device("cpu"), seconds=0.0,
+                     compile_backend="aot_eager")
     assert r["compiled_vs_eager"] > 0 and r["vs_official"] > 0
     # the official structure's own step really runs compiled (as its pretrain.py compiles the model)
     from ponder.config import resolve
@@ -38,14 +40,12 @@ def test_bench_config_times_a_compiled_step_against_the_eager_one():
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    cfg = resolve("sudoku-extreme-trm-mlp", ["model.hidden=16", "model.n_heads=2", "model.n_supervision=1",
-                                             "model.n_cycles=1", "model.n_latent=1"])
+    cfg = resolve("sudoku-extreme-trm-mlp", TINY_TRM)
     x = torch.randint(1, 11, (2, 81), generator=torch.Generator().manual_seed(1))
     official_step(cfg, 11, 81, x, x, compile_backend="aot_eager")()
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
-    plain = bench_config("sudoku-extreme-trm-mlp", ["model.hidden=16", "model.n_heads=2", "model.n_supervision=1",
-                                                    "model.n_cycles=1", "model.n_latent=1"], 2,
-                         torch.float32, torch.device("cpu"), seconds=0.0, vs_official=False)
+    plain = bench_config("sudoku-extreme-trm-mlp", TINY_TRM, 2, torch.float32, torch.device("cpu"), seconds=0.0,
+                         vs_official=False)
     assert "compiled_vs_eager" not in plain
 
 
