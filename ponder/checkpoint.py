@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ponder import UserError
-from ponder.config import Config, dump_yaml, from_dict, load_yaml
+from ponder.config import Config, dump_yaml, from_dict, load_yaml, upgrade
 from ponder.files import fsync_dir, fsync_tree, read_json, usual_permissions
 
 CKPT_DIR = "ckpt"
@@ -186,6 +186,36 @@ def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: s
     model.load_state_dict(weights)
 
 
+def warm_start(model: torch.nn.Module, path: str | Path) -> dict:
+    """train.init: fill `model` from the weights of another run or checkpoint (its EMA weights if it has them).
+    Every tensor of the checkpoint must fit one of the model by name and shape, where a model name with a wrapper
+    segment ".layer." (ACT's per-layer wrapper) also matches the name without it; the model's tensors the checkpoint
+    lacks keep their initialisation. Returns {"init": checkpoint, "init_examples": what it had drawn, "fresh":
+    names left fresh}."""
+    ckpt = find(path)
+    weights = load_weights(ckpt, ema=True)
+    own = model.state_dict()
+    source = {}  # model name -> checkpoint name
+    for name in own:
+        plain = name.replace(".layer.", ".", 1)
+        match = name if name in weights else plain if plain in weights else None
+        if match is not None:
+            source[name] = match
+    unplaced = sorted(set(weights) - set(source.values()))
+    if unplaced:
+        raise UserError(f"train.init={ckpt}: its tensor {unplaced[0]} has no place in this config's model "
+                        f"({len(unplaced)} without one: another architecture?)")
+    for name, match in source.items():
+        if weights[match].shape != own[name].shape:
+            raise UserError(f"train.init={ckpt}: tensor {match} is {tuple(weights[match].shape)} there but "
+                            f"{tuple(own[name].shape)} in this config's model (model.hidden, n_heads, expansion or the "
+                            f"vocabulary differ)")
+    model.load_state_dict({**own, **{name: weights[match] for name, match in source.items()}})
+    fresh = [name for name in own if name not in source]
+    return {"init": str(ckpt), "init_examples": int(load_meta(ckpt).get("metrics", {}).get("examples_seen", 0)),
+            "fresh": fresh}
+
+
 def load_config(ckpt: Path) -> Config:
     try:
         body = load_yaml((ckpt / "config.yaml").read_bytes().decode("utf-8"))
@@ -193,7 +223,7 @@ def load_config(ckpt: Path) -> Config:
         raise UserError(f"{ckpt}/config.yaml: unreadable ({e.__class__.__name__})") from None
     if not isinstance(body, dict):
         raise UserError(f"{ckpt}/config.yaml: expected a mapping of config sections")
-    return from_dict(Config, body)
+    return from_dict(Config, upgrade(body))
 
 
 def load_meta(ckpt: Path) -> dict:

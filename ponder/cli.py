@@ -300,15 +300,16 @@ def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 
 def cmd_study(args) -> int:
-    from ponder.study import DEFAULT_REGIMES, MODELS, REGIMES, format_study, study_ca1d
+    from ponder.study import MODELS, REGIMES, format_study, study_ca1d
 
-    if (args.steps > 0) == (args.minutes > 0):
+    if args.steps > 0 and args.minutes > 0:
         raise UserError("ponder study: give one budget per member, --steps N or --minutes M")
-    regimes = _names(args.regimes, REGIMES, "regimes") if args.regimes else DEFAULT_REGIMES
-    study = study_ca1d(args.out, args.steps, args.minutes, _names(args.models, MODELS, "models"), regimes,
-                       args.scale, args.set or [], args.max_examples)
+    regimes = _names(args.regimes, REGIMES, "regimes") if args.regimes else ()
+    models = _names(args.models, MODELS, "models") if args.models else ()
+    study = study_ca1d(args.out, args.steps, args.minutes, models, regimes, args.scale, args.set or [],
+                       args.max_examples)
     print(format_study(study))
-    print(f"wrote {Path(args.out) / 'study.json'}, study.txt, study.png")
+    print(f"wrote {Path(args.out) / 'study.json'}, study.txt, study.png, study-curves.png")
     _report(Path(args.out))
     return 0
 

@@ -8,8 +8,8 @@ is one command:
 
 Every member trains in `<out>/<NAME>` through the one trainer, on one dataset (`--data`, or built once into
 `<out>/data` from the members' shared data config: members whose data sections differ are refused, except in the
-options that only change how the same examples are written, a task's `encoding_keys`: 1dCA's layout, where each
-layout gets its own `<out>/data-layout=<L>` of the same orbits), with the same
+options that only change how the same examples are written or asked, a task's `encoding_keys`: 1dCA's layout and k,
+where each gets its own `<out>/data-layout=<L>` or `<out>/data-k=<k>` of the same orbits), with the same
 `--steps` or `--minutes` budget and the same `--set` overrides. Then each is evaluated by the one evaluator with the
 same number of test-time supervision steps (default: twice the largest N_sup). Resumable: a member whose training
 finished (`<out>/<NAME>/finished.json`) is not retrained, an interrupted one resumes from its checkpoint, and an
@@ -34,6 +34,13 @@ class Member:
     name: str
     preset: str
     overrides: tuple[str, ...]
+    share: float = 1.0  # this member's budget as a multiple of the common --steps / --minutes (`ponder study`)
+
+    def budget(self, steps: int, minutes: float) -> list[str]:
+        """The overrides of this member's budget: its share of `steps` or of `minutes`."""
+        if steps:
+            return [f"train.steps={max(1, round(steps * self.share))}", "train.max_minutes=0"]
+        return [f"train.max_minutes={minutes * self.share:g}", "train.steps=100000000"]
 
 
 def parse_member(text: str) -> Member:
@@ -64,7 +71,7 @@ def data_dir_name(cfg: Config, first: Config) -> str:
     return "data-" + "-".join(f"{k}={v}" for k, v in mine.items() if theirs.get(k) != v)
 
 
-def _configs(members: list[Member], common: list[str], budget: list[str], data: str | None,
+def _configs(members: list[Member], common: list[str], budget: tuple[int, float], data: str | None,
              data_dirs: dict[str, str] | None = None) -> dict[str, Config]:
     """Each member's config; `data` (one dataset for all) or `data_dirs` (member -> its built dataset) as data.path."""
     names = [m.name for m in members]
@@ -73,7 +80,8 @@ def _configs(members: list[Member], common: list[str], budget: list[str], data: 
     cfgs = {}
     for m in members:
         path = data or (data_dirs or {}).get(m.name)
-        cfgs[m.name] = resolve(m.preset, [*common, *m.overrides, *budget, *([f"data.path={path}"] if path else [])])
+        cfgs[m.name] = resolve(m.preset, [*common, *m.overrides, *m.budget(*budget),
+                                          *([f"data.path={path}"] if path else [])])
     first, data0 = names[0], to_dict(cfgs[names[0]].data)
     for name, cfg in cfgs.items():
         same = to_dict(cfg.data) == data0 if data else _examples(cfg) == _examples(cfgs[first])
@@ -83,8 +91,12 @@ def _configs(members: list[Member], common: list[str], budget: list[str], data: 
     return cfgs
 
 
+BUDGET_KEYS = ("train.steps", "train.max_minutes")  # what `--steps` / `--minutes` set: a larger one extends a member
+
+
 def _train_member(cfg: Config, run_dir: Path) -> dict:
-    """Train (or resume) one member; return its finished.json record."""
+    """Train (or resume) one member; return its finished.json record. A finished member is read back; given a larger
+    budget (more --minutes or --steps, nothing else changed) it resumes from its last checkpoint and trains on."""
     from ponder.train import train
 
     done = run_dir / "finished.json"
@@ -92,14 +104,36 @@ def _train_member(cfg: Config, run_dir: Path) -> dict:
         saved, mine = to_dict(config_from_checkpoint(run_dir)[1]), to_dict(cfg)
         if mine["train"]["dtype"] == "auto":  # the run records what auto picked for it
             saved["train"]["dtype"] = "auto"
+        budget = {key: (_lookup(saved, key), _lookup(mine, key)) for key in BUDGET_KEYS}
+        for key in BUDGET_KEYS:  # compare the rest
+            _lookup(saved, key, drop=True), _lookup(mine, key, drop=True)
         if saved != mine:
             raise UserError(f"{run_dir}: trained with another config than this member's; use another --out, or "
                             f"delete {run_dir} to retrain it")
-        return json.loads(done.read_text())
+        if not _extends(budget):
+            return json.loads(done.read_text())
+        print(f"   extending {run_dir.name}: " + ", ".join(f"{k} {old:g} -> {new:g}" for k, (old, new) in budget.items()
+                                                          if old != new))
+        done.unlink()
     run = train(cfg, run_dir, resume=bool(checkpoint.list_checkpoints(run_dir)))
     record = {"steps": run.step, "minutes": run.seconds / 60, "checkpoint": str(run.checkpoint)}
     done.write_text(json.dumps(record, indent=2))
     return record
+
+
+def _lookup(d: dict, key: str, drop: bool = False):
+    section, name = key.split(".")
+    return d[section].pop(name) if drop else d[section][name]
+
+
+def _extends(budget: dict[str, tuple[float, float]]) -> bool:
+    """Whether a new budget asks for more training than a finished member had (a smaller one reads it back)."""
+    (old_steps, new_steps), (old_min, new_min) = budget["train.steps"], budget["train.max_minutes"]
+    if (old_min > 0) != (new_min > 0):
+        kind = "--minutes" if old_min > 0 else "--steps"
+        raise UserError(f"a finished member trained under a {kind} budget is extended by a larger {kind}, not the "
+                        f"other kind of budget")
+    return new_min > old_min if new_min > 0 else new_steps > old_steps
 
 
 def _evaluate_member(run_dir: Path, eval_steps: int, max_examples: int) -> dict:
@@ -132,8 +166,7 @@ def compare(members: list[Member], out: str | Path, common: list[str] = (), step
     if (steps > 0) == (minutes > 0):
         raise UserError("compare: give one budget, --steps N or --minutes M")
     out = Path(out)
-    budget = [f"train.steps={steps}", "train.max_minutes=0"] if steps else \
-        [f"train.max_minutes={minutes}", "train.steps=100000000"]
+    budget = (steps, minutes)
     cfgs = _configs(members, list(common), budget, data)
     if not data:  # one dataset per distinct data config (they differ at most in how examples are written), built once
         from ponder.tasks import prepare_data

@@ -291,6 +291,10 @@ class TrainConfig:
     #                                  run names it as the step to resume from
     regime: str = "supervised"  # "supervised" (cross-entropy on the labels) or "grpo" (reinforcement learning from
     #                             the final answer's reward, the 1dCA sequence models: section grpo)
+    init: str = ""  # a run directory or checkpoint whose weights (EMA ones if it has them) start a new run: a
+    #                 curriculum stage, or GRPO from a supervised model. Every tensor of it must fit this model by name
+    #                 and shape (ACT's per-layer wrapper maps onto the plain layer); tensors it lacks (ACT's halting
+    #                 units) keep their fresh initialisation. "" = from scratch; a resumed run ignores it
 
     def __post_init__(self) -> None:
         _check(self.regime in ("supervised", "grpo"), f"train.regime must be supervised or grpo, got {self.regime!r}")
@@ -342,8 +346,6 @@ class GrpoConfig:
     beta: float = 0.0  # weight of the KL penalty to the reference (initial) model (the study: 0 or 0.01)
     clip: float = 0.2  # epsilon of the clipped ratio objective
     iterations: int = 1  # optimiser steps on each batch of completions (mu; > 1 makes the clipping bite)
-    init: str = ""  # a supervised checkpoint or run directory to start from (the reference's from-checkpoint variant;
-    #                 its model config must match); "" = from scratch
     std_eps: float = 1e-4  # advantage = (reward - group mean) / (group std + std_eps)
 
     def __post_init__(self) -> None:
@@ -453,6 +455,21 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+RENAMED = {"grpo.init": "train.init"}  # old key -> new key (configs of runs written before the rename still load)
+
+
+def upgrade(body: dict) -> dict:
+    """A saved config (a run's config.yaml) with renamed keys moved to their new place (`RENAMED`)."""
+    for old, new in RENAMED.items():
+        (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
+        section = body.get(s_old)
+        if isinstance(section, dict) and k_old in section:
+            value = section.pop(k_old)
+            if value not in ("", None) and isinstance(body.setdefault(s_new, {}), dict):
+                body[s_new].setdefault(k_new, value)
+    return body
+
+
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise UserError."""
     if not isinstance(data, dict):
@@ -462,6 +479,8 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
+            if prefix + key in RENAMED:
+                raise UserError(f"config key '{prefix}{key}' is now '{RENAMED[prefix + key]}'")
             valid = ", ".join(prefix + k for k in fields)
             raise UserError(f"unknown config key '{prefix}{key}'; valid keys: {valid}")
         kind = hints[key]

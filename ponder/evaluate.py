@@ -562,5 +562,15 @@ def evaluate_during_training(cfg: Config, model, ema, data_dir: Path, device) ->
             for p, b in zip(model.parameters(), backup):
                 p.copy_(b)
     model.train()
-    return {"eval_exact": res["exact"][-1], "eval_cell": res["cell"][-1],
-            "eval_adaptive_exact": res["adaptive"]["exact"], "eval_adaptive_steps": res["adaptive"]["mean_steps"]}
+    out = {"eval_exact": res["exact"][-1], "eval_cell": res["cell"][-1],
+           "eval_adaptive_exact": res["adaptive"]["exact"], "eval_adaptive_steps": res["adaptive"]["mean_steps"]}
+    return {**out, **group_exact(res)}
+
+
+def group_exact(res: dict) -> dict[str, float]:
+    """Exact match per group of a result at its last step, as `eval_exact[<group>]` (1dCA: `eval_exact[k=1]`, from
+    the k strata, or from the task's per-state metrics `exact k=1` of cot / oo, which answer every k)."""
+    out = {f"eval_exact[{g}]": v["exact"][-1] for g, v in res.get("groups", {}).items()}
+    out.update({f"eval_exact[{key[len('exact '):]}]": v for key, v in res.get("task_metrics", {}).items()
+                if key.startswith("exact ")})
+    return out

@@ -35,12 +35,11 @@ import torch
 from torch import Tensor
 
 from ponder import UserError, checkpoint, distributed, runtime
-from ponder.config import Config, to_dict
+from ponder.config import Config
 from ponder.evaluate import completion_length, evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import build_optimizer, lr_at
-from ponder.run import (Loop, Run, RunLog, check_finite, config_from_checkpoint, restoring, resume_point,
-                        resumed_precision)
+from ponder.run import Loop, Run, RunLog, check_finite, restoring, resume_point, resumed_precision, warm_start
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -132,19 +131,6 @@ def check_setup(cfg: Config, task, model) -> int:
     return task.prompt_length()
 
 
-def initial_weights(cfg: Config, model) -> None:
-    """grpo.init: start from a supervised checkpoint (its EMA weights if it has them); its model config must match."""
-    if not cfg.grpo.init:
-        return
-    ckpt, saved = config_from_checkpoint(cfg.grpo.init)
-    if to_dict(saved.model) != to_dict(cfg.model):
-        raise UserError(f"grpo.init={cfg.grpo.init}: its model config differs from this run's (model.* must match)")
-    try:
-        checkpoint.load_into(model, checkpoint.load_weights(ckpt, ema=True), ckpt)
-    except RuntimeError as e:
-        raise UserError(f"grpo.init={ckpt}: weights do not fit this model ({str(e).splitlines()[0]})") from None
-
-
 def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
                until: int | None = None) -> Run:
     run_dir = Path(run_dir)
@@ -161,7 +147,8 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
     start = check_setup(cfg, task, model)
-    initial_weights(cfg, model)
+    # the from-checkpoint variant: a supervised model; loaded on resume too, as the KL penalty's frozen reference
+    started = warm_start(model, tc.init) if tc.init else {}
     reference = None
     if gc.beta > 0:  # the frozen initial model of the KL penalty
         reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -192,7 +179,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     log = RunLog(run_dir, cfg, step=step)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
-                "data": str(data_dir.resolve()), "processes": 1}
+                "data": str(data_dir.resolve()), "processes": 1, **started}
 
     def save(step: int, metrics: dict, elapsed: float) -> Path:
         state = {"optimizer": opt.state_dict(), "sampler": sampler.state_dict(), "generator": gen.get_state(),
@@ -261,6 +248,6 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
                 loop.log({"lr": lr, **record, "examples_seen": seen},
                          "reward {reward:.3f} exact {exact:.3f} length {completion_length:.1f}")
             if loop.due(tc.eval_every):
-                loop.log_eval(evaluate_during_training(cfg, model, None, data_dir, device),
+                loop.log_eval({**evaluate_during_training(cfg, model, None, data_dir, device), "examples_seen": seen},
                               "step {step}: eval exact {eval_exact:.3f} (greedy answers)")
     return loop.result

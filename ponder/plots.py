@@ -176,9 +176,13 @@ def plot_compare(report: dict, path: Path) -> None:
                      else f"Same data, same budget ({budget['minutes']:g} min each)")
 
 
+BASELINE_STYLE = {"copy s_c-1": ("#9a9a9a", (0, (2, 2))), "periodic": ("#6f6f6f", (0, (5, 2))),
+                  "oracle": ("#000000", (0, (1, 1)))}
+
+
 def plot_study(study: dict, path: Path) -> None:
     """The 1dCA study: exact match against k, one line per member (`ponder study`); dashed: recursion, dotted: the
-    regimes that change the training signal (cot, oo, grpo)."""
+    regimes that change the training signal (cot, oo, grpo); grey: the non-learned baselines."""
     styles = {"recursion": "--", "cot": ":", "oo": ":", "grpo": ":", "grpo-scratch": ":"}
     with figure(path, size=(9.6, 4.6)) as (plt, fig, ax):
         colours = plt.get_cmap("tab20").colors
@@ -186,12 +190,44 @@ def plot_study(study: dict, path: Path) -> None:
             ks = sorted(int(k) for k in r["exact"])
             ax.plot(ks, [100 * r["exact"][str(k)] for k in ks], marker="o", ms=4, ls=styles.get(r["regime"], "-"),
                     color=colours[(2 * i) % 20 + (2 * i) // 20], label=f"{r['name']} ({r['regime']})")
+        for name, per_k in study.get("baselines", {}).items():
+            colour, dash = BASELINE_STYLE.get(name, ("#9a9a9a", "--"))
+            ks = sorted(int(k) for k in per_k)
+            ax.plot(ks, [100 * per_k[str(k)] for k in ks], color=colour, ls=dash, lw=1.2, label=f"{name} (no learning)")
         _accuracy_axes(ax, "k (steps ahead of the last given state)", "exact match on unseen rules (%)", log2=False)
         ax.set_xticks([1, 2, 3, 4])
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no line hidden
-        b = study["budget"]
-        ax.set_title(f"1dCA study ({study['scale']}): every member "
-                     + (f"{b['steps']} steps" if b["steps"] else f"{b['minutes']:g} min"))
+        ax.set_title(f"1dCA study ({study['scale']}): " + _budget_text(study["budget"]))
+
+
+def _budget_text(b: dict) -> str:
+    return "every member " + (f"{b['steps']} steps" if b["steps"] else f"{b['minutes']:g} min") + " x its share"
+
+
+def plot_study_curves(study: dict, path: Path) -> None:
+    """The study's learning curves: each member's periodic test exact match at k = 1..4 (one panel per k) against
+    the training examples drawn, one line per member, the baselines as horizontal lines."""
+    ks = ["1", "2", "3", "4"]
+    with figure(path, 1, 4, size=(16, 4.2), grid=True) as (plt, fig, axes):
+        colours = plt.get_cmap("tab20").colors
+        for i, r in enumerate(study["members"]):
+            curve = r.get("curve") or {}
+            for ax, k in zip(axes[0], ks):
+                ys = curve.get("exact", {}).get(k) or curve.get("exact", {}).get("all")
+                if ys:
+                    ax.plot(curve["examples"], [100 * y for y in ys], color=colours[(2 * i) % 20 + (2 * i) // 20],
+                            lw=1.3, label=r["name"])
+        for ax, k in zip(axes[0], ks):
+            for name, per_k in study.get("baselines", {}).items():
+                if k in per_k:
+                    colour, dash = BASELINE_STYLE.get(name, ("#9a9a9a", "--"))
+                    ax.axhline(100 * per_k[k], color=colour, ls=dash, lw=1, label=name)
+            _accuracy_axes(ax, "training examples drawn", "exact match on unseen rules (%)" if k == "1" else "",
+                           log2=False)
+            ax.set_title(f"k = {k}", fontsize=10)
+        axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.suptitle(f"1dCA study ({study['scale']}): learning curves (periodic evaluations), "
+                     + _budget_text(study["budget"]), fontsize=10)
 
 
 def draw_sheet(sheet, palette: tuple[str, ...], path: Path) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ponder import UserError, __version__
 from ponder.files import atomic_write_text
+from ponder.run import read_metrics
 
 PAGE = "report.html"
 STYLE = """
@@ -88,22 +89,6 @@ def _read_json(path: Path) -> dict:
     if not isinstance(body, dict):
         raise UserError(f"{path}: expected a JSON object")
     return body
-
-
-def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
-    """metrics.jsonl as (training records, periodic-evaluation records), one per step (the last one written wins,
-    so steps repeated by a resume count once); a torn last line is skipped."""
-    train, evals = {}, {}
-    path = run / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
-                (evals if any(k.startswith("eval_") for k in rec) else train)[rec["step"]] = rec
-    return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
 
 
 def _lines(path: Path) -> list[dict]:
@@ -343,10 +328,10 @@ def _config(text: str, lm: bool) -> str:
     """The sections the run reads; the whole config.yaml (every task's defaults too) folded below."""
     import yaml
 
-    from ponder.config import Config, from_dict, load_yaml, used_sections
+    from ponder.config import Config, from_dict, load_yaml, upgrade, used_sections
 
     try:
-        used = yaml.safe_dump(used_sections(from_dict(Config, load_yaml(text)), lm), sort_keys=False)
+        used = yaml.safe_dump(used_sections(from_dict(Config, upgrade(load_yaml(text))), lm), sort_keys=False)
     except Exception:  # noqa: BLE001 - a config this version cannot read is still shown, whole
         return _pre(text)
     return (_pre(used) + "<details><summary>the whole config.yaml (every section, defaults included)</summary>"
@@ -450,6 +435,9 @@ def _compare_page(d: Path, members: list[dict]) -> str:
     if text.exists():
         sections.append(("Table", _pre(text.read_text())))
     figures = [_img(d / n, n) for n in ("study.png", "compare.png") if (d / n).exists()]
+    if (d / "study-curves.png").exists():
+        figures.append(_img(d / "study-curves.png", "learning curves: test exact match per k against the training "
+                            "examples drawn, every member on one axis", wide=True))
     if figures:
         sections.append(("Plots", "\n".join(figures)))
     curves = _member_curves(d, members)

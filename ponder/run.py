@@ -105,6 +105,21 @@ def resumed_precision(cfg: Config, point: ResumePoint | None) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=recorded))
 
 
+def warm_start(model, init: str, resumed: "ResumePoint | None" = None, main: bool = True) -> dict:
+    """train.init: the weights a new run starts from (`checkpoint.warm_start`), said on stderr. A resumed run loads
+    its own checkpoint instead and keeps what its meta recorded. Returns what the run's meta records: the checkpoint
+    started from and the examples drawn there (a study counts them in the member's curve)."""
+    if resumed is not None:
+        meta = checkpoint.load_meta(resumed.checkpoint)
+        return {k: meta[k] for k in ("init", "init_examples") if k in meta}
+    info = checkpoint.warm_start(model, init)
+    if main:
+        fresh = f"; fresh: {len(info['fresh'])} tensors ({info['fresh'][0]}, ...)" if info["fresh"] else ""
+        print(f"train.init: weights from {info['init']} ({info['init_examples']:,} examples drawn there){fresh}",
+              file=sys.stderr)
+    return {"init": info["init"], "init_examples": info["init_examples"]}
+
+
 @contextmanager
 def restoring(ckpt: Path) -> Iterator[None]:
     """Around a trainer's restore of its state.pt: a state that does not fit the run (a missing key, another
@@ -446,3 +461,19 @@ class Loop:
         if self.stop.requested:
             raise Interrupted(f"interrupted: checkpoint {self.checkpoint} saved (ponder train --resume {self.run_dir} "
                               f"continues)")
+
+
+def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
+    """metrics.jsonl as (training records, periodic-evaluation records), one per step (the last one written wins,
+    so steps repeated by a resume count once); a torn last line is skipped."""
+    train, evals = {}, {}
+    path = run / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+                (evals if any(k.startswith("eval_") for k in rec) else train)[rec["step"]] = rec
+    return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]

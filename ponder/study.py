@@ -1,7 +1,8 @@
 """`ponder study ca1d`: the 1dCA-Reasoning study's table in one command ("Beyond Memorization", section 7 of
 ../shared/reference/ca1d.md), with ponder's recursive models beside the study's ways to get depth:
 
-    fixed      the fixed-depth models: GPT-NeoX, LSTM, Mamba (reads segments), ARMT (segments + memory)
+    fixed      the fixed-depth models: GPT-NeoX, LSTM, Mamba, ARMT (segments + memory), k mixed
+    per-k      GPT-NeoX trained on one k alone (the paper's protocol; the control of mixing k)
     depth      GPT-NeoX with more layers (the depth sweep)
     act        GPT-NeoX with per-token ACT over its layers (model.act=layer)
     constant   GPT-NeoX with every layer repeated a constant act_max_hop times (the reference's "CD")
@@ -13,23 +14,26 @@
     recursion  TRM, HRM, URM: latent recursion with deep supervision (ponder's; the study did not test it)
 
 Every member is a `ponder compare` member: one data split (the same rules and orbits, written in each member's
-layout), one budget (--minutes or --steps per member), one evaluator; resumable, and a member whose settings changed
-is refused. k is drawn from 1..4 per example (one model per member answers every k; the paper trains one model per
-k). The table: exact match and bit accuracy per k, weights, training examples seen, wall time, mean ACT hops or
-supervision steps; as text, JSON and a PNG (accuracy per k, one line per member).
+layout or asked at its k), one evaluator, a budget of --minutes (or --steps) times the member's share in its scale;
+resumable, extended by a larger budget (finished members train on from their checkpoints), and a member whose
+settings changed is refused. k is drawn from 1..4 per example (one model per member answers every k) except in the
+per-k members. The table: exact match and bit accuracy per k, weights, training examples drawn, wall time, mean ACT
+hops or supervision steps, and the non-learned baselines (copy, periodic, oracle) on the same test examples; as
+text, JSON and PNGs (accuracy per k; the learning curves: test exact per k against the training examples drawn).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ponder import UserError, checkpoint, plots
 from ponder.compare import Member, compare
+from ponder.run import config_from_checkpoint, read_metrics
 
-REGIMES = ("fixed", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-scratch", "recursion")
-DEFAULT_REGIMES = ("fixed", "depth", "act", "constant", "cot", "grpo", "recursion")
+REGIMES = ("fixed", "per-k", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-scratch", "recursion")
 MODELS = ("neox", "lstm", "mamba", "armt", "trm", "hrm", "urm")
 KS = (1, 2, 3, 4)
 
@@ -45,31 +49,44 @@ class Scale:
     layouts: dict[str, str]  # the data layout each sequence family reads
     family_overrides: dict[str, tuple[str, ...]]  # extra overrides of every member of a sequence family
     member_overrides: dict[str, tuple[str, ...]]  # extra overrides per member name or regime (applied last)
+    models: tuple[str, ...] = MODELS  # the default --models
+    regimes: tuple[str, ...] = ("fixed", "depth", "act", "constant", "cot", "grpo", "recursion")  # default --regimes
+    shares: dict[str, float] = dataclasses.field(default_factory=dict)  # member name or regime -> its budget as a
+    #                                                                     multiple of --minutes / --steps (default 1)
+    minutes: float = 0.0  # the default --minutes (0: a budget must be given)
+    starts: dict[str, str] = dataclasses.field(default_factory=lambda: {"grpo": "neox"})  # member name or regime ->
+    #                                       the member whose weights it starts from (train.init; trained before it)
+    control_ks: tuple[int, ...] = (2,)  # the per-k members: GPT-NeoX trained on that k alone (the paper's protocol)
 
 
-# The CPU version (about an hour on 2 cores at --minutes 5: 65 min measured; README, "1dCA-Reasoning: the study's
-# regimes"): the data of ca1d-seq-cpu / ca1d-cpu (elementary radius-1 rules, 8 cells, 4 given states, 192 train and 64 disjoint test rules)
-# with k drawn from 1..4 per example. GPT-NeoX and ARMT at d 64 with rotary on every head dimension and lr 2e-3:
-# measured on 2 cores with k mixed, d 64 runs 2.2x the steps of d 128 per minute (0.19 against 0.42 s per step of
-# 128 examples) and rotary on 25% of a 16-wide head (4 dimensions) left it at 18% exact after 600 steps where 100%
-# reached 31%.
+# The CPU version: the paper's task (radius-2 random rules, 20 cells, 10 given states, test rules disjoint from the
+# training rules and their mirror images) at the sizes two cores train, k drawn from 1..4 per example (the mixed mode,
+# the reference's ca_adaptive; `neox-k2` is the paper's one-model-per-k protocol at k = 2, the control of the mixing).
+# Settings and shares chosen by measured learning curves (README, "1dCA-Reasoning on a CPU: what the budget allows").
 CPU = Scale(
     sequence={"neox": "ca1d-seq-cpu", "lstm": "ca1d-seq-cpu", "mamba": "ca1d-seq-cpu", "armt": "ca1d-seq-cpu"},
     recursive="ca1d-cpu",
-    common=("data.ca1d.k=0", "data.ca1d.max_k=4", "data.ca1d.train_size=100000", "data.ca1d.test_size=2000",
-            "eval.batch_size=500"),
+    common=("data.ca1d.k=0", "data.ca1d.max_k=4"),
     depth=(8,),
     layouts={"neox": "causal", "lstm": "causal", "mamba": "causal", "armt": "segments"},
-    family_overrides={"neox": ("model.hidden=64", "model.rotary_pct=1.0", "train.lr=2e-3"),
-                      "armt": ("model.hidden=64", "model.rotary_pct=1.0", "train.lr=2e-3"),
-                      # mambapy's scan on a CPU: 3.2 s per step of batch 128 x 72 tokens at d 64 and 2 layers
-                      # (and the causal layout, 46 tokens, rather than the reference's segments, 72)
-                      "mamba": ("model.hidden=64", "model.n_layers=2"),
-                      "lstm": ()},
+    family_overrides={"lstm": ("model.hidden=128",),  # the reference's LSTM: 4 x 128
+                      # mambapy's parallel scan is slow on a CPU: 2 layers at d 64 on the causal layout
+                      "mamba": ("model.n_layers=2",)},
     member_overrides={"urm": ("model.loops=4", "model.no_grad_loops=2", "model.ffn=conv_swiglu"),
                       "grpo": ("train.lr=1e-4", "train.batch_size=128", "grpo.group_size=8", "grpo.beta=0.01",
-                               "grpo.sampling=parallel"),
+                               "grpo.sampling=parallel", "train.eval_every=100"),
                       "grpo-scratch": ("train.batch_size=128", "grpo.group_size=8")},
+    models=("neox", "lstm", "mamba", "armt", "trm"),
+    regimes=("fixed", "per-k", "depth", "act", "cot", "grpo", "recursion"),
+    control_ks=(1, 2),
+    # measured: GPT-NeoX with k mixed from the start stayed at the copy level for 136k examples (cell 64%) where the
+    # same model on k = 1 alone learned rule inference after ~100k: the GPT-NeoX members of one shape start from
+    # neox-k1 (a k = 1 curriculum stage); the deeper one cannot (another shape) and starts from scratch
+    starts={"neox": "neox-k1", "neox-k2": "neox-k1", "act": "neox-k1", "constant": "neox-k1", "cot": "neox-k1",
+            "oo": "neox-k1", "grpo": "neox"},
+    shares={"neox-k1": 3.0, "neox-k2": 1.0, "neox": 1.0, "lstm": 1 / 3, "mamba": 1 / 3, "armt": 2 / 3,
+            "depth": 2 / 3, "act": 1.0, "cot": 1.0, "grpo": 2 / 3, "recursion": 2 / 3},
+    minutes=15.0,
 )
 # The paper's scale (GPU): the study's presets (radius 2, 20 cells, 10 given states, 950k / 100k examples).
 GPU = Scale(
@@ -83,18 +100,22 @@ GPU = Scale(
                       "grpo": ("train.lr=3e-4", "train.batch_size=1024", "grpo.group_size=8", "grpo.beta=0.01",
                                "grpo.sampling=parallel"),
                       "grpo-scratch": ("train.lr=3e-4", "train.batch_size=1024", "grpo.group_size=4")},
+    regimes=("fixed", "per-k", "depth", "act", "constant", "cot", "grpo", "recursion"),
 )
 SCALES = {"cpu": CPU, "gpu": GPU}
 
 
 def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str, ...]) -> list[tuple[Member, str]]:
-    """(compare member, regime) of every model x regime asked for, in training order (neox before grpo, which
-    starts from its checkpoint)."""
+    """(compare member, regime) of every model x regime asked for, in training order: a member that starts from
+    another's weights (`Scale.starts`: grpo from neox; at the CPU scale the GPT-NeoX members from neox-k1) after it."""
     def seq(family: str, *extra: str) -> tuple[str, tuple[str, ...]]:
         return scale.sequence[family], (f"model.family={family}", *extra, *scale.family_overrides.get(family, ()))
 
     layout = scale.layouts
     chosen: list[tuple[str, str, str, tuple[str, ...]]] = []  # (name, regime, preset, overrides)
+    if "neox" in models and "per-k" in regimes:  # the paper's protocol: one model trained on one k
+        causal = "data.ca1d.layout=causal"
+        chosen += [(f"neox-k{k}", "per-k", *seq("neox", causal, f"data.ca1d.k={k}")) for k in scale.control_ks]
     if "fixed" in regimes or "grpo" in regimes:  # grpo starts from neox's checkpoint
         for family in ("neox", "lstm", "mamba", "armt"):
             if family in models and ("fixed" in regimes or family == "neox"):
@@ -113,7 +134,7 @@ def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str
         if "oo" in regimes:
             chosen.append(("neox-oo", "oo", *seq("neox", "data.ca1d.layout=oo")))
         if "grpo" in regimes:
-            chosen.append(("neox-grpo", "grpo", *seq("neox", causal, "train.regime=grpo", f"grpo.init={out / 'neox'}")))
+            chosen.append(("neox-grpo", "grpo", *seq("neox", causal, "train.regime=grpo")))
         if "grpo-scratch" in regimes:
             chosen.append(("neox-grpo-scratch", "grpo-scratch", *seq("neox", causal, "train.regime=grpo")))
     if "recursion" in regimes:
@@ -121,11 +142,37 @@ def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str
             if family in models:
                 chosen.append((family, "recursion", scale.recursive, (f"model.family={family}",
                                                                       "data.ca1d.layout=puzzle")))
+    names = {name for name, *_ in chosen}
     out_members = []
     for name, regime, preset, overrides in chosen:
         extra = scale.member_overrides.get(name, scale.member_overrides.get(regime, ()))
-        out_members.append((Member(name, preset, tuple(overrides) + tuple(extra)), regime))
-    return out_members
+        share = scale.shares.get(name, scale.shares.get(regime, 1.0))
+        start = start_of(scale, name, regime)
+        if start and start not in names:
+            raise UserError(f"study ca1d: member {name} starts from {start}'s weights at this scale; include {start} "
+                            f"(--models and --regimes)")
+        init = (f"train.init={out / start}",) if start else ()
+        out_members.append((Member(name, preset, tuple(overrides) + init + tuple(extra), share), regime))
+    return _after_their_starts(out_members, scale)
+
+
+def start_of(scale: Scale, name: str, regime: str) -> str:
+    """The member whose weights `name` starts from at this scale ("" = from scratch)."""
+    return scale.starts.get(name, scale.starts.get(regime, ""))
+
+
+def _after_their_starts(chosen: list[tuple[Member, str]], scale: Scale) -> list[tuple[Member, str]]:
+    """The members in their order, except that each comes after the member it starts from."""
+    placed: list[tuple[Member, str]] = []
+    waiting = list(chosen)
+    while waiting:
+        done = {m.name for m, _ in placed} | {""}
+        ready = next((w for w in waiting if start_of(scale, w[0].name, w[1]) in done), None)
+        if ready is None:
+            raise UserError(f"study ca1d: the members {', '.join(m.name for m, _ in waiting)} start from each other")
+        placed.append(ready)
+        waiting.remove(ready)
+    return placed
 
 
 def _per_k(result: dict, k: int) -> tuple[float, float] | None:
@@ -141,56 +188,106 @@ def _per_k(result: dict, k: int) -> tuple[float, float] | None:
     return None
 
 
-def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tuple[str, ...] = MODELS,
-               regimes: tuple[str, ...] = DEFAULT_REGIMES, scale: str = "cpu", common: list[str] = (),
+def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tuple[str, ...] = (),
+               regimes: tuple[str, ...] = (), scale: str = "cpu", common: list[str] = (),
                max_examples: int = 0) -> dict:
-    """Train and evaluate every member (via `ponder compare`), then write study.json / study.txt / study.png."""
+    """Train and evaluate every member (via `ponder compare`), then write study.json / study.txt / study.png and
+    study-curves.png. Empty models / regimes: the scale's defaults; no budget: the scale's --minutes."""
+    if scale not in SCALES:
+        raise UserError(f"study ca1d: --scale must be {' or '.join(SCALES)}, got {scale!r}")
+    plan = SCALES[scale]
+    models, regimes = tuple(models) or plan.models, tuple(regimes) or plan.regimes
     bad = [m for m in models if m not in MODELS] + [r for r in regimes if r not in REGIMES]
     if bad:
         raise UserError(f"study ca1d: unknown model or regime {', '.join(bad)}; models: {', '.join(MODELS)}; "
                         f"regimes: {', '.join(REGIMES)}")
-    if scale not in SCALES:
-        raise UserError(f"study ca1d: --scale must be {' or '.join(SCALES)}, got {scale!r}")
+    if not steps and not minutes:
+        if not plan.minutes:
+            raise UserError(f"study ca1d --scale {scale}: give a budget per member, --steps N or --minutes M")
+        minutes = plan.minutes
     out = Path(out)
-    chosen = members(out.resolve(), SCALES[scale], tuple(models), tuple(regimes))
+    chosen = members(out.resolve(), plan, tuple(models), tuple(regimes))
     if not chosen:
         raise UserError("study ca1d: no member for these --models and --regimes")
     # the user's --set overrides come last, after the scale's per-family and per-member settings
-    chosen = [(Member(m.name, m.preset, (*m.overrides, *common)), r) for m, r in chosen]
-    report = compare([m for m, _ in chosen], out, list(SCALES[scale].common), steps, minutes,
-                     max_examples=max_examples)
+    chosen = [(Member(m.name, m.preset, (*m.overrides, *common), m.share), r) for m, r in chosen]
+    report = compare([m for m, _ in chosen], out, list(plan.common), steps, minutes, max_examples=max_examples)
     regime_of = {m.name: r for m, r in chosen}
+    share_of = {m.name: m.share for m, _ in chosen}
+    before: dict[str, int] = {}  # member -> examples drawn by the members its weights come from (before its own)
     rows = []
     for r in report["members"]:
         res = r["result"]
         meta = checkpoint.load_meta(checkpoint.find(out / r["name"]))
+        start = start_of(plan, r["name"], regime_of[r["name"]])
+        before[r["name"]] = (before.get(start, 0) + int(meta.get("init_examples", 0))) if start else 0
         per_k = {str(k): _per_k(res, k) for k in KS}
         depth = (res["act_hops"]["mean"] if "act_hops" in res else
                  res["adaptive"]["mean_steps"] if not res.get("one_pass") else None)
         rows.append({"name": r["name"], "family": r["family"], "regime": regime_of[r["name"]],
                      "weights": r["weights"], "steps": r["steps"], "minutes": r["minutes"],
+                     "share": share_of[r["name"]], "start": start, "examples_before": before[r["name"]],
                      "examples_seen": meta.get("metrics", {}).get("examples_seen"),
                      "exact": {k: v[0] for k, v in per_k.items() if v is not None},
                      "bit": {k: v[1] for k, v in per_k.items() if v is not None},
                      "depth": depth, "depth_kind": "ACT hops/token" if "act_hops" in res else
                      ("supervision steps (adaptive)" if depth is not None else ""),
-                     "decode": res.get("decode", "parallel"), "n": res["n"]})
-    study = {"study": "ca1d", "scale": scale, "budget": report["budget"], "common": report["common"], "members": rows}
+                     "decode": res.get("decode", "parallel"), "n": res["n"],
+                     "curve": learning_curve(out / r["name"], before[r["name"]])})
+    study = {"study": "ca1d", "scale": scale, "budget": report["budget"], "common": report["common"],
+             "members": rows, "baselines": baselines(out / _baseline_member(rows), max_examples)}
     (out / "study.json").write_text(json.dumps(study, indent=2))
     (out / "study.txt").write_text(format_study(study) + "\n")
     plots.plot_study(study, out / "study.png")
+    plots.plot_study_curves(study, out / "study-curves.png")
     return study
+
+
+def _baseline_member(rows: list[dict]) -> str:
+    """The member whose test split the baselines are computed on: one answering one k per example in the
+    causal layout (neox), else the first."""
+    return next((r["name"] for r in rows if r["regime"] == "fixed" and r["family"] == "neox"), rows[0]["name"])
+
+
+def learning_curve(run: Path, before: int = 0) -> dict:
+    """A member's periodic evaluations (train.eval_every) against the training examples drawn by then, counting the
+    `before` examples of the members its weights started from: {"examples": [...], "exact": {"1": [...], ...}}
+    (exact per k; "all" where the run reports no k)."""
+    _, evals = read_metrics(run)
+    out: dict = {"examples": [], "exact": {}}
+    for e in evals:
+        if "examples_seen" not in e:
+            continue
+        per_k = {key[len("eval_exact[k="):-1]: v for key, v in e.items() if key.startswith("eval_exact[k=")}
+        out["examples"].append(before + int(e["examples_seen"]))
+        for k, v in (per_k or {"all": e["eval_exact"]}).items():
+            out["exact"].setdefault(k, []).append(v)
+    return out
+
+
+def baselines(run: Path, max_examples: int = 0) -> dict[str, dict[str, float]]:
+    """The non-learned predictors' exact match per k (`Ca1dTask.baselines`: copy, periodic, oracle) on the test
+    examples a member was evaluated on (its data.path: every layout of a study holds the same orbits)."""
+    from ponder.tasks import task_for
+    from ponder.tasks.dataset import read_split
+
+    cfg = config_from_checkpoint(run)[1]
+    arrays, meta = read_split(cfg.data.path, "test")
+    task = task_for(cfg.data, meta, cfg.data.path)
+    n = max_examples or len(arrays.inputs)
+    return {name: {str(k): v for k, v in per_k.items()}
+            for name, per_k in task.baselines(arrays.inputs[:n], arrays.labels[:n]).items()}
 
 
 def format_study(study: dict) -> str:
     rows = study["members"]
     b = study["budget"]
     budget = f"{b['steps']} steps" if b["steps"] else f"{b['minutes']:g} min"
-    head = (f"{'member':>17} | {'regime':>9} | {'weights':>9} | {'examples':>9} | {'min':>5} | "
+    head = (f"{'member':>17} | {'regime':>9} | {'from':>8} | {'weights':>9} | {'examples':>9} | {'min':>5} | "
             + " | ".join(f"{'EM k=' + str(k):>7}" for k in KS) + " | "
             + " | ".join(f"{'bit k=' + str(k):>7}" for k in KS) + f" | {'depth':>5}")
     lines = [f"1dCA study ({study['scale']}): exact match (EM) and bit accuracy per k on {rows[0]['n']} test examples "
-             f"of unseen rules; every member {budget}", head, "-" * len(head)]
+             f"of unseen rules; budget {budget} per member (times its share)", head, "-" * len(head)]
 
     def pct(d: dict, k: int) -> str:
         v = d.get(str(k))
@@ -199,9 +296,17 @@ def format_study(study: dict) -> str:
     for r in rows:
         seen = f"{r['examples_seen']:>9,}" if r["examples_seen"] is not None else f"{'?':>9}"
         depth = f"{r['depth']:5.2f}" if r["depth"] is not None else f"{'-':>5}"
-        lines.append(f"{r['name']:>17} | {r['regime']:>9} | {r['weights']:>9,} | {seen} | {r['minutes']:5.1f} | "
+        lines.append(f"{r['name']:>17} | {r['regime']:>9} | {r.get('start') or '-':>8} | {r['weights']:>9,} | {seen} | "
+                     f"{r['minutes']:5.1f} | "
                      + " | ".join(pct(r["exact"], k) for k in KS) + " | "
                      + " | ".join(pct(r["bit"], k) for k in KS) + f" | {depth}")
+    for name, per_k in study.get("baselines", {}).items():
+        lines.append(f"{name:>17} | {'baseline':>9} | {'-':>8} | {'-':>9} | {'-':>9} | {'-':>5} | "
+                     + " | ".join(pct(per_k, k) for k in KS) + " | " + " | ".join(f"{'':>7}" for _ in KS)
+                     + f" | {'-':>5}")
     lines.append("depth: mean ACT hops per token (act, constant) or mean supervision steps under adaptive halting "
-                 "(recursion); examples: training examples drawn (grpo: prompts, group_size completions each)")
+                 "(recursion); from: the member whose weights it started from; examples: training examples it drew "
+                 "itself (grpo: prompts, group_size completions each); "
+                 "baselines (no learning): the last given state, the visible period continued, and the oracle that "
+                 "applies every truth-table entry the given transitions show")
     return "\n".join(lines)

@@ -22,7 +22,8 @@ from ponder.config import Config
 from ponder.evaluate import evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
-from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision
+from ponder.run import (Loop, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision,
+                        warm_start)
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -80,6 +81,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
     arrays, meta = read_split(data_dir, "train")
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
+    started = warm_start(model, tc.init, point, world.main) if tc.init else {}
     params = list(model.parameters())
     step_model = runtime.data_parallel(model, device) if world.parallel else model  # what the step calls
     if tc.compile != "off":  # the step's forward and backward graphs, compiled (after DDP wraps the model)
@@ -114,7 +116,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
     log = RunLog(run_dir, cfg, main=world.main, step=step)
     meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
                 "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
-                "data": str(data_dir.resolve()), "processes": world.size}
+                "data": str(data_dir.resolve()), "processes": world.size, **started}
 
     def save(step: int, metrics: dict, elapsed: float) -> Path:
         """Every rank calls this (the carry is gathered into the global one); rank 0 writes."""
@@ -158,7 +160,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
                 loop.log({"lr": lr, **meter.flush(), "examples_seen": seen},
                          "loss {loss:.3f} exact {exact:.3f} steps {halt_steps:.1f} {examples_per_s:.0f} ex/s")
             if loop.due(tc.eval_every):
-                loop.log_eval(evaluate_during_training(cfg, model, ema, data_dir, device),
+                loop.log_eval({**evaluate_during_training(cfg, model, ema, data_dir, device), "examples_seen": seen},
                               "step {step}: eval exact {eval_exact:.3f} (adaptive {eval_adaptive_exact:.3f} at "
                               "{eval_adaptive_steps:.1f} steps)")
     return loop.result

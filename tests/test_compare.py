@@ -51,3 +51,26 @@ def test_compare_refuses_mixed_data_and_bad_budgets(tmp_path, capsys):
         compare(members[:1], tmp_path / "x", TINY)
     assert main(["compare", "--out", str(tmp_path / "y"), "--steps", "2", "oops"]) == 2
     assert "NAME=PRESET" in capsys.readouterr().err
+
+
+def test_a_larger_budget_extends_finished_members_without_retraining(tmp_path):
+    """More --steps resumes each finished member from its checkpoint (same weights as training straight through);
+    the same or a smaller budget reads it back; a member's share scales its budget."""
+    from ponder.checkpoint import find, load_weights
+    from ponder.compare import Member
+
+    out = tmp_path / "cmp"
+    members = [Member("a", "demo", ()), Member("half", "demo", (), share=0.5)]
+    first = compare(members, out, TINY, steps=4, eval_steps=2)
+    assert [r["steps"] for r in first["members"]] == [4, 2]
+    stamp = (out / "a" / "finished.json").stat().st_mtime_ns
+    compare(members, out, TINY, steps=3, eval_steps=2)  # smaller: read back, nothing trained
+    assert (out / "a" / "finished.json").stat().st_mtime_ns == stamp
+    longer = compare(members, out, TINY, steps=8, eval_steps=2)
+    assert [r["steps"] for r in longer["members"]] == [8, 4]
+    straight = compare([Member("a", "demo", ())], tmp_path / "straight", TINY, steps=8, eval_steps=2)
+    assert straight["members"][0]["result"]["exact"] == longer["members"][0]["result"]["exact"]
+    a, b = load_weights(find(out / "a")), load_weights(find(tmp_path / "straight" / "a"))
+    assert all((a[k] == b[k]).all() for k in a)
+    with pytest.raises(UserError, match="--steps budget"):
+        compare(members, out, TINY, minutes=1, eval_steps=2)

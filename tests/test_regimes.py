@@ -243,7 +243,7 @@ def test_grpo_with_parallel_sampling_is_evaluated_from_masks(tmp_path, capsys):
             "grpo.sampling=parallel", "train.steps=2", "--out", str(tmp_path / "p")]
     assert run(capsys, *args)[0] == 0
     last = json.loads((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert 0 <= last["reward"] <= 1 and last["completion_length"] == 8  # the W = 8 cells, no end token
+    assert 0 <= last["reward"] <= 1 and last["completion_length"] == 20  # the W = 20 cells, no end token
     code, out, _ = run(capsys, "eval", str(tmp_path / "p"))
     assert code == 0 and "(a sequence model: one pass)" in out
     code, _, err = run(capsys, *args[:-2], "grpo.reasoning_tokens=4", "--out", str(tmp_path / "q"))
@@ -256,30 +256,56 @@ def test_grpo_refuses_what_it_cannot_run(tmp_path, capsys):
     assert code == 2 and "causal layout" in err
     code, _, err = run(capsys, *base, "train.batch_size=10", "grpo.group_size=4", "--out", str(tmp_path / "b"))
     assert code == 2 and "divisible by grpo.group_size" in err
-    code, _, err = run(capsys, *base, "grpo.init=" + str(tmp_path / "nothing"), "--out", str(tmp_path / "c"))
+    code, _, err = run(capsys, *base, "train.init=" + str(tmp_path / "nothing"), "--out", str(tmp_path / "c"))
     assert code == 2 and "Traceback" not in err
 
 
-def test_study_trains_every_member_resumes_and_refuses_a_changed_one(tmp_path, capsys):
+def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp_path, capsys):
     out = tmp_path / "study"
-    args = ["study", "ca1d", "--out", str(out), "--models", "neox,trm", "--regimes", "fixed,cot,oo,grpo,recursion",
-            "--set", "data.ca1d.train_size=200", "--set", "data.ca1d.test_size=24", "--set", "model.hidden=32",
-            "--set", "model.n_heads=2", "--set", "eval.batch_size=12"]
+    args = ["study", "ca1d", "--out", str(out), "--models", "neox,trm", "--regimes",
+            "fixed,per-k,cot,oo,grpo,recursion", "--set", "data.ca1d.train_size=200", "--set", "data.ca1d.test_size=24",
+            "--set", "model.hidden=32", "--set", "model.n_heads=2", "--set", "eval.batch_size=12",
+            "--set", "train.eval_every=1", "--set", "eval.max_examples=24"]
     code, text, err = run(capsys, *args, "--steps", "2")
     assert code == 0, err
     study = json.loads((out / "study.json").read_text())
     names = [r["name"] for r in study["members"]]
-    assert names == ["neox", "neox-cot", "neox-oo", "neox-grpo", "trm"]
-    assert (out / "study.png").exists() and "EM k=1" in (out / "study.txt").read_text()
-    for r in study["members"]:
-        assert set(r["exact"]) == {"1", "2", "3", "4"} and r["steps"] == 2 and r["examples_seen"] > 0
-    # one dataset per layout, of the same orbits
+    assert names == ["neox-k1", "neox-k2", "neox", "neox-cot", "neox-oo", "neox-grpo", "trm"]
+    assert (out / "study.png").exists() and (out / "study-curves.png").exists()
+    assert "EM k=1" in (out / "study.txt").read_text() and "oracle" in (out / "study.txt").read_text()
+    rows = {r["name"]: r for r in study["members"]}
+    for name, r in rows.items():
+        ks = {"1"} if name == "neox-k1" else {"2"} if name == "neox-k2" else {"1", "2", "3", "4"}
+        assert set(r["exact"]) == ks and r["steps"] == max(1, round(2 * r["share"])) and r["examples_seen"] > 0
+        assert len(r["curve"]["examples"]) == r["steps"] and set(r["curve"]["exact"]) == ks  # eval_every=1
+        assert r["curve"]["examples"][-1] == r["examples_before"] + r["examples_seen"]
+    assert rows["neox-k1"]["share"] == 3.0 and rows["neox-grpo"]["steps"] == 1  # the CPU scale's shares
+    # the k = 1 curriculum: the GPT-NeoX members of its shape start from neox-k1's weights, grpo from neox's, and
+    # their curves count the examples drawn before them
+    assert {n: r["start"] for n, r in rows.items()} == {"neox-k1": "", "neox-k2": "neox-k1", "neox": "neox-k1",
+                                                        "neox-cot": "neox-k1", "neox-oo": "neox-k1",
+                                                        "neox-grpo": "neox", "trm": ""}
+    k1 = rows["neox-k1"]["examples_seen"]
+    assert rows["neox"]["examples_before"] == k1 and rows["neox"]["curve"]["examples"][0] > k1
+    assert rows["neox-grpo"]["examples_before"] == k1 + rows["neox"]["examples_seen"]
+    from ponder.checkpoint import find, load_meta
+
+    assert load_meta(find(out / "neox"))["init"].startswith(str((out / "neox-k1").resolve()))
+    # the baselines are computed on the very test examples the members are scored on
     from ponder.tasks.dataset import read_split
 
+    test, _ = read_split(out / "data-k=0", "test")  # the mixed-k split (data/ holds the first member's, k = 1)
+    task = Ca1dTask(resolve("ca1d-seq-cpu", ["data.ca1d.k=0", "data.ca1d.test_size=24"]).data.ca1d)
+    again = task.baselines(test.inputs, test.labels)
+    assert study["baselines"] == {name: {str(k): v for k, v in per_k.items()} for name, per_k in again.items()}
+    assert sum(g["n"] for g in json.loads((out / "neox" / "compare-eval" / "results.json").read_text())["groups"]
+               .values()) == 24
+    # one dataset per layout and per k, of the same orbits
     dirs = {p.name for p in out.iterdir() if p.name.startswith("data")}
-    assert dirs == {"data", "data-layout=cot", "data-layout=oo", "data-layout=puzzle"}
-    causal, _ = read_split(out / "data", "test")
-    cot, _ = read_split(out / "data-layout=cot", "test")
+    assert dirs == {"data", "data-k=2", "data-k=0", "data-k=0-layout=cot", "data-k=0-layout=oo",
+                    "data-k=0-layout=puzzle"}
+    causal, _ = read_split(out / "data-k=0", "test")
+    cot, _ = read_split(out / "data-k=0-layout=cot", "test")
     c = resolve("ca1d-seq-cpu").data.ca1d
     t_causal = Ca1dTask(Ca1dConfig(**{**vars(c), "k": 0, "layout": "causal"}))
     t_cot = Ca1dTask(Ca1dConfig(**{**vars(c), "k": 0, "layout": "cot"}))
@@ -290,13 +316,21 @@ def test_study_trains_every_member_resumes_and_refuses_a_changed_one(tmp_path, c
     assert code == 0 and {n: (out / n / "finished.json").stat().st_mtime_ns for n in names} == stamps
     assert json.loads((out / "study.json").read_text())["members"] == study["members"]
     # a changed member is refused, nothing overwritten
-    code, _, err = run(capsys, *args, "--steps", "3")
+    code, _, err = run(capsys, *args, "--steps", "2", "--set", "model.n_layers=3")
     assert code == 2 and "trained with another config" in err
     assert (out / "neox" / "finished.json").stat().st_mtime_ns == stamps["neox"]
+    # extended: a larger budget trains every member on from its checkpoint
+    code, _, err = run(capsys, *args, "--steps", "4")
+    assert code == 0, err
+    longer = {r["name"]: r for r in json.loads((out / "study.json").read_text())["members"]}
+    assert longer["neox-k1"]["steps"] == 12 and longer["neox"]["steps"] == 4 and longer["neox-grpo"]["steps"] == 3
+    assert longer["neox"]["curve"]["examples"][:2] == rows["neox"]["curve"]["examples"]
 
 
 def test_study_rejects_unknown_names(capsys):
     code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--steps", "1", "--regimes", "magic")
     assert code == 2 and "magic" in err
-    code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--regimes", "cot")
+    code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--scale", "gpu", "--regimes", "cot")
+    assert code == 2 and "give a budget" in err  # the GPU scale has no default budget (the CPU scale's is 15 min)
+    code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--steps", "1", "--minutes", "1")
     assert code == 2 and "one budget" in err

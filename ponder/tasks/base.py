@@ -54,8 +54,8 @@ class Task(abc.ABC):
     box: tuple[int, int] | None = None  # (rows, cols) of the boxes outlined in pictures (Sudoku)
     aggregates: bool = False  # True: the evaluator keeps every test answer at N_sup and calls `aggregate` (ARC)
     teacher_forced: bool = False  # True: the inputs hold the answer (chain of thought): it must be generated
-    encoding_keys: tuple[str, ...] = ()  # options that change how examples are written, not which examples (1dCA's
-    #                                      layout): members of `ponder compare` may differ in them
+    encoding_keys: tuple[str, ...] = ()  # options that change how examples are written or asked, not which puzzles
+    #                                      (1dCA's layout and k): members of `ponder compare` may differ in them
     legend: str = ""  # what the pictures' special cells mean (ARC: PAD and EOS), written under their title
 
     def __init__(self, cfg) -> None:

@@ -52,6 +52,7 @@ PAD, CELL0, CELL1, SEP, GEN, MASK, K_BASE = 0, 1, 2, 3, 4, 5, 6  # K token of st
 REFERENCE_IDS = {PAD: 102, CELL0: 0, CELL1: 1, SEP: 100, GEN: 101, MASK: 104}  # + K tokens -> 106 + k - 1
 CHUNK = 65536  # examples generated per vectorised call (bounds memory at paper size)
 SMALL_RULE_SPACE = 1 << 16  # rule spaces up to this size are split by a seeded permutation of every rule
+MAX_REDRAWS = 1000  # draws of a test example whose given states training shows, before the build gives up
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -80,16 +81,46 @@ def orbit(initial: np.ndarray, rules: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
+def prompt_hashes(context: np.ndarray) -> np.ndarray:
+    """(..., c, W) given states in {0, 1} -> (...,) 64-bit hashes of their bits: equal states, equal hashes (a rare
+    collision of unequal ones only makes the build draw a test example again)."""
+    lead = context.shape[:-2]
+    packed = np.packbits(context.reshape(-1, context.shape[-2] * context.shape[-1]), axis=1)
+    packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
+    words = packed.view(np.uint64)
+    h = np.full(len(words), 0xCBF29CE484222325, np.uint64)
+    for col in words.T:  # FNV-style mixing, word by word (uint64 arithmetic wraps)
+        h = (h ^ col) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(29)
+    return h.reshape(lead)
+
+
 def wolfram_rule(number: int) -> np.ndarray:
     """The radius-1 truth table of an elementary rule number (0..255)."""
     return np.array([(number >> v) & 1 for v in range(8)], np.uint8)
 
 
-def draw_rules(cfg: Ca1dConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rules, test rules) as (R, 2^(2r+1)) uint8 tables; no test rule is a train rule.
+def mirror_rules(tables: np.ndarray) -> np.ndarray:
+    """The mirrored rules: the mirror image of an orbit of rule f is an orbit of m, m[v] = f[reverse(v)] (the
+    neighbourhood read right to left). Training's augmentation mirrors orbits, so it trains on m as well as f."""
+    n = int(np.log2(tables.shape[-1]))
+    reverse = np.array([int(format(v, f"0{n}b")[::-1], 2) for v in range(1 << n)])
+    return tables[..., reverse]
 
-    Small rule spaces (radius 1: 256 rules) are split by a seeded permutation: train takes the first rules, test
-    the next ones. Large spaces draw random tables; a test draw that equals a train rule is drawn again."""
+
+def rule_images(tables: np.ndarray) -> list[np.ndarray]:
+    """Every rule that training's augmentation turns the orbits of `tables` into: the rules themselves (a cyclic
+    shift keeps the rule) and their mirror images. A test rule must be none of the images of a train rule."""
+    return [tables, mirror_rules(tables)]
+
+
+def draw_rules(cfg: Ca1dConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rules, test rules) as (R, 2^(2r+1)) uint8 tables; no test rule is a train rule or an image of one
+    under training's augmentation (`rule_images`: its mirror image).
+
+    Small rule spaces (radius 1: 256 rules) are split by a seeded permutation of the mirror classes ({f, mirror(f)}:
+    a rule and its mirror image go to the same side): train takes whole classes in that order while they fit, then
+    test. Large spaces draw random tables; a test draw that is an image of a train rule is drawn again."""
     n_train = cfg.train_rules or cfg.train_size
     n_test = cfg.test_rules or cfg.test_size
     bits = table_size(cfg.radius)
@@ -100,15 +131,31 @@ def draw_rules(cfg: Ca1dConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
                             f"rules; set data.ca1d.train_rules and data.ca1d.test_rules (`ponder data ca1d --train-rules "
                             f"{space * 4 // 5} --test-rules {space - space * 4 // 5}`): examples then cycle over the "
                             f"rules")
-        numbers = seeded_rng(seed, "ca1d_rules").permutation(space)[: n_train + n_test]
+        numbers = seeded_rng(seed, "ca1d_rules").permutation(space)
         tables = ((numbers[:, None] >> np.arange(bits)) & 1).astype(np.uint8)
-        return tables[:n_train], tables[n_train:]
+        mirrored = (mirror_rules(tables).astype(np.int64) << np.arange(bits)).sum(1)
+        place = {}  # rule number -> "train" / "test" / "" (a class that fitted neither)
+        sides: dict[str, list[int]] = {"train": [], "test": []}
+        for i, (number, mirror) in enumerate(zip(numbers.tolist(), mirrored.tolist())):
+            if number in place:
+                continue
+            members = [i] if mirror == number else [i, int(np.flatnonzero(numbers == mirror)[0])]
+            side = ("train" if len(sides["train"]) + len(members) <= n_train else
+                    "test" if len(sides["test"]) + len(members) <= n_test else "")
+            for j in members:
+                place[int(numbers[j])] = side
+            if side:
+                sides[side] += members
+        if len(sides["train"]) < n_train or len(sides["test"]) < n_test:
+            raise UserError(f"radius {cfg.radius}: {n_train} train + {n_test} test rules cannot be split with every "
+                            f"rule on the side of its mirror image; ask for fewer")
+        return tables[sides["train"]], tables[sides["test"]]
     train = seeded_rng(seed, "ca1d_train_rules").integers(0, 2, (n_train, bits), dtype=np.uint8)
-    seen = {row.tobytes() for row in train}
+    seen = {row.tobytes() for image in rule_images(train) for row in image}
     rng = seeded_rng(seed, "ca1d_test_rules")
     test = rng.integers(0, 2, (n_test, bits), dtype=np.uint8)
     clash = np.array([row.tobytes() in seen for row in test], bool)
-    while clash.any():  # (for radius 2 and a million rules, a clash has probability ~2e-4 per test rule)
+    while clash.any():  # (radius 2 and a million train rules: probability ~5e-4 per test rule)
         test[clash] = rng.integers(0, 2, (int(clash.sum()), bits), dtype=np.uint8)
         clash = np.array([row.tobytes() in seen for row in test], bool)
     return train, test
@@ -125,7 +172,8 @@ class Ca1dTask(Task):
     config = Ca1dConfig
     summary = "1dCA-Reasoning: predict a hidden cellular-automaton rule's state k steps ahead"
     palette = ("#d9d9d9", "#ffffff", "#202020")  # display values: 0 masked/unknown, 1 cell 0, 2 cell 1
-    encoding_keys = ("layout",)  # every layout encodes the same orbits of the same rules (same seed and sizes)
+    encoding_keys = ("layout", "k")  # every layout, and every k asked, holds the same rules and (up to 65,536 examples,
+    #                                   one generation chunk) the same orbits of the same seed and sizes
 
     def __init__(self, cfg: Ca1dConfig) -> None:
         self.cfg = cfg
@@ -175,33 +223,91 @@ class Ca1dTask(Task):
         return self.gen_pos + 1 if self.cfg.layout in ("causal", "cot", "oo") else None
 
     def metadata(self) -> Metadata:
-        return Metadata(seq_len=self.seq_len, vocab_size=K_BASE + max(self.ks))
+        """One vocabulary for every k and layout of a max_k (K tokens for k = 1..max_k), so that a model trained at
+        one k or layout starts another (train.init: the CPU study's k = 1 curriculum)."""
+        return Metadata(seq_len=self.seq_len, vocab_size=K_BASE + max(self.cfg.max_k, self.cfg.k))
 
     # -- building
 
     def build(self, split: str, seed: int) -> PuzzleArrays:
-        """Example i of a split uses rule i mod R of that split; initial states and (mixed mode) k are seeded draws."""
+        """Example i of a split uses rule i mod R of that split; initial states and (mixed mode) k are seeded draws.
+        A test example whose given states, under any of training's augmentations (`images`), are the given states of
+        a training example is drawn again (new initial state and k, same rule): no test prompt is trained on."""
         if split not in ("train", "test"):
             raise UserError(f"unknown split {split!r}; expected 'train' or 'test'")
+        cfg = self.cfg
+        size = cfg.train_size if split == "train" else cfg.test_size
+        inputs = np.empty((size, self.seq_len), np.uint8)
+        labels = np.empty_like(inputs)
+        hashes = []  # train: the given states' hashes, kept for the test split's check (`train_prompts`)
+        for lo, states, k in self._orbits(split, seed):
+            if split == "train":
+                hashes.append(prompt_hashes(states[:, :cfg.context]))
+            if self.future_pos is not None:  # cot / oo: every future state, whatever the example's k draw
+                target = states[:, cfg.context:]
+            else:
+                target = states[np.arange(len(k)), cfg.context - 1 + k]
+            inputs[lo:lo + len(k)], labels[lo:lo + len(k)] = self.encode(states[:, :cfg.context], target, k)
+        if split == "train":
+            self._train_prompts = (seed, np.unique(np.concatenate(hashes)))
+        return from_pairs(inputs, labels)
+
+    def _orbits(self, split: str, seed: int):
+        """Chunks (first example, (n, context + ahead, W) orbits, (n,) k) of a split, in example order."""
         cfg = self.cfg
         train_rules, test_rules = draw_rules(cfg, seed)
         rules = train_rules if split == "train" else test_rules
         size = cfg.train_size if split == "train" else cfg.test_size
+        trained = self.train_prompts(seed) if split == "test" else None
         rng = seeded_rng(seed, f"ca1d_{split}_examples")
-        inputs = np.empty((size, self.seq_len), np.uint8)
-        labels = np.empty_like(inputs)
+        ahead = self.n_future if self.future_pos is not None else max(self.ks)
         for lo in range(0, size, CHUNK):
             n = min(CHUNK, size - lo)
+            chunk_rules = rules[np.arange(lo, lo + n) % len(rules)]
             initial = rng.integers(0, 2, (n, cfg.width), dtype=np.uint8)
             k = rng.integers(1, cfg.max_k + 1, n) if cfg.k == 0 else np.full(n, cfg.k)
-            ahead = self.n_future if self.future_pos is not None else int(k.max())
-            states = orbit(initial, rules[np.arange(lo, lo + n) % len(rules)], cfg.context - 1 + ahead)
-            if self.future_pos is not None:  # cot / oo: every future state, whatever the example's k draw
-                target = states[:, cfg.context:]
+            states = orbit(initial, chunk_rules, cfg.context - 1 + ahead)
+            for _ in range(MAX_REDRAWS if trained is not None else 0):
+                seen = self.shown_in(states[:, :cfg.context], trained)
+                if not seen.any():
+                    break
+                m = int(seen.sum())
+                initial = rng.integers(0, 2, (m, cfg.width), dtype=np.uint8)
+                k[seen] = rng.integers(1, cfg.max_k + 1, m) if cfg.k == 0 else cfg.k
+                states[seen] = orbit(initial, chunk_rules[seen], cfg.context - 1 + ahead)
             else:
-                target = states[np.arange(n), cfg.context - 1 + k]
-            inputs[lo:lo + n], labels[lo:lo + n] = self.encode(states[:, :cfg.context], target, k)
-        return from_pairs(inputs, labels)
+                if trained is not None:
+                    raise UserError(f"ca1d: after {MAX_REDRAWS} draws some test examples still show given states "
+                                    f"that training shows (under a shift or mirror image); this task is too small for "
+                                    f"an unseen test set: more cells (data.ca1d.width) or given states (context)")
+            yield lo, states, k
+
+    def train_prompts(self, seed: int) -> np.ndarray:
+        """Sorted hashes of the given states of every training example (`prompt_hashes`); built once per seed."""
+        cached = getattr(self, "_train_prompts", None)
+        if cached is None or cached[0] != seed:
+            c = self.cfg.context
+            hashes = np.concatenate([prompt_hashes(states[:, :c]) for _, states, _ in self._orbits("train", seed)])
+            self._train_prompts = cached = (seed, np.unique(hashes))
+        return cached[1]
+
+    def transforms(self) -> np.ndarray:
+        """(2W, W) every transform training's augmentation draws from (`augment`: a cyclic shift by 0..W-1 cells,
+        mirrored or not), as column maps: new cell j <- old cell map[j]."""
+        w = self.cfg.width
+        cols = (np.arange(w)[None, :] + np.arange(w)[:, None]) % w
+        return np.concatenate([cols, cols[:, ::-1]])
+
+    def shown_in(self, context: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """(B,) whether some image of each example's given states (B, c, W) under `transforms` has its hash in the
+        sorted `hashes` (`train_prompts`)."""
+        seen = np.zeros(len(context), bool)
+        if len(hashes) == 0:
+            return seen
+        for cols in self.transforms():
+            h = prompt_hashes(context[:, :, cols])
+            seen |= hashes[np.minimum(np.searchsorted(hashes, h), len(hashes) - 1)] == h
+        return seen
 
     def encode(self, context: np.ndarray, target: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, c, W) given states, (B, W) target state (cot / oo: (B, n, W) future states), (B,) k -> (inputs,
@@ -260,12 +366,11 @@ class Ca1dTask(Task):
 
     def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A random cyclic shift of all states of an example (the boundary is periodic, so the orbit stays an orbit of
-        the same rule) and, with probability 1/2, a mirror image (an orbit of the mirrored rule)."""
+        the same rule) and, with probability 1/2, a mirror image (an orbit of the mirrored rule): one of `images`."""
         b, w = len(inputs), self.cfg.width
         shift = rng.integers(0, w, b)
         mirror = rng.random(b) < 0.5
-        cols = (np.arange(w)[None, :] + shift[:, None]) % w
-        cols = np.where(mirror[:, None], cols[:, ::-1], cols)  # (B, W): new cell j <- old cell cols[j]
+        cols = self.transforms()[shift + w * mirror]  # (B, W): new cell j <- old cell cols[j]
         inputs, labels = inputs.copy(), labels.copy()
         rows = np.arange(b)[:, None]
         answers = list(self.future_pos) if self.future_pos is not None else [self.target_pos]
@@ -273,6 +378,24 @@ class Ca1dTask(Task):
             inputs[:, positions] = inputs[rows, positions[cols]]
             labels[:, positions] = labels[rows, positions[cols]]
         return inputs, labels
+
+    def baselines(self, inputs: np.ndarray, labels: np.ndarray) -> dict[str, dict[int, float]]:
+        """{predictor: {k: exact match}} of the non-learned predictors (`baseline_predictions`) on these examples,
+        scored like a model (every example at its k; cot / oo: every example at every k)."""
+        inputs, labels = np.asarray(inputs), np.asarray(labels)
+        context = inputs[:, self.state_pos] - CELL0
+        if self.future_pos is not None:
+            ks = np.repeat(np.arange(1, self.n_future + 1)[None], len(inputs), 0)
+            targets = labels[:, self.future_pos] - CELL0  # (B, n, W)
+        else:
+            ks = self.steps_ahead(inputs)[:, None]
+            targets = (labels[:, self.target_pos] - CELL0)[:, None]
+        out: dict[str, dict[int, float]] = {name: {} for name in BASELINES}
+        for k in sorted(set(ks.ravel().tolist())):
+            rows, cols = np.nonzero(ks == k)
+            for name, (pred, made) in baseline_predictions(context[rows], k, self.cfg.radius).items():
+                out[name][k] = float((made & (pred == targets[rows, cols]).all(-1)).mean())
+        return out
 
     def grid(self, tokens: np.ndarray) -> np.ndarray:
         """(L,) tokens -> (context + 1, W) display values: the given states, then the target row (cot / oo:
@@ -371,6 +494,56 @@ class Ca1dTask(Task):
             n = min(completion.shape[1], preds.shape[1] - start)
             preds[:, start:start + n] = completion[:, :n]
         return preds
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Non-learned predictors: what a test set allows without learning anything
+
+
+BASELINES = ("copy s_c-1", "periodic", "oracle")
+
+
+def neighbourhoods(states: np.ndarray, radius: int) -> np.ndarray:
+    """(..., W) states -> (..., W) the truth-table index of every cell's neighbourhood (as `step` reads it)."""
+    index = np.zeros(states.shape, np.int64)
+    for offset in range(-radius, radius + 1):
+        index = (index << 1) | np.roll(states, -offset, axis=-1)
+    return index
+
+
+def baseline_predictions(context: np.ndarray, k: int, radius: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(B, c, W) given states -> {predictor: ((B, W) predicted s_c-1+k, (B,) whether it predicts at all)}:
+    - copy s_c-1: the last given state (right when the orbit has reached a fixed point);
+    - periodic: the smallest period p (with a cyclic shift) that the given states obey, continued k steps (right
+      whenever the orbit has become periodic); the last state where none is obeyed;
+    - oracle: the truth-table entries the given transitions show, applied k times to s_c-1; no prediction where a
+      needed entry was never shown. The ceiling of what can be inferred from the given states alone."""
+    b, c, w = context.shape
+    s = context.astype(np.int64)
+    out = {"copy s_c-1": (s[:, -1], np.ones(b, bool))}
+    periodic, found = s[:, -1].copy(), np.zeros(b, bool)
+    for p in range(1, c):
+        q, rem = divmod(k - 1, p)
+        for shift in range(-(w // 2), w // 2 + 1):
+            obeys = ~found
+            for j in range(p, c):
+                obeys &= (np.roll(s[:, j - p], shift, axis=-1) == s[:, j]).all(-1)
+            periodic[obeys] = np.roll(s[obeys, c - p + rem], shift * (q + 1), axis=-1)
+            found |= obeys
+    out["periodic"] = (periodic, np.ones(b, bool))
+    table = np.zeros((b, table_size(radius)), np.int64)
+    shown = np.zeros(table.shape, bool)
+    for t in range(c - 1):
+        index = neighbourhoods(s[:, t], radius)
+        np.put_along_axis(table, index, s[:, t + 1], axis=1)
+        np.put_along_axis(shown, index, True, axis=1)
+    x, known = s[:, -1], np.ones(b, bool)
+    for _ in range(k):
+        index = neighbourhoods(x, radius)
+        known &= np.take_along_axis(shown, index, axis=1).all(1)
+        x = np.take_along_axis(table, index, axis=1)
+    out["oracle"] = (x, known)
+    return out
 
 
 def to_reference_ids(tokens: np.ndarray) -> np.ndarray:
