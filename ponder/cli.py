@@ -519,20 +519,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("study", help="the 1dCA study's table: every model x regime on one split and budget",
                        description="Train and evaluate every model x regime of the 1dCA-Reasoning study (fixed depth, "
-                                   "depth sweep, ACT, constant depth, ARMT, chain of thought, GRPO) and ponder's "
-                                   "recursive models on the same data split with the same budget, through ponder "
-                                   "compare (resumable; a member whose settings changed is refused). Writes "
-                                   "study.txt/.json/.png: exact match and bit accuracy per k.")
+                                   "one model per k, depth, ACT, constant depth, ARMT, chain of thought, GRPO) and "
+                                   "ponder's recursive models on the same data split, through ponder compare "
+                                   "(resumable; a larger budget extends finished members; a member whose settings "
+                                   "changed is refused). Writes study.txt/.json/.png and study-curves.png: exact match "
+                                   "and bit accuracy per k beside the non-learned baselines, and every member's "
+                                   "learning curve.")
     d.add_argument("study", choices=("ca1d",), help="the study (ca1d: 1dCA-Reasoning, 'Beyond Memorization')")
     d.add_argument("--out", required=True, help="study directory (one run directory per member)")
-    d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member")
+    d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member (times its share)")
     d.add_argument("--minutes", type=float, default=0.0,
-                   help="budget: wall-clock minutes per member (CPU: 5, about 65 min in all)")
-    d.add_argument("--scale", default="cpu", help="cpu (radius-1 rules, 8 cells: about an hour on 2 cores) or gpu "
+                   help="budget: wall-clock minutes per member, times its share (CPU scale: 15 by default, about "
+                        "3 h on 2 cores)")
+    d.add_argument("--scale", default="cpu", help="cpu (the paper's task at the sizes 2 CPU cores train) or gpu "
                                                   "(the paper's task and models)")
-    d.add_argument("--models", default="", help="comma-separated subset of neox,lstm,mamba,armt,trm,hrm,urm")
-    d.add_argument("--regimes", default="", help="comma-separated subset of fixed,depth,act,constant,cot,oo,grpo,"
-                                                 "grpo-scratch,recursion (default: all but oo and grpo-scratch)")
+    d.add_argument("--models", default="", help="comma-separated subset of neox,lstm,mamba,armt,trm,hrm,urm "
+                                                "(default: the scale's)")
+    d.add_argument("--regimes", default="", help="comma-separated subset of fixed,per-k,depth,act,constant,cot,oo,"
+                                                 "grpo,grpo-scratch,recursion (default: the scale's)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
     d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
     d.set_defaults(func=cmd_study)

@@ -84,7 +84,7 @@ CPU = Scale(
     # neox-k1 (a k = 1 curriculum stage); the deeper one cannot (another shape) and starts from scratch
     starts={"neox": "neox-k1", "neox-k2": "neox-k1", "act": "neox-k1", "constant": "neox-k1", "cot": "neox-k1",
             "oo": "neox-k1", "grpo": "neox"},
-    shares={"neox-k1": 3.0, "neox-k2": 1.0, "neox": 1.0, "lstm": 1 / 3, "mamba": 1 / 3, "armt": 2 / 3,
+    shares={"neox-k1": 4.0, "neox-k2": 1.0, "neox": 1.0, "lstm": 1 / 3, "mamba": 1 / 3, "armt": 2 / 3,
             "depth": 2 / 3, "act": 1.0, "cot": 1.0, "grpo": 2 / 3, "recursion": 2 / 3},
     minutes=15.0,
 )

@@ -9,6 +9,17 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # starts) so that its results do not depend on the CPU; tests of the choice itself unset it.
 os.environ["PONDER_AUTO_DTYPE"] = "float32"
 
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """A run with train.threads=N sets torch's thread count for the process: undone after each test, so that no test
+    changes the summation order (and so the last bits) of the ones after it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

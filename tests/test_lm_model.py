@@ -10,8 +10,17 @@ from ponder import UserError
 from ponder.lm.load import TINY_FAMILIES, load_base, tiny_llama, tiny_lm
 from ponder.lm.model import RecurrentLM
 
-torch.set_num_threads(1)
 H = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread inside this module only: a module-level set_num_threads would hold for the whole session (it runs
+    at collection) and make in-process training differ in its last bits from a subprocess's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def cut(layers: int, prelude: int, core: int, coda: int, **kw) -> tuple[torch.nn.Module, RecurrentLM]:

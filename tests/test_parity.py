@@ -8,6 +8,15 @@ its parts, logits, halting, continue target bit-equal, parameter gradients withi
 largest gradient: 5.4e-7; float32 summation order in the backward), puzzle-row gradients within 4.5e-8;
 Adam-atan2 bit-equal to the package's oracle after 1, 10 and 100 steps. The tolerances below are those figures
 rounded up to the next power of ten.
+
+Bit-equality needs the fixtures' kernels: torch dispatches its CPU kernels by the CPU's vector width, and the fixtures
+were computed where it picks AVX512. On an AVX2-only CPU (measured: 2-core AMD EPYC, torch 2.13) the same code
+differs in the last bit: 1.6% of the initial weights by one ulp (trunc_normal_'s erfinv), the first step's logits by
+up to 2.4e-6 of their largest magnitude, gradients by up to 2.6e-6, Adam-atan2 by 1e-7 relative. Recursion then
+amplifies the difference: after 16 evaluation steps TRM-Att and URM stay within 7e-5, HRM grows to 3e-3 and the
+random-weight TRM-MLP, whose latent dynamics are chaotic (x4 a step), to 100%. So on other kernels the tests compare
+within the tolerances below (each ~10x the measured figure) and the evaluation up to its second step; bit-equality and
+all 16 steps are checked where the kernels match.
 """
 
 import json
@@ -30,7 +39,19 @@ pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="../shared/fixture
 FAMILIES = {"trm_att": "trm", "trm_mlp": "trm", "hrm": "hrm", "urm": "urm"}  # fixture folder -> --family
 PRESETS = {"trm_att": "sudoku-extreme-trm-att", "trm_mlp": "sudoku-extreme-trm-mlp", "hrm": "sudoku-extreme-hrm",
            "urm": "sudoku-extreme-urm"}
-GRAD_ATOL, PUZZLE_GRAD_ATOL = 1e-6, 1e-7
+EXACT = torch.backends.cpu.get_cpu_capability() == "AVX512"  # the kernels the fixtures were computed with
+GRAD_ATOL, PUZZLE_GRAD_ATOL = (1e-6, 1e-7) if EXACT else (3e-5, 6e-6)
+REL = 3e-5  # off the fixtures' kernels: a forward tensor's difference, relative to its largest magnitude
+EVAL_STEPS = 16 if EXACT else 2  # off them, recursion amplifies the last-bit difference (see above)
+
+
+def same(actual: torch.Tensor, expected: torch.Tensor, msg=None, rel: float = REL) -> None:
+    """Bit-equal on the fixtures' kernels; elsewhere within `rel` of the expected tensor's largest magnitude."""
+    if EXACT:
+        assert torch.equal(actual, expected), msg
+    else:
+        atol = rel * expected.abs().max().item()
+        torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=msg)
 
 
 def load(name: str, what: str) -> dict[str, torch.Tensor]:
@@ -67,7 +88,10 @@ def test_a_seed_draws_the_official_weights(name):
         if key.startswith(("q_head.", "puzzle_emb.")):
             continue
         mine = ours[key].to(torch.bfloat16).float() if ".conv." in key else ours[key]
-        assert torch.equal(mine, value), key
+        if EXACT:
+            assert torch.equal(mine, value), key
+        else:  # one ulp apart where erfinv's vector form differs
+            torch.testing.assert_close(mine, value, rtol=1e-6, atol=0, msg=key)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -76,13 +100,13 @@ def test_sixteen_evaluation_steps_are_bit_equal(name):
     batch, expected = load(name, "batch"), load(name, "expected_eval")
     state = model.initial_state(4, "cpu")
     with torch.inference_mode():
-        for s in range(16):
+        for s in range(EVAL_STEPS):
             out = model(state, batch["inputs"].long(), batch["puzzle_identifiers"].long())
             state = out.state
-            assert torch.equal(out.logits, expected["logits"][s]), (name, s)
-            assert torch.equal(out.q_halt, expected["q_halt_logits"][s]), (name, s)
+            same(out.logits, expected["logits"][s], (name, s))
+            same(out.q_halt, expected["q_halt_logits"][s], (name, s))
             if name == "hrm":  # the only family that uses its continue logit
-                assert torch.equal(out.q_continue, expected["q_continue_logits"][s]), s
+                same(out.q_continue, expected["q_continue_logits"][s], s)
             else:
                 assert out.q_continue is None
 
@@ -99,16 +123,18 @@ def test_one_training_step(name):
     target = continue_target(model, carry, 16) if name == "hrm" else None
     loss = act_loss(out, carry.labels, "stablemax", 0.5, target)
     loss.total.backward()
-    assert loss.total.item() == expected["loss"].item() and loss.lm.item() == expected["lm_loss"].item()
-    assert loss.halt.item() == expected["q_halt_loss"].item()
-    assert torch.equal(out.logits, expected["logits"]) and torch.equal(out.q_halt, expected["q_halt_logits"])
+    same(loss.total.detach(), expected["loss"])
+    same(loss.lm.detach(), expected["lm_loss"])
+    same(loss.halt.detach(), expected["q_halt_loss"])
+    same(out.logits, expected["logits"])
+    same(out.q_halt, expected["q_halt_logits"])
     assert torch.equal(carry.halted.to(torch.uint8), expected["halted"])
     assert torch.equal(carry.steps, expected["steps"])
     if name == "hrm":
-        assert torch.equal(target, expected["target_q_continue"])
-        assert torch.equal(out.q_continue, expected["q_continue_logits"])
+        same(target, expected["target_q_continue"])
+        same(out.q_continue, expected["q_continue_logits"])
         continue_loss = torch.nn.functional.binary_cross_entropy_with_logits(out.q_continue, target, reduction="sum")
-        assert continue_loss.item() == expected["q_continue_loss"].item()  # what act_loss adds for HRM
+        same(continue_loss.detach(), expected["q_continue_loss"])  # what act_loss adds for HRM
     params = dict(model.named_parameters())
     grads = {ponder_name(k[len("grad."):], FAMILIES[name]): v for k, v in expected.items() if k.startswith("grad.")}
     assert set(grads) == set(params)  # every official parameter's gradient, and no other
@@ -134,9 +160,12 @@ def test_adam_atan2_is_the_package_update():
             if t in settings["steps_saved"]:
                 for name, p in (("w", w), ("b", b)):
                     key = f"wd{wd}.step{t}"
-                    assert torch.equal(p.detach(), e[f"{key}.{name}"]), (key, name)
-                    assert torch.equal(opt.state[p]["exp_avg"], e[f"{key}.exp_avg.{name}"])
-                    assert torch.equal(opt.state[p]["exp_avg_sq"], e[f"{key}.exp_avg_sq.{name}"])
+                    for mine, theirs in ((p.detach(), f"{key}.{name}"), (opt.state[p]["exp_avg"], f"{key}.exp_avg.{name}"),
+                                         (opt.state[p]["exp_avg_sq"], f"{key}.exp_avg_sq.{name}")):
+                        if EXACT:
+                            assert torch.equal(mine, e[theirs]), theirs
+                        else:  # atan2's vector form: ~1 ulp
+                            torch.testing.assert_close(mine, e[theirs], rtol=1e-6, atol=0, msg=theirs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -165,12 +194,13 @@ def test_import_then_eval_reproduces_the_official_logits(name, tmp_path, capsys)
                  PRESETS[name], *overrides(name), "train.dtype=float32", "--out", str(tmp_path / "run"),
                  "--data", str(data)])
     assert code == 0, capsys.readouterr().err
-    code = main(["eval", str(tmp_path / "run"), "--save-outputs", "4", "--pictures", "0", "eval.max_steps=16"])
+    code = main(["eval", str(tmp_path / "run"), "--save-outputs", "4", "--pictures", "0",
+                 f"eval.max_steps={EVAL_STEPS}"])
     assert code == 0, capsys.readouterr().err
     outputs = load_file(str(tmp_path / "run" / "eval" / "outputs.safetensors"))
     expected = load(name, "expected_eval")
-    assert torch.equal(outputs["logits"], expected["logits"])
-    assert torch.equal(outputs["q_halt"], expected["q_halt_logits"])
+    same(outputs["logits"], expected["logits"][:EVAL_STEPS])
+    same(outputs["q_halt"], expected["q_halt_logits"][:EVAL_STEPS])
     assert torch.equal(outputs["puzzle_identifiers"], load(name, "batch")["puzzle_identifiers"])
 
 

@@ -273,13 +273,16 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     assert names == ["neox-k1", "neox-k2", "neox", "neox-cot", "neox-oo", "neox-grpo", "trm"]
     assert (out / "study.png").exists() and (out / "study-curves.png").exists()
     assert "EM k=1" in (out / "study.txt").read_text() and "oracle" in (out / "study.txt").read_text()
+    page = (out / "report.html").read_text()  # the study's page shows the learning curves, inlined
+    assert "learning curves: test exact match per k against the training examples drawn" in page
+    assert page.count("data:image/png;base64") >= 3  # study.png, study-curves.png, the members' training curves
     rows = {r["name"]: r for r in study["members"]}
     for name, r in rows.items():
         ks = {"1"} if name == "neox-k1" else {"2"} if name == "neox-k2" else {"1", "2", "3", "4"}
         assert set(r["exact"]) == ks and r["steps"] == max(1, round(2 * r["share"])) and r["examples_seen"] > 0
         assert len(r["curve"]["examples"]) == r["steps"] and set(r["curve"]["exact"]) == ks  # eval_every=1
         assert r["curve"]["examples"][-1] == r["examples_before"] + r["examples_seen"]
-    assert rows["neox-k1"]["share"] == 3.0 and rows["neox-grpo"]["steps"] == 1  # the CPU scale's shares
+    assert rows["neox-k1"]["share"] == 4.0 and rows["neox-grpo"]["steps"] == 1  # the CPU scale's shares
     # the k = 1 curriculum: the GPT-NeoX members of its shape start from neox-k1's weights, grpo from neox's, and
     # their curves count the examples drawn before them
     assert {n: r["start"] for n, r in rows.items()} == {"neox-k1": "", "neox-k2": "neox-k1", "neox": "neox-k1",
@@ -323,7 +326,7 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     code, _, err = run(capsys, *args, "--steps", "4")
     assert code == 0, err
     longer = {r["name"]: r for r in json.loads((out / "study.json").read_text())["members"]}
-    assert longer["neox-k1"]["steps"] == 12 and longer["neox"]["steps"] == 4 and longer["neox-grpo"]["steps"] == 3
+    assert longer["neox-k1"]["steps"] == 16 and longer["neox"]["steps"] == 4 and longer["neox-grpo"]["steps"] == 3
     assert longer["neox"]["curve"]["examples"][:2] == rows["neox"]["curve"]["examples"]
 
 

@@ -33,6 +33,11 @@ Two token layouts over one vocabulary (PAD 0, cells 0/1 -> 1/2, SEP 3, GEN 4, MA
 106.., PAD as eos 102).
 Only answer positions carry labels (the W target cells; cot: the future tokens); every other label is 0 (ignored).
 
+Held-out means unseen, under the augmentations training applies (a cyclic shift and a mirror image of every orbit):
+no test rule is a training rule or its mirror image (`draw_rules`, `rule_images`), and a test example whose given
+states, shifted or mirrored, are a training example's is drawn again (`build`). `baseline_predictions` are the
+non-learned reference points (copy the last state, continue the visible period, the oracle inference).
+
 GRPO (`ponder.grpo`) reads the causal layout as prompt (up to GEN) and answer; `reward` scores a sampled completion
 by the fraction of target cells right, the answer read from its first W tokens or, with free reasoning tokens, from
 the W tokens after its last SEP; PAD ends a completion (the reference's eos).
@@ -231,7 +236,7 @@ class Ca1dTask(Task):
 
     def build(self, split: str, seed: int) -> PuzzleArrays:
         """Example i of a split uses rule i mod R of that split; initial states and (mixed mode) k are seeded draws.
-        A test example whose given states, under any of training's augmentations (`images`), are the given states of
+        A test example whose given states, under any of training's augmentations (`transforms`), are the given states of
         a training example is drawn again (new initial state and k, same rule): no test prompt is trained on."""
         if split not in ("train", "test"):
             raise UserError(f"unknown split {split!r}; expected 'train' or 'test'")
@@ -267,20 +272,26 @@ class Ca1dTask(Task):
             initial = rng.integers(0, 2, (n, cfg.width), dtype=np.uint8)
             k = rng.integers(1, cfg.max_k + 1, n) if cfg.k == 0 else np.full(n, cfg.k)
             states = orbit(initial, chunk_rules, cfg.context - 1 + ahead)
-            for _ in range(MAX_REDRAWS if trained is not None else 0):
-                seen = self.shown_in(states[:, :cfg.context], trained)
-                if not seen.any():
-                    break
-                m = int(seen.sum())
-                initial = rng.integers(0, 2, (m, cfg.width), dtype=np.uint8)
-                k[seen] = rng.integers(1, cfg.max_k + 1, m) if cfg.k == 0 else cfg.k
-                states[seen] = orbit(initial, chunk_rules[seen], cfg.context - 1 + ahead)
-            else:
-                if trained is not None:
-                    raise UserError(f"ca1d: after {MAX_REDRAWS} draws some test examples still show given states "
-                                    f"that training shows (under a shift or mirror image); this task is too small for "
-                                    f"an unseen test set: more cells (data.ca1d.width) or given states (context)")
+            if trained is not None:
+                self._redraw_seen(states, k, chunk_rules, trained, rng)
             yield lo, states, k
+
+    def _redraw_seen(self, states: np.ndarray, k: np.ndarray, rules: np.ndarray, trained: np.ndarray,
+                     rng: np.random.Generator) -> None:
+        """In place: every test orbit whose given states training shows (`shown_in`) gets a new initial state (and k,
+        in the mixed mode) under the same rule, until none is shown."""
+        cfg = self.cfg
+        for _ in range(MAX_REDRAWS):
+            seen = self.shown_in(states[:, :cfg.context], trained)
+            if not seen.any():
+                return
+            m = int(seen.sum())
+            initial = rng.integers(0, 2, (m, cfg.width), dtype=np.uint8)
+            k[seen] = rng.integers(1, cfg.max_k + 1, m) if cfg.k == 0 else cfg.k
+            states[seen] = orbit(initial, rules[seen], states.shape[1] - 1)
+        raise UserError(f"ca1d: after {MAX_REDRAWS} draws some test examples still show given states that training "
+                        f"shows (under a shift or mirror image); this task is too small for an unseen test set: more "
+                        f"cells (data.ca1d.width) or given states (data.ca1d.context)")
 
     def train_prompts(self, seed: int) -> np.ndarray:
         """Sorted hashes of the given states of every training example (`prompt_hashes`); built once per seed."""
@@ -366,7 +377,7 @@ class Ca1dTask(Task):
 
     def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A random cyclic shift of all states of an example (the boundary is periodic, so the orbit stays an orbit of
-        the same rule) and, with probability 1/2, a mirror image (an orbit of the mirrored rule): one of `images`."""
+        the same rule) and, with probability 1/2, a mirror image (an orbit of the mirrored rule): one of `transforms`."""
         b, w = len(inputs), self.cfg.width
         shift = rng.integers(0, w, b)
         mirror = rng.random(b) < 0.5
