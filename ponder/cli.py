@@ -599,16 +599,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as the commands read it (UserError on a bad one; --help exits)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also come after options (`ponder eval RUN --show 2 eval.max_examples=100`)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = build_parser()
-        args, extra = parser.parse_known_args(argv)
-        # key=value overrides may also come after options (`ponder eval RUN --show 2 eval.max_examples=100`)
-        stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
-        if stray:
-            parser.error(f"unrecognized arguments: {' '.join(stray)}")
-        if extra:
-            args.overrides = list(args.overrides) + extra
+        args = parse(argv)
         return args.func(args)
     except UserError as e:
         print(f"ponder: error: {e}", file=sys.stderr)
