@@ -8,7 +8,7 @@ halting logit > 0 (TRM) / > the continue logit (HRM); with probability `halt_exp
 number of steps from {halt_min_steps..N_sup} and cannot halt before it. In evaluation nothing halts early here;
 adaptive halting at test time is read off the logits by the evaluator.
 
-Difference from the official loop (documented in the README): the official loader hands over a full batch each
+Difference from the official loop (documented in docs/models.md): the official loader hands over a full batch each
 step and discards the rows of non-halted slots; ponder draws exactly as many new examples as there are halted
 slots, so no example of the stream is skipped and the data position is exact for resume.
 """

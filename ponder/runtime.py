@@ -28,7 +28,7 @@ def keep_freed_memory() -> bool:
     By default glibc serves every block above its mmap threshold (at most 32 MB) with a fresh mmap and unmaps it on
     free, so each large activation of a step - a (B*D, 2I) SwiGLU expansion of TRM-MLP at hidden 512 is 64 MB -
     costs page faults and kernel zeroing at every use: on this project's 2-core CPU an element-wise add of two
-    32 MB tensors took 17 ms instead of 3.5 ms, and the TRM-MLP Sudoku step ran 25% slower (README, Scaling).
+    32 MB tensors took 17 ms instead of 3.5 ms, and the TRM-MLP Sudoku step ran 25% slower (docs/scaling.md).
     This is what the CUDA caching allocator does on GPUs and what jemalloc/tcmalloc preloads do on CPUs; it is left
     alone when the user set glibc's MALLOC_* tunables or preloads another allocator. Returns whether it applied.
     """

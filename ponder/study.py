@@ -62,7 +62,7 @@ class Scale:
 # The CPU version: the paper's task (radius-2 random rules, 20 cells, 10 given states, test rules disjoint from the
 # training rules and their mirror images) at the sizes two cores train, k drawn from 1..4 per example (the mixed mode,
 # the reference's ca_adaptive; `neox-k2` is the paper's one-model-per-k protocol at k = 2, the control of the mixing).
-# Settings and shares chosen by measured learning curves (README, "1dCA-Reasoning on a CPU: what the budget allows").
+# Settings and shares chosen by measured learning curves (docs/1dca.md, "1dCA-Reasoning on a CPU: what the budget allows").
 CPU = Scale(
     sequence={"neox": "ca1d-seq-cpu", "lstm": "ca1d-seq-cpu", "mamba": "ca1d-seq-cpu", "armt": "ca1d-seq-cpu"},
     recursive="ca1d-cpu",
