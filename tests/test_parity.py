@@ -45,12 +45,15 @@ REL = 3e-5  # off the fixtures' kernels: a forward tensor's difference, relative
 EVAL_STEPS = 16 if EXACT else 2  # off them, recursion amplifies the last-bit difference (see above)
 
 
-def same(actual: torch.Tensor, expected: torch.Tensor, msg=None, rel: float = REL) -> None:
-    """Bit-equal on the fixtures' kernels; elsewhere within `rel` of the expected tensor's largest magnitude."""
+def same(actual: torch.Tensor, expected: torch.Tensor, msg=None, ulps: bool = False) -> None:
+    """Bit-equal on the fixtures' kernels; elsewhere within REL of the expected tensor's largest magnitude (or, with
+    `ulps`, within 1e-6 of each element: a few ulps, where only a vector kernel's rounding differs)."""
     if EXACT:
         assert torch.equal(actual, expected), msg
+    elif ulps:
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=0, msg=msg)
     else:
-        atol = rel * expected.abs().max().item()
+        atol = REL * expected.abs().max().item()
         torch.testing.assert_close(actual, expected.to(actual.dtype), atol=atol, rtol=0, msg=msg)
 
 
@@ -88,10 +91,7 @@ def test_a_seed_draws_the_official_weights(name):
         if key.startswith(("q_head.", "puzzle_emb.")):
             continue
         mine = ours[key].to(torch.bfloat16).float() if ".conv." in key else ours[key]
-        if EXACT:
-            assert torch.equal(mine, value), key
-        else:  # one ulp apart where erfinv's vector form differs
-            torch.testing.assert_close(mine, value, rtol=1e-6, atol=0, msg=key)
+        same(mine, value, key, ulps=True)  # off the fixtures' kernels: erfinv's vector form, one ulp
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -162,10 +162,7 @@ def test_adam_atan2_is_the_package_update():
                     key = f"wd{wd}.step{t}"
                     for mine, theirs in ((p.detach(), f"{key}.{name}"), (opt.state[p]["exp_avg"], f"{key}.exp_avg.{name}"),
                                          (opt.state[p]["exp_avg_sq"], f"{key}.exp_avg_sq.{name}")):
-                        if EXACT:
-                            assert torch.equal(mine, e[theirs]), theirs
-                        else:  # atan2's vector form: ~1 ulp
-                            torch.testing.assert_close(mine, e[theirs], rtol=1e-6, atol=0, msg=theirs)
+                        same(mine, e[theirs], theirs, ulps=True)  # off the kernels: atan2's vector form
 
 
 # ---------------------------------------------------------------------------------------------------------------------
