@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = d.add_subparsers(dest="task", required=True, parser_class=_Parser, metavar="TASK")
     for name, task in TASKS.items():  # one sub-command per registered task, its options from its config dataclass
         section = task.config
-        docs = field_docs(section)
+        docs = {key: text.replace("%", "%%") for key, text in field_docs(section).items()}  # argparse formats help
         t = tasks.add_parser(name, help=task.summary, description=section.__doc__.split("\n\n")[0])
         t.add_argument("--out", required=True, help="dataset directory to write (train/, test/, identifiers.json)")
         t.add_argument("--seed", type=int, default=0, help="seed: same arguments -> byte-identical files")

@@ -60,6 +60,8 @@ class ModelConfig:
     ffn: str = "swiglu"  # "swiglu" or "conv_swiglu" (URM: depthwise conv over the sequence inside the SwiGLU;
     #                      URM ARC-1 pass@1: 53.8 with it, 45.3 without)
     conv_kernel: int = 2  # URM ConvSwiGLU kernel (causal: out[t] mixes t-kernel+1..t; official 2)
+    conv_dtype: str = "float32"  # URM short conv's stored weights: float32 (ponder), or bfloat16 as the official code
+    #                                keeps them (updates rounded to bf16: most of the lr~1e-4 ones vanish; docs/models.md)
     conv_placement: str = "ffn"  # URM short conv: "ffn" (after the gated expansion, the paper's best), "attention"
     #                              (on the attention output, before o_proj) or "value" (on the value projection)
     activation: str = "silu"  # gate activation of the (Conv)SwiGLU: silu | gelu | relu (URM ReLU ablation: 53.8 -> 28.6)
@@ -111,6 +113,8 @@ class ModelConfig:
         _check(self.activation in ("silu", "gelu", "relu"),
                f"model.activation must be silu, gelu or relu, got {self.activation!r}")
         _check(self.conv_kernel >= 1, "model.conv_kernel must be >= 1")
+        _check(self.conv_dtype in ("float32", "bfloat16"),
+               f"model.conv_dtype must be float32 or bfloat16, got {self.conv_dtype!r}")
         _check(0 <= self.no_grad_loops < self.loops,
                f"model.no_grad_loops must be in 0..loops-1 (at least one loop carries gradient), got {self.no_grad_loops}")
         _check(self.pos_encoding in ("rope", "learned", "none"),
@@ -196,6 +200,9 @@ class Ca1dConfig:
     test_size: int = 100000  # test examples (rules disjoint from the train rules)
     train_rules: int = 0  # distinct train rules (examples cycle over them); 0 = a fresh rule for every example
     test_rules: int = 0  # distinct test rules; 0 = a fresh rule for every example
+    determined: bool = False  # only orbits whose given transitions show every truth-table entry that s_c .. s_c-1+max_k
+    #                           need (an undetermined one is drawn again: new initial state, same rule): the answer
+    #                           follows from the given states at every k, the oracle is 100% (the CPU scale's variant)
 
     def __post_init__(self) -> None:
         _check(1 <= self.radius <= 4, f"data.ca1d.radius must be in 1..4, got {self.radius}")

@@ -86,6 +86,20 @@ def orbit(initial: np.ndarray, rules: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
+def determined(states: np.ndarray, context: int, radius: int) -> np.ndarray:
+    """(B, T, W) orbits -> (B,) whether the given transitions (s_0 -> s_1 .. s_c-2 -> s_c-1) show every truth-table
+    entry that the later states s_c .. s_T-1 need: the answer at every k up to T - c follows from the given states.
+    A cyclic shift or mirror image of the orbit keeps it (the mirrored rule's entries are shown alike)."""
+    b = len(states)
+    shown = np.zeros((b, table_size(radius)), bool)
+    for t in range(context - 1):
+        np.put_along_axis(shown, neighbourhoods(states[:, t], radius), True, axis=1)
+    ok = np.ones(b, bool)
+    for t in range(context - 1, states.shape[1] - 1):
+        ok &= np.take_along_axis(shown, neighbourhoods(states[:, t], radius), axis=1).all(1)
+    return ok
+
+
 def prompt_hashes(context: np.ndarray) -> np.ndarray:
     """(..., c, W) given states in {0, 1} -> (...,) 64-bit hashes of their bits: equal states, equal hashes (a rare
     collision of unequal ones only makes the build draw a test example again)."""
@@ -266,32 +280,40 @@ class Ca1dTask(Task):
         trained = self.train_prompts(seed) if split == "test" else None
         rng = seeded_rng(seed, f"ca1d_{split}_examples")
         ahead = self.n_future if self.future_pos is not None else max(self.ks)
+        steps = cfg.context - 1 + (max(ahead, cfg.max_k) if cfg.determined else ahead)
         for lo in range(0, size, CHUNK):
             n = min(CHUNK, size - lo)
             chunk_rules = rules[np.arange(lo, lo + n) % len(rules)]
             initial = rng.integers(0, 2, (n, cfg.width), dtype=np.uint8)
             k = rng.integers(1, cfg.max_k + 1, n) if cfg.k == 0 else np.full(n, cfg.k)
-            states = orbit(initial, chunk_rules, cfg.context - 1 + ahead)
-            if trained is not None:
-                self._redraw_seen(states, k, chunk_rules, trained, rng)
-            yield lo, states, k
+            states = orbit(initial, chunk_rules, steps)
+            if cfg.determined or trained is not None:
+                self._redraw(states, k, chunk_rules, trained, rng)
+            yield lo, states[:, :cfg.context + ahead], k
 
-    def _redraw_seen(self, states: np.ndarray, k: np.ndarray, rules: np.ndarray, trained: np.ndarray,
-                     rng: np.random.Generator) -> None:
-        """In place: every test orbit whose given states training shows (`shown_in`) gets a new initial state (and k,
-        in the mixed mode) under the same rule, until none is shown."""
+    def _redraw(self, states: np.ndarray, k: np.ndarray, rules: np.ndarray, trained: np.ndarray | None,
+                rng: np.random.Generator) -> None:
+        """In place: every orbit that must not be used gets a new initial state (and k, in the mixed mode) under the
+        same rule, until none is left: a test orbit whose given states training shows (`shown_in`), and with
+        `determined` an orbit whose given states do not show every entry its next max_k states need."""
         cfg = self.cfg
+        todo = np.arange(len(states))  # the orbits to check: all, then only the ones drawn again
         for _ in range(MAX_REDRAWS):
-            seen = self.shown_in(states[:, :cfg.context], trained)
-            if not seen.any():
+            bad = np.zeros(len(todo), bool)
+            if cfg.determined:
+                bad |= ~determined(states[todo, :cfg.context + cfg.max_k], cfg.context, cfg.radius)
+            if trained is not None:
+                bad |= self.shown_in(states[todo, :cfg.context], trained)
+            todo = todo[bad]
+            if not len(todo):
                 return
-            m = int(seen.sum())
-            initial = rng.integers(0, 2, (m, cfg.width), dtype=np.uint8)
-            k[seen] = rng.integers(1, cfg.max_k + 1, m) if cfg.k == 0 else cfg.k
-            states[seen] = orbit(initial, rules[seen], states.shape[1] - 1)
-        raise UserError(f"ca1d: after {MAX_REDRAWS} draws some test examples still show given states that training "
-                        f"shows (under a shift or mirror image); this task is too small for an unseen test set: more "
-                        f"cells (data.ca1d.width) or given states (data.ca1d.context)")
+            initial = rng.integers(0, 2, (len(todo), cfg.width), dtype=np.uint8)
+            k[todo] = rng.integers(1, cfg.max_k + 1, len(todo)) if cfg.k == 0 else cfg.k
+            states[todo] = orbit(initial, rules[todo], states.shape[1] - 1)
+        raise UserError(f"ca1d: after {MAX_REDRAWS} draws some examples still show given states that training "
+                        f"shows (under a shift or mirror image), or (data.ca1d.determined) do not determine the "
+                        f"answer; this task is too small: more cells (data.ca1d.width) or given states "
+                        f"(data.ca1d.context)")
 
     def train_prompts(self, seed: int) -> np.ndarray:
         """Sorted hashes of the given states of every training example (`prompt_hashes`); built once per seed."""
