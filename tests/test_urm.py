@@ -131,3 +131,31 @@ def test_muon_train_and_resume_bit_identical(tmp_path, data_dir):  # noqa: F811
 def test_presets_build(name, vocab, seq_len, expected):
     cfg = resolve(name)
     assert count_params(build_model(cfg.model, vocab, seq_len)) == expected
+
+
+def test_conv_dtype_bfloat16_stores_the_official_conv_and_rounds_away_small_updates(tmp_path, data_dir):  # noqa: F811
+    """model.conv_dtype=bfloat16 keeps the short conv's weights in bf16 as the official URM does: the same draws as
+    float32, rounded; the forward still returns float32; and an update below half a bf16 step leaves them as they
+    were, where float32 weights move (the official conv barely trains at lr ~1e-4: docs/models.md)."""
+    plain, official = tiny_urm(), tiny_urm(conv_dtype="bfloat16")
+    convs = [n for n, p in official.named_parameters() if ".conv." in n]
+    assert convs and all(p.dtype == (torch.bfloat16 if n in convs else torch.float32)
+                         for n, p in official.named_parameters())
+    for n, p in plain.named_parameters():
+        assert torch.equal(p.to(dict(official.named_parameters())[n].dtype), dict(official.named_parameters())[n])
+    assert run(official).logits.dtype == torch.float32
+    # one training step at lr 1e-6 against lr 0 (Adam-atan2 moves every weight by ~lr): float32 conv weights move,
+    # bf16 ones (a step of 2^-8 near 0.5) stay where they were
+    moved = {}
+    for dtype in ("float32", "bfloat16"):
+        runs = []
+        for lr in ("0", "1e-6"):
+            cfg = tiny(data_dir, "train.steps=1", f"train.lr={lr}", "train.lr_warmup_steps=0",
+                       "train.weight_decay=0", "train.ema=false", *URM_TINY[:-1], f"model.conv_dtype={dtype}")
+            train(cfg, tmp_path / f"{dtype}-{lr}", progress=False)
+            runs.append(weights(tmp_path / f"{dtype}-{lr}")[0])
+        conv = [n for n in runs[0] if ".conv." in n]
+        assert all(runs[1][n].dtype == getattr(torch, dtype) for n in conv)
+        moved[dtype] = sum(int((runs[0][n] != runs[1][n]).sum()) for n in conv) / sum(runs[0][n].numel() for n in conv)
+        assert any(not torch.equal(runs[0][n], runs[1][n]) for n in runs[0] if ".conv." not in n)  # the rest trains
+    assert moved["float32"] > 0.9 and moved["bfloat16"] == 0.0, moved

@@ -144,24 +144,29 @@ class CausalConv(nn.Conv1d):
     """URM short convolution: depthwise Conv1d over the sequence axis (channels = groups), with bias, PyTorch's
     default init (as official). Padded by k-1 and cut to the first T outputs, so out[t] mixes x[t-k+1..t] only.
     The official pads k // 2, the same for its kernel 2 but centred (non-causal) for odd k; we stay causal.
-    Weights stay float32 like every ponder parameter (autocast runs the conv in bf16); the official stores them bf16."""
+    `dtype` is the stored weights' type: float32 like every ponder parameter (autocast runs the conv in bf16), or
+    bfloat16 as the official code stores them (drawn in float32, then rounded; the conv then runs in bf16 in any run
+    and every optimiser update of these weights is rounded to bf16)."""
 
-    def __init__(self, channels: int, kernel: int):
+    def __init__(self, channels: int, kernel: int, dtype: str = "float32"):
         super().__init__(channels, channels, kernel, padding=kernel - 1, groups=channels)
+        if dtype == "bfloat16":
+            self.to(torch.bfloat16)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, T, C)
-        return super().forward(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+        y = super().forward(x.transpose(1, 2).to(self.weight.dtype))[..., : x.shape[1]].transpose(1, 2)
+        return y.to(x.dtype)
 
 
 class ConvSwiGLU(SwiGLU):
     """URM (official ConvSwiGLU): Y = down(SiLU(conv(act(G) * U))); the conv output replaces H (no residual)."""
 
-    def __init__(self, d: int, expansion: float, kernel: int, activation: str = "silu"):
+    def __init__(self, d: int, expansion: float, kernel: int, activation: str = "silu", conv_dtype: str = "float32"):
         nn.Module.__init__(self)  # built in the official order: gate_up, conv, down (the seed then draws its weights)
         inter = swiglu_width(d, expansion)
         self.activation = activation
         self.gate_up = linear(d, 2 * inter)
-        self.conv = CausalConv(inter, kernel)
+        self.conv = CausalConv(inter, kernel, conv_dtype)
         self.down = linear(inter, d)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, d) -> (B, T, d)
@@ -171,7 +176,7 @@ class ConvSwiGLU(SwiGLU):
 def feed_forward(cfg: ModelConfig) -> SwiGLU:
     """The channel MLP of a block: ConvSwiGLU when model.ffn is conv_swiglu with the conv placed in the FFN."""
     if cfg.ffn == "conv_swiglu" and cfg.conv_placement == "ffn":
-        return ConvSwiGLU(cfg.hidden, cfg.expansion, cfg.conv_kernel, cfg.activation)
+        return ConvSwiGLU(cfg.hidden, cfg.expansion, cfg.conv_kernel, cfg.activation, cfg.conv_dtype)
     return SwiGLU(cfg.hidden, cfg.expansion, cfg.activation)
 
 
@@ -209,18 +214,19 @@ class Attention(nn.Module):
     position for these ablations, and the SiLU of ConvSwiGLU belongs to its gated FFN.
     """
 
-    def __init__(self, d: int, n_heads: int, conv_placement: str | None = None, kernel: int = 2):
+    def __init__(self, d: int, n_heads: int, conv_placement: str | None = None, kernel: int = 2,
+                 conv_dtype: str = "float32"):
         super().__init__()
         self.n_heads = n_heads
         self.qkv = linear(d, 3 * d)
         self.o = linear(d, d)
         self.conv_placement = conv_placement
-        self.conv = CausalConv(d, kernel) if conv_placement else None
+        self.conv = CausalConv(d, kernel, conv_dtype) if conv_placement else None
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "Attention":
         conv = cfg.conv_placement if cfg.ffn == "conv_swiglu" and cfg.conv_placement != "ffn" else None
-        return cls(cfg.hidden, cfg.n_heads, conv, cfg.conv_kernel)
+        return cls(cfg.hidden, cfg.n_heads, conv, cfg.conv_kernel, cfg.conv_dtype)
 
     def forward(self, x: Tensor, rotary: Rotary | None) -> Tensor:
         b, l, d = x.shape
