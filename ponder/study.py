@@ -34,7 +34,7 @@ from ponder.compare import Member, compare
 from ponder.run import config_from_checkpoint, read_metrics
 
 REGIMES = ("fixed", "per-k", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-scratch", "recursion")
-MODELS = ("neox", "lstm", "mamba", "armt", "trm", "hrm", "urm")
+STUDY_MODELS = ("neox", "lstm", "mamba", "armt", "trm", "hrm", "urm")
 KS = (1, 2, 3, 4)
 
 
@@ -49,7 +49,7 @@ class Scale:
     layouts: dict[str, str]  # the data layout each sequence family reads
     family_overrides: dict[str, tuple[str, ...]]  # extra overrides of every member of a sequence family
     member_overrides: dict[str, tuple[str, ...]]  # extra overrides per member name or regime (applied last)
-    models: tuple[str, ...] = MODELS  # the default --models
+    models: tuple[str, ...] = STUDY_MODELS  # the default --models
     regimes: tuple[str, ...] = ("fixed", "depth", "act", "constant", "cot", "grpo", "recursion")  # default --regimes
     shares: dict[str, float] = dataclasses.field(default_factory=dict)  # member name or regime -> its budget as a
     #                                                                     multiple of --minutes / --steps (default 1)
@@ -60,7 +60,8 @@ class Scale:
 
 
 # The CPU version: the paper's task (radius-2 random rules, 20 cells, 10 given states, test rules disjoint from the
-# training rules and their mirror images) at the sizes two cores train, k drawn from 1..4 per example (the mixed mode,
+# training rules and their mirror images) restricted to orbits whose given states determine the answer
+# (data.ca1d.determined, set by both CPU presets) at the sizes two cores train, k drawn from 1..4 per example (the mixed mode,
 # the reference's ca_adaptive; `neox-k2` is the paper's one-model-per-k protocol at k = 2, the control of the mixing).
 # Settings and shares chosen by measured learning curves (docs/1dca.md, "1dCA-Reasoning on a CPU: what the budget allows").
 CPU = Scale(
@@ -197,9 +198,9 @@ def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tu
         raise UserError(f"study ca1d: --scale must be {' or '.join(SCALES)}, got {scale!r}")
     plan = SCALES[scale]
     models, regimes = tuple(models) or plan.models, tuple(regimes) or plan.regimes
-    bad = [m for m in models if m not in MODELS] + [r for r in regimes if r not in REGIMES]
+    bad = [m for m in models if m not in STUDY_MODELS] + [r for r in regimes if r not in REGIMES]
     if bad:
-        raise UserError(f"study ca1d: unknown model or regime {', '.join(bad)}; models: {', '.join(MODELS)}; "
+        raise UserError(f"study ca1d: unknown model or regime {', '.join(bad)}; models: {', '.join(STUDY_MODELS)}; "
                         f"regimes: {', '.join(REGIMES)}")
     if not steps and not minutes:
         if not plan.minutes:
