@@ -8,3 +8,17 @@ class UserError(Exception):
 
     The CLI prints the message as one line on stderr and exits with status 2; it is never a traceback.
     """
+
+
+IGNORE = -100  # the label of a position without loss, on both sides (puzzle batches, LM sequences): F.cross_entropy's
+#                default ignore_index
+
+
+def __getattr__(name: str):
+    """`ponder.load`, `ponder.train`, `ponder.Model`: the Python API (`ponder.api`), imported on first use so that
+    `import ponder` stays light."""
+    if name in ("load", "train", "Model", "Answer"):
+        from ponder import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'ponder' has no attribute {name!r}")

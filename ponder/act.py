@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ponder.tasks.batches import IGNORE
+from ponder import IGNORE
 
 
 @dataclass

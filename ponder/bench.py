@@ -4,7 +4,7 @@ Measured in one run, so that the ceiling and the models see the same machine sta
 - the ceiling: best GFLOP/s of a square matmul (`torch.mm` 2048^2) on the device, per dtype, at the start and
   again right before each config (the ratio uses the latter: a shared machine's speed drifts within a run);
 - for each family at its paper Sudoku-Extreme config (the shipped preset: TRM-MLP, TRM-Att, HRM, URM, the 8-layer
-  Transformer) and at a small config (hidden 128): the trainer's own step (`ponder.train.supervision_step` + `update`:
+  Transformer) and at a small config (hidden 128): the trainer's own step (`ponder.trainer.supervision_step` + `update`:
   forward through every recursion, loss, backward, clipping, the preset's optimiser, the sparse puzzle table, EMA),
   as training examples/s (slots x steps / s); its FLOPs counted with `torch.utils.flop_counter`'s formulas
   (matmuls and attention, forward and backward) give the achieved GFLOP/s and its ratio to the ceiling;
@@ -200,7 +200,7 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
     step is also timed against ponder's eager one (`compiled_vs_eager`): whether compiling pays here."""
     from ponder.optim import EMA, SignSGD, build_optimizer
     from ponder.runtime import autocast, compile_model
-    from ponder.train import supervision_step, update
+    from ponder.trainer import supervision_step, update
 
     name = "bfloat16" if dtype == torch.bfloat16 else "float32"
     cfg = resolve(preset, [*overrides, f"train.batch_size={batch}", f"train.dtype={name}",
@@ -387,7 +387,7 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     if old is not None:
-        print(format_compare(result, old, compare))
+        print(format_bench_compare(result, old, compare))
     return result
 
 
@@ -401,7 +401,7 @@ def _load_old(path: str) -> dict:
     return old
 
 
-def format_compare(new: dict, old: dict, name: str) -> str:
+def format_bench_compare(new: dict, old: dict, name: str) -> str:
     """Ratios new / old per config present in both (> 1 = faster now)."""
     lines = [f"against {name} ({old.get('machine', {}).get('device', '?')}, torch "
              f"{old.get('machine', {}).get('torch', '?')}):"]

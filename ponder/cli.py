@@ -37,37 +37,14 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{where}{message} (see --help)")
 
 
-def _timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
-def _fresh_dir(path: Path, cfg=None) -> Path:
-    """A run directory that holds no earlier work: refuse rather than overwrite good data. A run stopped before its
-    first checkpoint holds nothing to lose: with `cfg` of the same data settings it is started again (its partial
-    logs are cut back; a process still training it is refused by the run's lock)."""
-    from ponder import checkpoint
-    from ponder.run import LOCK
-
-    if not path.exists() or not [p for p in path.iterdir() if p.name != LOCK]:
-        return path
-    if cfg is not None and (path / "config.yaml").is_file() and not checkpoint.list_checkpoints(path):
-        from ponder.config import to_dict
-
-        if to_dict(checkpoint.load_config(path).data) == to_dict(cfg.data):
-            print(f"note: {path} holds a run stopped before its first checkpoint: starting it again", file=sys.stderr)
-            return path
-        raise UserError(f"{path}: holds a run stopped before its first checkpoint, with other data settings; give "
-                        f"another --out, or delete it")
-    raise UserError(f"{path}: already holds a run; pass --resume {path} to continue it, or another --out")
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def cmd_demo(args) -> int:
     from ponder.demo import run_demo
+    from ponder.run import default_run_dir
 
-    out = Path(args.out) if args.out else Path("runs") / f"demo-{_timestamp()}"
+    out = default_run_dir("demo", args.out)
     run_demo(out, args.overrides, args.minutes)
     _report(out)
     return 0
@@ -95,35 +72,23 @@ def cmd_data(args) -> int:
     return 0
 
 
-def _resumed_config(args, command: str):
-    """(config, run directory, from a checkpoint) of `--resume RUN`: the run's config + key=value overrides (all
-    arguments are). A run stopped before its first checkpoint resumes from step 0 with its config.yaml."""
-    from ponder import checkpoint
-    from ponder.config import Config, apply_overrides, from_dict, to_dict
-    from ponder.run import config_from_checkpoint
-
+def _resume_overrides(args, command: str) -> list[str]:
+    """`--resume RUN [k=v ...]`: every positional argument must be an override (the run keeps its preset)."""
     overrides = ([args.preset] if args.preset else []) + args.overrides
     if any("=" not in o for o in overrides):
         raise UserError(f"{command} --resume RUN takes only key=value overrides (the run keeps its preset)")
-    run = Path(args.resume)
-    if run.is_dir() and (run / "config.yaml").is_file() and not checkpoint.list_checkpoints(run):
-        cfg = from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(run)), overrides))
-        if checkpoint.moved_aside(run):  # a killed re-save: training puts the checkpoint back once it owns the run
-            return cfg, run, True
-        print(f"note: {run} holds no checkpoint (stopped before its first save): training it from step 0",
-              file=sys.stderr)
-        return cfg, run, False
-    return config_from_checkpoint(args.resume, overrides)[1], run, True
+    return overrides
 
 
 def cmd_train(args) -> int:
     from ponder import distributed
     from ponder.config import resolve
-    from ponder.train import preflight, train
+    from ponder.run import choose_run_dir, default_run_dir, fresh_run_dir, resumed_config
+    from ponder.trainer import train
 
     resume = False
     if args.resume:
-        cfg, run_dir, resume = _resumed_config(args, "ponder train")
+        cfg, run_dir, resume = resumed_config(args.resume, _resume_overrides(args, "ponder train"))
     else:
         if not args.preset:
             raise UserError("ponder train: give a PRESET (e.g. demo) or --resume RUN_DIR")
@@ -134,22 +99,9 @@ def cmd_train(args) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # the convenience: re-launch this command under torchrun
         if cfg.train.batch_size % args.nproc:
             raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by --nproc {args.nproc}")
-        return _torchrun(args, run_dir or _fresh_dir(_default_run_dir(args), cfg))
-    world = distributed.init(cfg.train.device)
-    preflight(cfg, data=not resume)  # a bad device or data path fails before a run directory is named
-    if run_dir is None:  # rank 0 picks the directory (the default holds a timestamp) and tells the others
-        choice = None
-        if world.main:
-            try:
-                choice = str(_fresh_dir(_default_run_dir(args), cfg))
-            except UserError as e:
-                choice = e
-        choice = distributed.broadcast(choice)
-        if isinstance(choice, UserError):
-            raise choice
-        run_dir = Path(choice)
-    if world.main:
-        print(f"run directory: {run_dir}" + (f" ({world.size} processes)" if world.parallel else ""))
+        return _torchrun(args, run_dir or fresh_run_dir(default_run_dir(args.preset, args.out), cfg))
+    run_dir = run_dir or choose_run_dir(default_run_dir(args.preset, args.out), cfg)
+    world = distributed.world()
     with distributed.leaving():
         run = train(cfg, run_dir, resume=resume, progress=world.main)
     if world.main:
@@ -172,10 +124,6 @@ def cmd_report(args) -> int:
 
     print(f"wrote {write_report(args.directory)}")
     return 0
-
-
-def _default_run_dir(args) -> Path:
-    return Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}"
 
 
 def _torchrun(args, run_dir: Path) -> int:
@@ -272,9 +220,10 @@ def cmd_solve(args) -> int:
 
 def cmd_import(args) -> int:
     from ponder.official import import_checkpoint
+    from ponder.run import fresh_run_dir
 
     ckpt = import_checkpoint(args.checkpoint, args.family, args.preset, args.overrides,
-                             _fresh_dir(Path(args.out)), args.data)
+                             fresh_run_dir(Path(args.out)), args.data)
     print(f"imported {args.checkpoint} as {ckpt}; evaluate it with: ponder eval {args.out}"
           + ("" if args.data else " --data DIR (no dataset was given to record)"))
     return 0
@@ -300,12 +249,12 @@ def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 
 def cmd_study(args) -> int:
-    from ponder.study import MODELS, REGIMES, format_study, study_ca1d
+    from ponder.study import STUDY_MODELS, REGIMES, format_study, study_ca1d
 
     if args.steps > 0 and args.minutes > 0:
         raise UserError("ponder study: give one budget per member, --steps N or --minutes M")
     regimes = _names(args.regimes, REGIMES, "regimes") if args.regimes else ()
-    models = _names(args.models, MODELS, "models") if args.models else ()
+    models = _names(args.models, STUDY_MODELS, "models") if args.models else ()
     study = study_ca1d(args.out, args.steps, args.minutes, models, regimes, args.scale, args.set or [],
                        args.max_examples)
     print(format_study(study))
@@ -326,11 +275,11 @@ def cmd_info(args) -> int:
     lm = "lm" in load_preset(args.preset)  # a `ponder lm` preset: the LM, its training and evaluation settings
     print(yaml.safe_dump(used_sections(cfg, lm), sort_keys=False), end="")
     if lm:
-        from ponder.lm.train import weight_count
+        from ponder.lm.train import lm_weight_count
 
         needs = [f"lm.{k}={v}" for k, v in (("task_data", cfg.lm.task_data), ("eval_data", cfg.lm.eval_data)) if v]
         try:
-            n, n_base = weight_count(cfg.lm)
+            n, n_base = lm_weight_count(cfg.lm)
             count = f"{n:,} weights (base {n_base:,}: its layers kept in the sections, the head untied, a 2h x h adapter)"
         except UserError as e:  # the base is not installed here: say how to get it, the config is still shown
             count = f"weights counted once the base model is found ({e})"
@@ -351,14 +300,15 @@ def cmd_info(args) -> int:
 def _lm_config(args):
     """(config, run directory) of `ponder lm train/run`: a preset + overrides, or the run being resumed."""
     from ponder.config import resolve
+    from ponder.run import default_run_dir, fresh_run_dir, resumed_config
 
     if getattr(args, "resume", None):
-        return _resumed_config(args, "ponder lm train")
+        return resumed_config(args.resume, _resume_overrides(args, "ponder lm train"))
     if not args.preset:
         raise UserError(f"ponder lm {args.lm_command}: give a PRESET (e.g. lm-smollm2-cpu)")
     cfg = resolve(args.preset, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.preset).stem}-{_timestamp()}"
-    return cfg, _fresh_dir(out, cfg), False
+    out = default_run_dir(args.preset, args.out)
+    return cfg, fresh_run_dir(out, cfg), False
 
 
 def cmd_lm_train(args) -> int:

@@ -97,7 +97,7 @@ BUDGET_KEYS = ("train.steps", "train.max_minutes")  # what `--steps` / `--minute
 def _train_member(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume) one member; return its finished.json record. A finished member is read back; given a larger
     budget (more --minutes or --steps, nothing else changed) it resumes from its last checkpoint and trains on."""
-    from ponder.train import train
+    from ponder.trainer import train
 
     done = run_dir / "finished.json"
     if done.exists():

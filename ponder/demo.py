@@ -15,7 +15,7 @@ from ponder.config import resolve
 from ponder.evaluate import evaluate_checkpoint, format_table
 from ponder.models import build_model, count_params
 from ponder.tasks import get_task, prepare_data
-from ponder.train import train
+from ponder.trainer import train
 
 
 def run_demo(out: Path, overrides: list[str] = (), minutes: float | None = None) -> dict:

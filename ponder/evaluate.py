@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder import UserError, checkpoint, distributed, plots, runtime
+from ponder import IGNORE, UserError, checkpoint, distributed, plots, runtime
 from ponder.config import Config, to_dict
 from ponder.files import usual_permissions
 from ponder.progress import progress
 from ponder.models import build_model
 from ponder.run import config_from_checkpoint, tensorboard
 from ponder.tasks import Task, get_task, task_for
-from ponder.tasks.batches import IGNORE, batch_tensors
+from ponder.tasks.batches import batch_tensors
 from ponder.tasks.dataset import Metadata, PuzzleArrays, read_split
 
 
@@ -44,7 +44,7 @@ def generation_start(cfg: Config, task: Task, model) -> int | None:
                             "forcing); its answers are generated (eval.decode=greedy or auto)")
         return None
     start = task.prompt_length()
-    if start is None or not hasattr(model, "generate"):
+    if start is None or not model.generates:
         raise UserError(f"eval.decode=greedy needs a causal sequence model (model.family neox, lstm, mamba) on a "
                         f"layout with a prompt (data.ca1d.layout causal or cot); got {cfg.model.family} on this data")
     return start

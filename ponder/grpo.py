@@ -39,7 +39,8 @@ from ponder.config import Config
 from ponder.evaluate import completion_length, evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import build_optimizer, lr_at
-from ponder.run import Loop, Run, RunLog, check_finite, restoring, resume_point, resumed_precision, warm_start
+from ponder.run import (Loop, Meter, Run, RunLog, check_finite, restoring, resume_point, resumed_precision,
+                        warm_start)
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -120,7 +121,7 @@ def check_setup(cfg: Config, task, model) -> int:
     """The prompt length; refuse what GRPO cannot run on."""
     if distributed.world().parallel:
         raise UserError("train.regime=grpo runs in one process (no torchrun)")
-    if not hasattr(model, "generate") or cfg.model.family == "armt":
+    if not model.generates:
         raise UserError(f"train.regime=grpo samples answers token by token: model.family must be neox, lstm or mamba, "
                         f"got {cfg.model.family}")
     if getattr(task.cfg, "layout", None) != "causal":
@@ -189,12 +190,8 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
         return checkpoint.save(run_dir, step, model.state_dict(), None, state, cfg,
                                {**meta_out, "metrics": {**metrics, "examples_seen": seen}}, keep=tc.keep_checkpoints)
 
-    sums: dict[str, float] = {}
-
-    def add(key: str, value: float, n: float = 1.0) -> None:
-        sums[key] = sums.get(key, 0.0) + value
-        sums[key + "/n"] = sums.get(key + "/n", 0.0) + n
-
+    meter = Meter()
+    add = meter.add
     with Loop(tc, log, save, run_dir, step, elapsed, until, progress) as loop:
         for step in loop:
             lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
@@ -243,9 +240,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
             for k in np.unique(ks):
                 add(f"exact_k{k}", float((reward.cpu().numpy()[ks == k] == 1).sum()), float((ks == k).sum()))
             if loop.log_due:
-                record = {k: v / sums[k + "/n"] for k, v in sums.items() if not k.endswith("/n")}
-                sums.clear()
-                loop.log({"lr": lr, **record, "examples_seen": seen},
+                loop.log({"lr": lr, **meter.flush(), "examples_seen": seen},
                          "reward {reward:.3f} exact {exact:.3f} length {completion_length:.1f}")
             if loop.due(tc.eval_every):
                 loop.log_eval({**evaluate_during_training(cfg, model, None, data_dir, device), "examples_seen": seen},

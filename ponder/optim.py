@@ -63,7 +63,7 @@ class AdamAtan2(torch.optim.Optimizer):
                 p.add_(torch.atan2(a, b), alpha=-lr / c1)
 
 
-def _newton_schulz_float32(grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int,
+def newton_schulz_float32(grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int,
                            eps: float) -> Tensor:
     """torch.optim._muon._zeropower_via_newtonschulz with the iteration in float32 instead of bfloat16."""
     a, b, c = ns_coefficients
@@ -89,7 +89,7 @@ class Muon(torch.optim.Muon):
         from torch.optim import _muon
 
         original = _muon._zeropower_via_newtonschulz
-        _muon._zeropower_via_newtonschulz = _newton_schulz_float32
+        _muon._zeropower_via_newtonschulz = newton_schulz_float32
         try:
             return super().step(closure)
         finally:

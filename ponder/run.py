@@ -1,4 +1,4 @@
-"""The run layer both trainers stand on (`ponder.train` for puzzles, `ponder.lm.train` for LMs): the run directory,
+"""The run layer both trainers stand on (`ponder.trainer` for puzzles, `ponder.lm.train` for LMs): the run directory,
 its logs, its resume point, and the loop skeleton.
 
     <run>/config.yaml     the resolved config (rewritten atomically at every start and resume)
@@ -66,6 +66,57 @@ def config_from_checkpoint(path: str | Path, overrides: list[str] = ()) -> tuple
     """(checkpoint directory, its config with `overrides` applied) of a checkpoint or run directory (the latest)."""
     ckpt = checkpoint.find(path)
     return ckpt, from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(ckpt)), list(overrides)))
+
+
+def default_run_dir(preset: str, out: str | Path | None = None) -> Path:
+    """`out`, or runs/<preset name>-<time> when none is given."""
+    return Path(out) if out else Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def fresh_run_dir(path: Path, cfg: Config | None = None) -> Path:
+    """A run directory that holds no earlier work: refuse rather than overwrite good data. A run stopped before its
+    first checkpoint holds nothing to lose: with `cfg` of the same data settings it is started again (its partial
+    logs are cut back; a process still training it is refused by the run's lock)."""
+    path = Path(path)
+    if not path.exists() or not [p for p in path.iterdir() if p.name != LOCK]:
+        return path
+    if cfg is not None and (path / "config.yaml").is_file() and not checkpoint.list_checkpoints(path):
+        if to_dict(checkpoint.load_config(path).data) == to_dict(cfg.data):
+            print(f"note: {path} holds a run stopped before its first checkpoint: starting it again", file=sys.stderr)
+            return path
+        raise UserError(f"{path}: holds a run stopped before its first checkpoint, with other data settings; give "
+                        f"another --out, or delete it")
+    raise UserError(f"{path}: already holds a run; pass --resume {path} to continue it, or another --out")
+
+
+def choose_run_dir(path: Path, cfg: Config) -> Path:
+    """`fresh_run_dir` decided once: under torchrun rank 0 checks it (a default name holds rank 0's time stamp) and
+    tells the others; a refusal is raised on every rank."""
+    distributed.init(cfg.train.device)
+    choice: object = None
+    if distributed.world().main:
+        try:
+            choice = str(fresh_run_dir(path, cfg))
+        except UserError as e:
+            choice = e
+    choice = distributed.broadcast(choice)
+    if isinstance(choice, UserError):
+        raise choice
+    return Path(choice)
+
+
+def resumed_config(run: str | Path, overrides: list[str] = ()) -> tuple[Config, Path, bool]:
+    """(config, run directory, from a checkpoint) of a run to resume: its config + key=value overrides. A run
+    stopped before its first checkpoint resumes from step 0 with its config.yaml."""
+    run = Path(run)
+    if run.is_dir() and (run / "config.yaml").is_file() and not checkpoint.list_checkpoints(run):
+        cfg = from_dict(Config, apply_overrides(to_dict(checkpoint.load_config(run)), list(overrides)))
+        if checkpoint.moved_aside(run):  # a killed re-save: training puts the checkpoint back once it owns the run
+            return cfg, run, True
+        print(f"note: {run} holds no checkpoint (stopped before its first save): training it from step 0",
+              file=sys.stderr)
+        return cfg, run, False
+    return config_from_checkpoint(run, overrides)[1], run, True
 
 
 @dataclass
@@ -340,7 +391,7 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _safe_point(run_dir: Path, tc: TrainConfig, found: list[Path]) -> str:
+def safe_point(run_dir: Path, tc: TrainConfig, found: list[Path]) -> str:
     """For a diverged run: which checkpoint to resume from, when the newest one is no longer sane (its weights had
     already blown up, so resuming from it diverges again at once)."""
     sane = checkpoint.newest_sane(run_dir, tc.sane_weight_ratio)
@@ -452,7 +503,7 @@ class Loop:
                          f"from it)" if newest else "no checkpoint was saved yet")
                 if issubclass(kind, KeyboardInterrupt):
                     raise Interrupted(f"interrupted at step {self.step} before a checkpoint; {where}") from None
-                raise TrainingDiverged(f"{exc}; {_safe_point(self.run_dir, self.tc, newest) or where}") from None
+                raise TrainingDiverged(f"{exc}; {safe_point(self.run_dir, self.tc, newest) or where}") from None
             return
         if self.checkpoint is None or not self.checkpoint.name.endswith(f"{self.step:08d}"):
             self.checkpoint = self.save(self.step, self.last, self.elapsed())
@@ -461,6 +512,44 @@ class Loop:
         if self.stop.requested:
             raise Interrupted(f"interrupted: checkpoint {self.checkpoint} saved (ponder train --resume {self.run_dir} "
                               f"continues)")
+
+
+class Meter:
+    """Training metrics between two logs, written once for every trainer. `add(key, value, n)` accumulates a sum and
+    its weight (the logged mean is sum / weight, 0 with no weight); `rate(key, amount)` accumulates an amount logged
+    per second. `flush()` sums both over ranks (a collective: every rank flushes together), returns the metrics in
+    the order they were first added since the last flush, and starts again."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, list[float]] = {}  # key -> [sum, weight]; weight None for a rate
+        self.t = time.perf_counter()
+
+    def add(self, key: str, value: float, n: float = 1.0) -> None:
+        entry = self.sums.setdefault(key, [0.0, 0.0])
+        entry[0] += value
+        entry[1] += n
+
+    def rate(self, key: str, amount: float) -> None:
+        entry = self.sums.setdefault(key, [0.0, None])
+        entry[0] += amount
+
+    def flush(self) -> dict[str, float]:
+        dt = time.perf_counter() - self.t
+        keys = list(self.sums)
+        flat = distributed.sum_floats([float(x) for k in keys for x in self.sums[k] if x is not None])
+        out, i = {}, 0
+        for k in keys:
+            if self.sums[k][1] is None:
+                out[k] = flat[i] / dt
+                i += 1
+            else:
+                out[k] = flat[i] / flat[i + 1] if flat[i + 1] else 0.0
+                i += 2
+        self._reset()
+        return out
 
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:

@@ -44,7 +44,13 @@ def solve(path: str | Path, puzzle: str, overrides: list[str] = (), device: str 
           k: int | None = None, test_input: int = 0) -> dict:
     """The answer to one puzzle: {inputs, steps: [(step, prediction tokens, halting confidence)], halted_at,
     n_supervision, task, text}."""
-    ckpt, cfg, model, meta = load_model(path, overrides, device, ema)
+    return solve_with(load_model(path, overrides, device, ema), puzzle, device, k, test_input)
+
+
+@torch.inference_mode()
+def solve_with(loaded: tuple, puzzle: str, device: str = "cpu", k: int | None = None, test_input: int = 0) -> dict:
+    """`solve` with the model already loaded: `loaded` is `load_model`'s (checkpoint, config, model, metadata)."""
+    ckpt, cfg, model, meta = loaded
     task = get_task(cfg.data)
     text = read_input(puzzle)
     is_file = puzzle != "-" and len(puzzle) < 4096 and "\n" not in puzzle and Path(puzzle).is_file()

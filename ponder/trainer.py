@@ -10,22 +10,21 @@ needs is in the checkpoint: on CPU, N steps straight and N/2 + `--resume` + N/2 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ponder import UserError, checkpoint, distributed, runtime
+from ponder import IGNORE, UserError, checkpoint, distributed, runtime
 from ponder.act import Carry, act_loss, act_step, continue_target, empty_carry, refill
 from ponder.config import Config
 from ponder.evaluate import evaluate_during_training
 from ponder.models import build_model, count_params
 from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
-from ponder.run import (Loop, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision,
+from ponder.run import (Loop, Meter, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision,
                         warm_start)
 from ponder.tasks import prepare_data, task_for
-from ponder.tasks.batches import IGNORE, Sampler, batch_tensors
+from ponder.tasks.batches import Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
 
 
@@ -48,22 +47,24 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     """Train (or resume) the run in `run_dir`, owning it for the time (`own_run`: a second process is refused).
     `until` stops this call at that step (checkpointed), as Ctrl-C would. train.regime=grpo trains by reinforcement
     from the answer's reward instead (`ponder.grpo`, same run layer)."""
-    world = distributed.init(cfg.train.device)
+    world = distributed.init(cfg.train.device)  # torchrun: join the group (ponder.distributed); else one process
+    device = preflight(cfg, data=not resume)  # bad device, backend or data path: fail before any write
+    if cfg.train.batch_size % world.size:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by the number "
+                        f"of processes ({world.size})")
+    if progress and world.main:
+        print(f"run directory: {run_dir}" + (f" ({world.size} processes)" if world.parallel else ""))
     with own_run(Path(run_dir), world.main):
         if cfg.train.regime == "grpo":
             from ponder.grpo import train_grpo
 
             return train_grpo(cfg, run_dir, resume, progress, until)
-        return _train(cfg, Path(run_dir), resume, progress, until)
+        return _train(cfg, Path(run_dir), resume, progress, until, world, device)
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int | None) -> Run:
+def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int | None, world: distributed.World,
+           device: torch.device) -> Run:
     tc, mc = cfg.train, cfg.model
-    world = distributed.init(tc.device)  # torchrun: join the group (ponder.distributed); else one process
-    if tc.batch_size % world.size:
-        raise UserError(f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the number of "
-                        f"processes ({world.size})")
-    device = preflight(cfg, data=False)  # bad device, backend, resume or data path: fail before any write
     point = resume_point(run_dir, cfg, keep=("model", "train.batch_size")) if resume else None
     data_dir = prepare_data(cfg.data, run_dir) if cfg.data.path else None
     if world.main:
@@ -155,7 +156,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
             check_finite(loss.total, step, "try a lower train.lr or train.dtype=float32")
             update(loss, local_batch, params, tc, opt, emb_opt, ema)
 
-            meter.add(loss, carry, local_batch)
+            add_step_metrics(meter, loss, carry, local_batch)
             if loop.log_due:
                 loop.log({"lr": lr, **meter.flush(), "examples_seen": seen},
                          "loss {loss:.3f} exact {exact:.3f} steps {halt_steps:.1f} {examples_per_s:.0f} ex/s")
@@ -199,47 +200,22 @@ def update(loss, local_batch: int, params: list, tc, opt, emb_opt, ema) -> None:
         ema.update()
 
 
-class Meter:
-    """Training metrics over the slots that halted since the last flush (as the official loop reports them)."""
-
-    def __init__(self):
-        self.t = time.perf_counter()
-        self.sums = dict(loss=0.0, lm=0.0, halt=0.0, count=0, exact=0.0, cell=0.0, steps=0.0, n=0, examples=0,
-                         hops=0.0, hop_n=0)
-
-    def add(self, loss, carry: Carry, batch: int) -> None:
-        s = self.sums
-        h = carry.halted
-        s["loss"] += loss.total.item() / batch
-        s["lm"] += loss.lm.item() / batch
-        s["halt"] += loss.halt.item() / batch
-        s["n"] += 1
-        s["examples"] += batch
-        mask = carry.labels != IGNORE
-        cell = (loss.correct.sum(-1) / mask.sum(-1).clamp_min(1))[h]
-        s["count"] += int(h.sum())
-        s["exact"] += float(loss.seq_correct[h].sum())
-        s["cell"] += float(cell.sum())
-        s["steps"] += float(carry.steps[h].sum())
-        if loss.hops is not None:  # per-token ACT of the 1dCA sequence models
-            s["hops"] += float(loss.hops.mean())
-            s["hop_n"] += 1
-
-    def flush(self) -> dict:
-        """The metrics since the last flush, summed over every rank (a collective: all ranks flush together)."""
-        s, dt = self.sums, time.perf_counter() - self.t
-        keys = list(s)
-        s = dict(zip(keys, distributed.sum_floats([float(s[k]) for k in keys])))
-        s["n"] = self.sums["n"]  # losses are per-rank means: average them over ranks
-        for k in ("loss", "lm", "halt"):
-            s[k] /= distributed.world().size
-        c, n = max(1, s["count"]), max(1, s["n"])
-        out = {"loss": s["loss"] / n, "lm_loss": s["lm"] / n, "halt_loss": s["halt"] / n, "exact": s["exact"] / c,
-               "cell": s["cell"] / c, "halt_steps": s["steps"] / c, "examples_per_s": s["examples"] / dt}
-        if s["hop_n"]:
-            out["act_hops"] = s["hops"] / s["hop_n"]
-        self.__init__()
-        return out
+def add_step_metrics(meter: Meter, loss, carry: Carry, batch: int) -> None:
+    """One step's training metrics: the losses (per-rank means, averaged over steps and ranks) and, over the slots
+    that halted (as the official loop reports them), exact and cell accuracy and the supervision steps they used."""
+    h = carry.halted
+    meter.add("loss", loss.total.item() / batch)
+    meter.add("lm_loss", loss.lm.item() / batch)
+    meter.add("halt_loss", loss.halt.item() / batch)
+    mask = carry.labels != IGNORE
+    cell = (loss.correct.sum(-1) / mask.sum(-1).clamp_min(1))[h]
+    halted = int(h.sum())
+    meter.add("exact", float(loss.seq_correct[h].sum()), halted)
+    meter.add("cell", float(cell.sum()), halted)
+    meter.add("halt_steps", float(carry.steps[h].sum()), halted)
+    meter.rate("examples_per_s", batch)
+    if loss.hops is not None:  # per-token ACT of the 1dCA sequence models
+        meter.add("act_hops", float(loss.hops.mean()))
 
 
 def ema_weights(model: torch.nn.Module, ema: EMA | None) -> dict | None:

@@ -28,3 +28,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (a fresh clone has no shared data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny Sudoku dataset (helpers.TINY), built once per test module."""
+    from helpers import TINY
+
+    from ponder.config import resolve
+    from ponder.tasks import build_dataset
+
+    return build_dataset(resolve("demo", TINY).data, tmp_path_factory.mktemp("data"))

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import arc_files_layout as _files_layout
+from helpers import arc_task as _task
+
 from ponder import UserError
 from ponder.config import ArcConfig, DataConfig
 from ponder.tasks import build_dataset, get_task
@@ -22,24 +25,6 @@ KAGGLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "arc-k
 def _random_grid(rng: np.random.Generator) -> np.ndarray:
     h, w = rng.integers(1, SIDE + 1, size=2)
     return rng.integers(0, 10, size=(h, w)).astype(np.uint8)
-
-
-def _task(rng: np.random.Generator, n_train: int = 2, n_test: int = 1) -> dict:
-    def pair() -> dict:
-        g = rng.integers(0, 10, size=tuple(rng.integers(1, 8, size=2))).tolist()
-        return {"input": g, "output": [row[::-1] for row in g]}
-
-    return {"train": [pair() for _ in range(n_train)], "test": [pair() for _ in range(n_test)]}
-
-
-def _files_layout(root: Path, n: int = 3, seed: int = 0) -> Path:
-    """root/training, root/evaluation, root/concept with n small random tasks each (ids tr0.., ev0.., co0..)."""
-    rng = np.random.default_rng(seed)
-    for folder, prefix in (("training", "tr"), ("evaluation", "ev"), ("concept", "co")):
-        (root / folder).mkdir(parents=True)
-        for i in range(n):
-            (root / folder / f"{prefix}{i}.json").write_text(json.dumps(_task(rng)))
-    return root
 
 
 def _cfg(path: Path, **kw) -> DataConfig:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ponder import UserError
-from ponder.bench import KernelLog, bench_config, format_compare, kernel_bound, run_bench
+from ponder.bench import KernelLog, bench_config, format_bench_compare, kernel_bound, run_bench
 
 
 def test_bench_config_counts_flops_and_memory():
@@ -86,7 +86,7 @@ def test_compare_report_and_bad_files(tmp_path):
     old = {"machine": {"device": "cpu", "torch": "x"}, "runs": {"float32": run}}
     new = {"runs": {"float32": {"configs": {"trm-mlp small": {"train_examples_per_s": 30.0,
                                                               "eval_examples_per_s": 5.0, "ceiling_ratio": 0.9}}}}}
-    text = format_compare(new, old, "old.json")
+    text = format_bench_compare(new, old, "old.json")
     assert "train x1.50" in text and "eval x0.50" in text and "60.0% -> 90.0%" in text
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"nothing": 1}))

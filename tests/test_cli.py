@@ -8,20 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ponder.cli import main
-from test_train import TINY
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str, needle: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ponder: error:") and needle in lines[0], err
-    assert "Traceback" not in err
+from helpers import TINY, one_line_error, run
 
 
 def test_help_runs():

@@ -7,7 +7,7 @@ import pytest
 from ponder import UserError
 from ponder.cli import main
 from ponder.compare import compare, format_compare, parse_member
-from test_train import TINY
+from helpers import TINY
 
 
 def test_parse_member():

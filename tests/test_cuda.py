@@ -13,7 +13,7 @@ from ponder import checkpoint, runtime
 from ponder.config import resolve
 from ponder.models import build_model
 from ponder.tasks import build_dataset
-from ponder.train import train
+from ponder.trainer import train
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -59,6 +59,64 @@ def test_two_processes_equal_one_and_resume_across_process_count(tmp_path):
     assert_same_run(one, final(tmp_path / "cut", steps))
 
 
+def clean_exits(runs: int, tmp_path) -> None:
+    """`runs` 2-process trainings and evaluations in a row, each ending with exit 0 and no abort on stderr (a gloo
+    rank once aborted with 'terminate called without an active exception' after its last step, issue 30)."""
+    tiny = ["train.steps=2", *COMMON, "model.hidden=16"]
+    for i in range(runs):
+        done = subprocess.run([sys.executable, "-m", "ponder", "train", "demo", "--nproc", "2", "--out", f"r{i}", *tiny],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "terminate called" not in done.stderr, (i, done.stderr[-3000:])
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                               "-m", "ponder", "eval", f"r{i}", "--out", f"e{i}"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0 and "terminate called" not in done.stderr, (i, done.stderr[-3000:])
+
+
+def test_two_processes_exit_cleanly_every_time(tmp_path):
+    clean_exits(5, tmp_path)
+
+
+@pytest.mark.slow
+def test_two_processes_exit_cleanly_twenty_times_in_a_row(tmp_path):
+    clean_exits(20, tmp_path)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(args: list[str], cwd, per_node: int = 1) -> None:
+    """`torchrun --nnodes 2` as on a cluster, both nodes on this host: node 0 and node 1 started apart, meeting by c10d
+    rendezvous on 127.0.0.1 (what a Slurm job's two `srun` tasks do, docs/scaling.md)."""
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+                               f"--nproc-per-node={per_node}", "--rdzv-backend=c10d", "--rdzv-id=ponder-test",
+                               f"--rdzv-endpoint=127.0.0.1:{port}", "-m", "ponder", *args],
+                              cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    for rank, node in enumerate(nodes):
+        out, err = node.communicate(timeout=300)
+        assert node.returncode == 0 and "terminate called" not in err, f"node {rank}: {err[-3000:]}"
+
+
+def test_two_nodes_on_one_host_equal_one_process_and_resume_on_one_node(tmp_path):
+    steps = 5
+    ponder("train", "demo", "--out", "one", f"train.steps={steps}", *COMMON, cwd=tmp_path)
+    two_nodes(["train", "demo", "--out", "two", f"train.steps={steps}", *COMMON], tmp_path)
+    one = final(tmp_path / "one", steps)
+    assert_same_run(one, final(tmp_path / "two", steps))
+    assert json.loads((tmp_path / "two" / "ckpt" / f"step_{steps:08d}" / "meta.json").read_text())["processes"] == 2
+    # 2 nodes for 2 steps, then one process on one node to the end == one process throughout
+    two_nodes(["train", "demo", "--out", "cut", "train.steps=2", *COMMON], tmp_path)
+    ponder("train", "--resume", "cut", f"train.steps={steps}", cwd=tmp_path)
+    assert_same_run(one, final(tmp_path / "cut", steps))
+
+
 FAMILIES = {  # tiny versions of the other families, each with what DDP must handle in it
     "hrm": ["model.family=hrm", "model.act_continue=true"],  # Q-learning continue target: a second forward pass
     "urm": ["model.family=urm", "model.mixer=attention", "model.pos_encoding=rope", "model.ffn=conv_swiglu",
@@ -116,7 +174,7 @@ def test_each_rank_refills_its_own_free_slots():
     from ponder.config import resolve
     from ponder.distributed import World
     from ponder.models import build_model
-    from ponder.train import own_rows
+    from ponder.trainer import own_rows
 
     cfg = resolve("demo", ["model.hidden=16", "model.n_heads=2"])
     model = build_model(cfg.model, 8, 6)

@@ -103,7 +103,7 @@ def sudoku_csv():
 
 def maze_csv():
     from ponder.tasks.maze import generate, load_csv
-    from test_maze import text
+    from helpers import maze_text as text
 
     rng = np.random.default_rng(0)
     rows = ["source,question,answer,rating"]
@@ -228,7 +228,7 @@ LOADERS = {
 @pytest.fixture(scope="module", autouse=True)
 def tiny_checkpoint(tmp_path_factory):
     from ponder.cli import main
-    from test_train import TINY
+    from helpers import TINY
 
     root = tmp_path_factory.mktemp("fuzz")
     assert main(["train", "demo", *TINY, "train.steps=1", "--out", str(root / "run")]) == 0

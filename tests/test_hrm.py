@@ -5,8 +5,7 @@ import copy
 
 import pytest
 import torch
-from test_train import data_dir  # noqa: F401 (data_dir is a fixture used below)
-from test_train import tiny as tiny_run
+from helpers import tiny as tiny_run
 
 from ponder import checkpoint
 from ponder.act import Carry, continue_target
@@ -14,7 +13,7 @@ from ponder.config import ModelConfig
 from ponder.models import build_model, count_params
 from ponder.models.hrm import HRMState
 from ponder.models.base import StepOutput
-from ponder.train import train
+from ponder.trainer import train
 
 HRM_PAPER = dict(family="hrm", n_layers=4, n_cycles=2, n_latent=2, puzzle_emb_len=1, act_continue=True)
 
@@ -163,7 +162,7 @@ def test_single_z_trm():
 
 
 def test_hrm_trains_with_the_continue_loss(tmp_path, data_dir, monkeypatch):  # noqa: F811
-    import ponder.train as T
+    import ponder.trainer as T
 
     real, targets = T.act_loss, []
 

@@ -205,11 +205,11 @@ def test_loss_only_on_answer_tokens(gsm_dir, tokenizer):
 
 
 def test_one_step_changes_weights_and_the_optimiser_split(base_dir, gsm_dir, tmp_path):
-    from ponder.lm.train import build_model, train_lm
+    from ponder.lm.train import build_lm, train_lm
     from ponder.optim import split_hidden
 
     cfg = tiny_cfg(base_dir, gsm_dir, "train.steps=1", "lm.healing_steps=0")
-    model, _ = build_model(cfg.lm)
+    model, _ = build_lm(cfg.lm)
     muon, adam = split_hidden(model, (model.lm_head,))
     muon_names, adam_names = [n for n, _ in muon], [n for n, _ in adam]
     assert any("adapter" in n for n in muon_names), muon_names
@@ -321,10 +321,10 @@ def test_eval_refuses_a_different_surgery(base_dir, gsm_dir, tmp_path, capsys):
 def test_info_counts_the_retrofitted_weights_without_loading_them(base_dir, gsm_dir, capsys):
     """`ponder info` counts the retrofit from the base's config on the meta device; the count is the one of the model
     training builds (kept layers + untied head + the 2h x h adapter)."""
-    from ponder.lm.train import build_model
+    from ponder.lm.train import build_lm
 
     cfg = tiny_cfg(base_dir, gsm_dir)
-    model, _ = build_model(cfg.lm)
+    model, _ = build_lm(cfg.lm)
     n = sum(p.numel() for p in model.parameters())
     overrides = [f"lm.base={base_dir}", "lm.prelude=0", "lm.core=1-2", "lm.coda=3"]
     assert main(["info", "lm-smollm2-cpu", *overrides]) == 0

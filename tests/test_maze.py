@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from helpers import maze_text as text
+
 from ponder import UserError
 from ponder.config import MazeConfig
 from ponder.tasks.grids import DIHEDRAL_INVERSE, dihedral
@@ -25,10 +27,6 @@ MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 def tokens(rows: list[str]) -> np.ndarray:
     """A hand-drawn maze (rows of CHARSET characters) -> (N*N,) tokens."""
     return np.array([CHARSET.index(ch) + 1 for ch in "".join(rows)], np.uint8)
-
-
-def text(tokens_: np.ndarray) -> str:
-    return "".join(CHARSET[t - 1] for t in tokens_.tolist())
 
 
 def bfs(open_mask: np.ndarray, source: tuple[int, int]) -> dict[tuple[int, int], int]:

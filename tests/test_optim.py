@@ -97,12 +97,12 @@ def test_muon_float32_newton_schulz_matches_torch():
     (to bf16 precision), and one step moves the weights like torch.optim.Muon does."""
     from torch.optim import _muon
 
-    from ponder.optim import Muon, _newton_schulz_float32
+    from ponder.optim import Muon, newton_schulz_float32
 
     g = torch.Generator().manual_seed(0)
     for shape in ((64, 32), (32, 64)):
         grad = torch.randn(*shape, generator=g)
-        ours = _newton_schulz_float32(grad, (3.4445, -4.775, 2.0315), 5, 1e-7)
+        ours = newton_schulz_float32(grad, (3.4445, -4.775, 2.0315), 5, 1e-7)
         ref = _muon._zeropower_via_newtonschulz(grad, (3.4445, -4.775, 2.0315), 5, 1e-7).float()
         assert ours.dtype == torch.float32 and ours.shape == shape
         assert torch.allclose(ours, ref, atol=0.05) and (ours - ref).abs().mean() < 0.01
@@ -118,7 +118,7 @@ def test_muon_float32_newton_schulz_matches_torch():
             w.grad = gr.clone()
             opt.step()
         moved.append(w.detach() - w0)
-    assert _muon._zeropower_via_newtonschulz is not _newton_schulz_float32  # restored after the step
+    assert _muon._zeropower_via_newtonschulz is not newton_schulz_float32  # restored after the step
     cos = torch.nn.functional.cosine_similarity(moved[0].flatten(), moved[1].flatten(), dim=0)
     assert cos > 0.999 and torch.allclose(moved[0], moved[1], atol=2e-3)
 

@@ -17,8 +17,8 @@ from ponder import UserError
 from ponder.cli import main
 from ponder.config import resolve
 from ponder.run import LOCK, RunLock
-from ponder.train import train
-from test_train import TINY
+from ponder.trainer import train
+from helpers import TINY
 
 FAST = [*TINY, "train.log_every=1"]
 
@@ -261,7 +261,7 @@ def test_pruning_keeps_the_newest_sane_checkpoint_and_divergence_names_it(tmp_pa
     import torch
 
     from ponder import checkpoint
-    from ponder.run import _safe_point
+    from ponder.run import safe_point
 
     cfg = resolve("demo", [])
     for step, scale in ((1, 1.0), (2, 1.5), (3, 50.0), (4, 400.0)):  # weights blowing up from step 3 on
@@ -270,6 +270,6 @@ def test_pruning_keeps_the_newest_sane_checkpoint_and_divergence_names_it(tmp_pa
     kept = [p.name for p in checkpoint.list_checkpoints(tmp_path)]
     assert kept == ["step_00000002", "step_00000003", "step_00000004"]  # step 2 survives the keep-2 pruning
     assert checkpoint.newest_sane(tmp_path, 10.0).name == "step_00000002"
-    text = _safe_point(tmp_path, cfg.train, checkpoint.list_checkpoints(tmp_path))
+    text = safe_point(tmp_path, cfg.train, checkpoint.list_checkpoints(tmp_path))
     assert "the newest sane checkpoint is" in text and "step_00000002" in text and "step_00000003, step_00000004" in text
     assert checkpoint.load_meta(checkpoint.list_checkpoints(tmp_path)[-1])["weight_rms"] == pytest.approx(400.0)

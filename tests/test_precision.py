@@ -9,7 +9,7 @@ from ponder.config import resolve
 from ponder.evaluate import load_model
 from ponder.run import config_from_checkpoint
 from ponder.tasks import build_dataset
-from ponder.train import train
+from ponder.trainer import train
 
 CPU = torch.device("cpu")
 TINY = ["model.hidden=32", "model.n_heads=2", "model.n_latent=2", "model.n_cycles=2", "model.n_supervision=4",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ponder.cli import main
-from test_train import TINY
+from helpers import TINY
 
 
 def run(capsys, *argv):

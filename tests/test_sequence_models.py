@@ -207,7 +207,7 @@ def test_resume_is_bit_identical_with_noisy_act(tmp_path):
     layout: 6 steps straight == 3 + --resume + 3."""
     from ponder import checkpoint
     from ponder.tasks import build_dataset
-    from ponder.train import train
+    from ponder.trainer import train
 
     args = ["model.family=lstm", "model.hidden=16", "model.n_layers=2", "model.act=layer", "model.act_noise=0.1",
             "data.ca1d.layout=causal", "data.ca1d.train_size=64", "data.ca1d.test_size=8", "train.batch_size=8",

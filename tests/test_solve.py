@@ -10,8 +10,7 @@ from ponder.tasks.arc import ArcTask, encode
 from ponder.tasks.ca1d import Ca1dTask
 from ponder.tasks.maze import MazeTask
 from ponder.tasks.sudoku import SudokuTask
-from test_cli import one_line_error, run
-from test_train import TINY
+from helpers import TINY, one_line_error, run
 
 
 def test_sudoku_text_in_any_usual_form():
@@ -84,7 +83,7 @@ def test_solve_an_arc_task_by_file_or_id(tmp_path, capsys):
     <task id>.json, or the id of an evaluation task); a task the model never trained on is refused."""
     import json
 
-    from test_arc import _files_layout
+    from helpers import arc_files_layout as _files_layout
 
     root = _files_layout(tmp_path / "arc", n=2)
     data = tmp_path / "data"

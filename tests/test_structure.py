@@ -24,9 +24,9 @@ ONLY = {  # these import nothing from ponder but the listed modules
     "ponder.config": ("ponder",),
 }
 NEVER = {  # these never import the listed modules
-    "ponder.lm": ("ponder.train", "ponder.evaluate", "ponder.tasks", "ponder.act", "ponder.compare", "ponder.demo",
+    "ponder.lm": ("ponder.trainer", "ponder.evaluate", "ponder.tasks", "ponder.act", "ponder.compare", "ponder.demo",
                   "ponder.bench"),  # the LM side stands on the run layer and config, not on the puzzle trainer
-    "ponder.evaluate": ("ponder.train", "ponder.grpo"),  # the trainers may call the evaluator, never the reverse
+    "ponder.evaluate": ("ponder.trainer", "ponder.grpo"),  # the trainers may call the evaluator, never the reverse
 }
 
 
@@ -48,8 +48,12 @@ def imports(path: Path) -> list[tuple[str, str | None]]:
     """(imported ponder module, name taken from it or None) for every import statement of a file, at any depth."""
     here = module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    if here == "ponder":  # the root's lazy facade (PEP 562 `__getattr__`: ponder.load, ponder.train) imports the
+        # API on first use only; the root itself stays the bottom layer (UserError, IGNORE) every module imports
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(a.name, None) for a in node.names if _under(a.name, "ponder")]
         elif isinstance(node, ast.ImportFrom):
@@ -124,7 +128,7 @@ def violations(graph: dict[str, list[tuple[str, str | None]]]) -> list[str]:
 
 def test_no_import_cycle():
     graph = import_graph()
-    assert len(graph) > 30 and graph["ponder.train"]  # the walk found the package and its imports
+    assert len(graph) > 30 and graph["ponder.trainer"]  # the walk found the package and its imports
     assert cycles(graph) == []
 
 
@@ -136,25 +140,25 @@ def test_the_checks_can_fail():
     """The rules are live: a planted cycle, an upward import, a private name and a CLI import are all reported."""
     graph = import_graph()
     graph["ponder.tasks.sudoku"] = [*graph["ponder.tasks.sudoku"], ("ponder.models.trm", None)]
-    graph["ponder.lm.train"] = [*graph["ponder.lm.train"], ("ponder.train", "_Meter")]
+    graph["ponder.lm.train"] = [*graph["ponder.lm.train"], ("ponder.trainer", "_Meter")]
     graph["ponder.models.trm"] = [*graph["ponder.models.trm"], ("ponder.cli", None)]
-    graph["ponder.evaluate"] = [*graph["ponder.evaluate"], ("ponder.train", None)]
+    graph["ponder.evaluate"] = [*graph["ponder.evaluate"], ("ponder.trainer", None)]
     found = violations(graph)
     assert "ponder.tasks.sudoku imports ponder.models.trm (it may import only ponder, ponder.config, ponder.files, " \
            "ponder.progress, ponder.tasks)" in found
-    assert "ponder.lm.train imports ponder.train" in found
-    assert "ponder.lm.train takes the private name ponder.train._Meter" in found
-    assert "ponder.models.trm imports the CLI" in found and "ponder.evaluate imports ponder.train" in found
+    assert "ponder.lm.train imports ponder.trainer" in found
+    assert "ponder.lm.train takes the private name ponder.trainer._Meter" in found
+    assert "ponder.models.trm imports the CLI" in found and "ponder.evaluate imports ponder.trainer" in found
     graph = import_graph()
-    graph["ponder.evaluate"] = [*graph["ponder.evaluate"], ("ponder.train", "evaluate_model")]
-    assert any({"ponder.evaluate", "ponder.train"} <= set(c) for c in cycles(graph))  # the cycle this package had
+    graph["ponder.evaluate"] = [*graph["ponder.evaluate"], ("ponder.trainer", "evaluate_model")]
+    assert any({"ponder.evaluate", "ponder.trainer"} <= set(c) for c in cycles(graph))  # the cycle this package had
 
 
 def test_imports_inside_functions_are_seen():
     """An import inside a function counts (that is how the old evaluate <-> train cycle hid)."""
     graph = import_graph()
     assert ("ponder.tasks", "prepare_data") in graph["ponder.compare"]  # imported inside compare()
-    assert ("ponder.lm.model", "RecurrentLM") in graph["ponder.lm.train"]  # inside build_model()
+    assert ("ponder.lm.model", "RecurrentLM") in graph["ponder.lm.train"]  # inside build_lm()
 
 
 def test_task_registry_matches_config_and_cli():
@@ -179,5 +183,35 @@ def test_optional_hooks_are_part_of_the_protocol(hook):
     from ponder.tasks import Task
 
     assert callable(getattr(Task, hook))
-    for path in (PACKAGE / "evaluate.py", PACKAGE / "tasks" / "__init__.py", PACKAGE / "train.py", PACKAGE / "grpo.py"):
+    for path in (PACKAGE / "evaluate.py", PACKAGE / "tasks" / "__init__.py", PACKAGE / "trainer.py", PACKAGE / "grpo.py"):
         assert f'hasattr(task, "{hook}")' not in path.read_text()
+
+
+def test_the_tests_check_finds_planted_imports() -> None:
+    assert problems_in("from test_train import TINY\n") == ["imports the test module test_train"]
+    assert problems_in("from ponder.run import _safe\n") == ["takes the private name ponder.run._safe"]
+    assert problems_in("import test_cli as c\nfrom helpers import TINY\nfrom ponder.run import Loop\n") == [
+        "imports the test module test_cli"]
+
+
+def problems_in(source: str) -> list[str]:
+    """What a test module's source imports that it should not: another test module, a private package name."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"imports the test module {a.name}" for a in node.names if a.name.startswith("test_")]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith("test_"):
+                found.append(f"imports the test module {node.module}")
+            elif node.module.split(".")[0] == "ponder":
+                found += [f"takes the private name {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_tests_share_helpers_not_each_other_or_private_names():
+    """Shared test code lives in tests/helpers.py and conftest.py: no test module imports another or a private
+    name of the package."""
+    problems = [f"{path.name} {p}" for path in sorted(Path(__file__).parent.glob("test_*.py"))
+                for p in problems_in(path.read_text())]
+    assert problems == []

@@ -15,7 +15,7 @@ from ponder.config import DataConfig, SudokuConfig
 from ponder.tasks import build_dataset
 from ponder.tasks.sudoku import (SudokuTask, augment_grids, generate, geometry, is_unique, is_valid_solution,
                                  load_csv, solve, valid_solutions)
-from ponder.tasks.sudoku import _random_transforms
+from ponder.tasks.sudoku import random_transforms
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sudoku"
 SIZES = (4, 6, 9)
@@ -182,11 +182,11 @@ def test_augment_grids_keeps_validity(generated, seed: int, size: int) -> None:
 
 def test_augment_6x6_never_transposes() -> None:
     rng = np.random.default_rng(0)
-    _, source = _random_transforms(rng, 2000, 6)
+    _, source = random_transforms(rng, 2000, 6)
     # Each output row reads a single source row (a transpose would read a source column).
     rows = source.reshape(-1, 6, 6) // 6
     assert np.all(rows == rows[:, :, :1])
-    _, source = _random_transforms(rng, 2000, 9)
+    _, source = random_transforms(rng, 2000, 9)
     rows = source.reshape(-1, 9, 9) // 9
     transposed = ~np.all(rows == rows[:, :, :1], axis=(1, 2))
     assert 0.4 < transposed.mean() < 0.6  # square boxes: a transpose half of the time, as the official builder

@@ -6,33 +6,11 @@ import signal
 
 import pytest
 import torch
+from helpers import tiny, weights
 
 from ponder import checkpoint
-from ponder.config import resolve
 from ponder.run import TrainingDiverged
-from ponder.train import train
-from ponder.tasks import build_dataset
-
-TINY = ["model.hidden=32", "model.n_heads=2", "model.n_latent=2", "model.n_cycles=2", "model.n_supervision=4",
-        "model.puzzle_emb=true", "model.puzzle_emb_len=2", "data.sudoku.size=4", "data.sudoku.train_size=64",
-        "data.sudoku.test_size=16", "data.sudoku.num_aug=1", "train.batch_size=16", "train.lr=3e-3",
-        "train.lr_warmup_steps=2", "train.log_every=2", "train.checkpoint_every=0", "train.max_minutes=0",
-        "train.augment=true", "train.threads=0", "eval.max_steps=6"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    cfg = resolve("demo", TINY)
-    return build_dataset(cfg.data, tmp_path_factory.mktemp("data"))
-
-
-def tiny(data_dir, *extra):
-    return resolve("demo", TINY + [f"data.path={data_dir}", *extra])
-
-
-def weights(run_dir):
-    ck = checkpoint.list_checkpoints(run_dir)[-1]
-    return checkpoint.load_weights(ck, ema=False), checkpoint.load_weights(ck, ema=True)
+from ponder.trainer import train
 
 
 def test_resume_is_bit_identical(tmp_path, data_dir):
@@ -71,7 +49,7 @@ def test_loss_falls_and_artifacts(tmp_path, data_dir):
 
 
 def test_sigint_saves_a_consistent_checkpoint(tmp_path, data_dir, monkeypatch):
-    import ponder.train as T
+    import ponder.trainer as T
 
     real = T.act_step
     calls = {"n": 0}
@@ -95,7 +73,7 @@ def test_sigint_saves_a_consistent_checkpoint(tmp_path, data_dir, monkeypatch):
 
 
 def test_a_second_ctrl_c_before_any_checkpoint_says_so(tmp_path, data_dir, monkeypatch):
-    import ponder.train as T
+    import ponder.trainer as T
 
     real = T.act_step
     calls = {"n": 0}
@@ -114,7 +92,7 @@ def test_a_second_ctrl_c_before_any_checkpoint_says_so(tmp_path, data_dir, monke
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
-    import ponder.train as T
+    import ponder.trainer as T
 
     real = T.act_loss
     calls = {"n": 0}
@@ -259,7 +237,7 @@ def test_clipping_is_by_global_norm():
     from types import SimpleNamespace
 
     from ponder.config import TrainConfig
-    from ponder.train import update
+    from ponder.trainer import update
 
     p = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([p], lr=1.0)
@@ -271,7 +249,7 @@ def test_clipping_is_by_global_norm():
 def test_resume_restores_the_exploration_draws(tmp_path, data_dir, monkeypatch):
     """The halting-exploration generator continues where it was: the draws a resumed run makes are those of the
     uninterrupted run (recorded at every supervision step)."""
-    import ponder.train as trainer
+    import ponder.trainer as trainer
 
     seen: dict[str, list] = {"straight": [], "resumed": []}
     real = trainer.supervision_step

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from test_train import data_dir, tiny, weights  # noqa: F401  (data_dir is a module fixture)
+from helpers import tiny, weights
 
 from ponder import checkpoint
 from ponder.config import ModelConfig, resolve
 from ponder.models import build_model, count_params
 from ponder.models.layers import Attention, CausalConv, ConvSwiGLU
-from ponder.train import train
+from ponder.trainer import train
 
 BLOCK = 3_412_480  # attention 1,048,576 + gate_up 1,572,864 + down 786,432 + conv 1536 x 2 + 1536 bias
 

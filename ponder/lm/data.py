@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder import UserError
+from ponder import IGNORE, UserError
 from ponder.files import parse_json
 
-IGNORE = -100  # label of positions without loss (F.cross_entropy's default ignore_index)
 STOP = "\nQuestion:"  # where a generated answer ends at the latest
 
 # a number: optional minus (not a hyphen inside a word or range such as "3-4"), optional "$", digits with proper

@@ -25,7 +25,7 @@ from ponder import UserError, checkpoint, plots, runtime
 from ponder.config import Config, changed_keys
 from ponder.files import atomic_write_text
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
-from ponder.lm.train import MODEL_FIELDS, build_model, lm_loss
+from ponder.lm.train import MODEL_FIELDS, build_lm, lm_loss
 from ponder.progress import progress as progress_of
 from ponder.run import config_from_checkpoint
 
@@ -42,7 +42,7 @@ def load_lm(path: str | Path, overrides: list[str] = ()) -> tuple[torch.nn.Modul
     changed = changed_keys(checkpoint.load_config(ckpt), cfg, tuple(f"lm.{f}" for f in MODEL_FIELDS))
     if changed:
         raise UserError(f"{ckpt}: {', '.join(changed)} define the checkpoint's weights and cannot be overridden")
-    model, tokenizer = build_model(cfg.lm)
+    model, tokenizer = build_lm(cfg.lm)
     checkpoint.load_into(model, checkpoint.load_weights(ckpt, ema=False), ckpt)
     return model, tokenizer, cfg, ckpt
 

@@ -23,26 +23,26 @@ step -> log -> checkpoint.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ponder import UserError, checkpoint, runtime
+from ponder import IGNORE, UserError, checkpoint, runtime
 from ponder.config import Config, LmConfig, parse_layers
-from ponder.lm.data import (IGNORE, IndexStream, collate, load_documents, load_gsm8k, pack_documents, pad_id,
+from ponder.lm.data import (IndexStream, collate, load_documents, load_gsm8k, pack_documents, pad_id,
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
-from ponder.run import Loop, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision
+from ponder.run import (Loop, Meter, Run, RunLog, check_finite, own_run, restoring, resume_point,
+                        resumed_precision)
 
 # the LmConfig fields that define the weights: a resumed run must keep them
 MODEL_FIELDS = ("base", "prelude", "core", "coda", "state_std", "adapter_init")
 
 
-def build_model(lc: LmConfig):
+def build_lm(lc: LmConfig):
     """Base model + tokenizer from lm.base, cut into prelude / core / coda -> (RecurrentLM, tokenizer)."""
     from ponder.lm.load import load_base
     from ponder.lm.model import RecurrentLM
@@ -69,7 +69,7 @@ def _sections(lc: LmConfig, n_layers: int) -> dict[str, list[int]]:
     return sections
 
 
-def weight_count(lc: LmConfig) -> tuple[int, int]:
+def lm_weight_count(lc: LmConfig) -> tuple[int, int]:
     """(weights of the retrofitted model, of the base model), from the base's config alone: both are built on the
     meta device (no memory, no weights read), the retrofit by the same surgery as training."""
     from transformers import AutoModelForCausalLM
@@ -87,7 +87,7 @@ def weight_count(lc: LmConfig) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()), n_base
 
 
-def build_optimizer(model: nn.Module, cfg: Config) -> Combined:
+def build_lm_optimizer(model: nn.Module, cfg: Config) -> Combined:
     tc, lc = cfg.train, cfg.lm
     muon, adam = split_hidden(model, (model.lm_head,))  # the adapter and every attention/MLP matrix -> Muon
     return Combined(Muon([p for _, p in muon], lr=lc.muon_lr, weight_decay=tc.weight_decay, momentum=0.95,
@@ -175,10 +175,10 @@ def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: i
     cfg = runtime.settle_dtype(resumed_precision(cfg, point), device)
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    model, tokenizer = build_model(lc)
+    model, tokenizer = build_lm(lc)
     batches = Batches(cfg, tokenizer)  # bad data files fail before anything is written
     model.to(device)
-    opt = build_optimizer(model, cfg)
+    opt = build_lm_optimizer(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator(device=device).manual_seed(tc.seed)  # the initial-state noise s0 of every forward
     step, elapsed = 0, 0.0
@@ -204,7 +204,7 @@ def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: i
                                keep=tc.keep_checkpoints)
 
     model.train()
-    meter = {"loss": 0.0, "n": 0, "k": 0, "tokens": 0, "steps": 0, "t": time.perf_counter()}
+    meter = Meter()
     with Loop(tc, log, save, run_dir, step, elapsed, until, progress) as loop:
         for step in loop:
             r_bar = mean_recurrence_at(step - 1, lc.mean_recurrence, tc.steps, lc.curriculum_fraction, lc.curriculum)
@@ -224,21 +224,18 @@ def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: i
                 check_finite(loss, step, "try lower lm.muon_lr / lm.adam_lr or train.dtype=float32")
                 (loss / lc.grad_accum).backward()
                 loss_sum += loss.item() / lc.grad_accum
-                meter["tokens"] += ids.numel()
+                meter.rate("tokens_per_s", ids.numel())
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-            meter["loss"] += loss_sum
-            meter["n"] += depth.n
-            meter["k"] += depth.k
-            meter["steps"] += 1
+            meter.add("loss", loss_sum)
+            meter.add("n", depth.n)
+            meter.add("k", depth.k)
             if loop.log_due:
-                dt, m = time.perf_counter() - meter["t"], meter["steps"]
-                loop.log({"phase": batches.phase(step), "loss": meter["loss"] / m, "r_bar": r_bar,
-                          "n": meter["n"] / m, "k": meter["k"] / m, "lr_scale": scale,
-                          "tokens_per_s": meter["tokens"] / dt},
+                m = meter.flush()
+                loop.log({"phase": batches.phase(step), "loss": m["loss"], "r_bar": r_bar, "n": m["n"], "k": m["k"],
+                          "lr_scale": scale, "tokens_per_s": m["tokens_per_s"]},
                          "{phase} loss {loss:.3f} r_bar {r_bar} n+k {n:.1f}+{k:.1f} {tokens_per_s:.0f} tok/s")
-                meter = {"loss": 0.0, "n": 0, "k": 0, "tokens": 0, "steps": 0, "t": time.perf_counter()}
     return loop.result

@@ -112,6 +112,9 @@ class MemoryLayer(nn.Module):
 
 
 class ARMT(Sequence):
+    generates = False  # it reads fixed segments (the segments layout has no prompt to continue)
+    carries_memory = True
+
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int = 1):
         super().__init__(cfg, vocab_size, seq_len)
         if seq_len % cfg.segment_len:

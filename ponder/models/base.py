@@ -64,6 +64,10 @@ class Recursive(nn.Module):
     A subclass sets `State` (a dataclass whose fields, in order, start from the buffers named in `inits`)."""
 
     State: type
+    # capabilities the evaluator and the trainers ask for (the model protocol's, declared by every family):
+    generates = False  # answers token by token from a prompt (`generate`): greedy decoding, GRPO's sampling
+    carries_memory = False  # carries a memory across segments of one input (ARMT)
+    per_token_halting = False  # halts per token inside one pass (model.act of the sequence models)
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
                  networks: tuple[str, ...], inits: tuple[str, ...]):
@@ -148,6 +152,12 @@ class Sequence(nn.Module):
 
     State = NoState
     puzzle_emb = None  # no puzzle-identifier table: the rule is read from the given states
+    generates = True  # capabilities: see `Recursive`
+    carries_memory = False
+
+    @property
+    def per_token_halting(self) -> bool:
+        return bool(self.act_units)
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int):
         super().__init__()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ponder import IGNORE
 from ponder.tasks.dataset import PuzzleArrays
 
-IGNORE = -100  # label of a position without loss in the tensors handed over (F.cross_entropy's ignore_index);
-#               on disk the dataset's own ignore_label_id (0) marks them
+# IGNORE (ponder.IGNORE) marks a position without loss in the tensors handed over; on disk the dataset's own
+# ignore_label_id (0) marks them
 
 
 class Sampler:

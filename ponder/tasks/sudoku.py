@@ -402,7 +402,7 @@ def load_csv(path: str | Path, size: int = 9) -> tuple[np.ndarray, np.ndarray, n
 # Augmentation
 
 
-def _random_transforms(rng: np.random.Generator, batch: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def random_transforms(rng: np.random.Generator, batch: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """`batch` random symmetries -> (relabel (B, n): new digit of digit d at [d-1], source (B, n*n): the cell each
     output cell is read from). Every map here sends valid grids to valid grids."""
     geo = geometry(size)
@@ -436,7 +436,7 @@ def augment_grids(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.n
     (B, n*n) digits (0 = blank, which stays blank) -> (B, n*n)."""
     puzzles, solutions = _check_grids(puzzles, size), _check_grids(solutions, size)
     assert puzzles.ndim == 2 and puzzles.shape == solutions.shape, "puzzles and solutions must both be (B, n*n)"
-    relabel, source = _random_transforms(rng, len(puzzles), size)
+    relabel, source = random_transforms(rng, len(puzzles), size)
     value_map = np.concatenate([np.zeros((len(puzzles), 1), relabel.dtype), relabel], axis=1)  # (B, n+1), 0 -> 0
     return _apply(puzzles, value_map, source), _apply(solutions, value_map, source)
 
@@ -512,7 +512,7 @@ class SudokuTask(Task):
         """On-the-fly augmentation of token batches (B, n*n); PAD and blank tokens keep their meaning."""
         assert inputs.ndim == 2 and inputs.shape == labels.shape and inputs.shape[1] == self.size ** 2, \
             f"expected inputs and labels of shape (B, {self.size ** 2}), got {inputs.shape} and {labels.shape}"
-        relabel, source = _random_transforms(rng, len(inputs), self.size)
+        relabel, source = random_transforms(rng, len(inputs), self.size)
         fixed = np.broadcast_to(np.array([PAD, BLANK]), (len(inputs), 2))
         token_map = np.concatenate([fixed, relabel + 1], axis=1)  # (B, n+2): token t -> new token
         return _apply(inputs, token_map, source), _apply(labels, token_map, source)
