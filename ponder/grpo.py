@@ -191,7 +191,6 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
                                {**meta_out, "metrics": {**metrics, "examples_seen": seen}}, keep=tc.keep_checkpoints)
 
     meter = Meter()
-    add = meter.add
     with Loop(tc, log, save, run_dir, step, elapsed, until, progress) as loop:
         for step in loop:
             lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
@@ -229,16 +228,16 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-            add("loss", loss.item())
-            add("reward", float(reward.sum()), len(reward))
-            add("reward_std", float(reward.view(-1, gc.group_size).std(1).sum()), prompts)
-            add("exact", float((reward == 1).sum()), len(reward))
-            add("completion_length", float(mask.sum()), len(reward))
-            add("kl", stats["kl"])
-            add("clipped", stats["clipped"])
+            meter.add("loss", loss.item())
+            meter.add("reward", float(reward.sum()), len(reward))
+            meter.add("reward_std", float(reward.view(-1, gc.group_size).std(1).sum()), prompts)
+            meter.add("exact", float((reward == 1).sum()), len(reward))
+            meter.add("completion_length", float(mask.sum()), len(reward))
+            meter.add("kl", stats["kl"])
+            meter.add("clipped", stats["clipped"])
             ks = np.repeat(task.steps_ahead(inputs.cpu().numpy()), gc.group_size)
             for k in np.unique(ks):
-                add(f"exact_k{k}", float((reward.cpu().numpy()[ks == k] == 1).sum()), float((ks == k).sum()))
+                meter.add(f"exact_k{k}", float((reward.cpu().numpy()[ks == k] == 1).sum()), float((ks == k).sum()))
             if loop.log_due:
                 loop.log({"lr": lr, **meter.flush(), "examples_seen": seen},
                          "reward {reward:.3f} exact {exact:.3f} length {completion_length:.1f}")
