@@ -73,6 +73,35 @@ def clean_exits(runs: int, tmp_path) -> None:
         assert done.returncode == 0 and "terminate called" not in done.stderr, (i, done.stderr[-3000:])
 
 
+GLOO_THREADS = ("pt_gloo_runloop", "gloo_tcp_loop")  # ProcessGroupGloo's workers and its transport loop (Linux names)
+AFTER_MAIN = """import os, sys
+from ponder.cli import main
+rc = main(sys.argv[1:])
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+with open(f"threads.{os.environ['RANK']}", "w") as f:  # ranks' stderr interleave
+    f.write(",".join(names))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread names from /proc")
+def test_no_gloo_thread_outlives_the_run(tmp_path):
+    """The cause of the abort at exit, checked directly rather than by chance: when `ponder train` and `ponder eval`
+    return under torchrun, the process group is gone with its threads. If a gloo worker is still alive it meets
+    interpreter finalization, frees a collective's tensors without the GIL and aborts the process (issue 30: a model
+    build imported torch.distributed.nn after init, whose default arguments pinned the group)."""
+    (tmp_path / "after_main.py").write_text(AFTER_MAIN)
+    tiny = ["train.steps=2", *COMMON, "model.hidden=16"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "after_main.py"]
+    for args in (["train", "demo", "--out", "run", *tiny], ["eval", "run", "--out", "e"]):
+        done = subprocess.run(launch + args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        for rank in (0, 1):
+            names = (tmp_path / f"threads.{rank}").read_text().split(",")
+            assert "python" in names and not set(names) & set(GLOO_THREADS), (args[0], rank, names)
+            (tmp_path / f"threads.{rank}").unlink()
+
+
 def test_two_processes_exit_cleanly_every_time(tmp_path):
     clean_exits(5, tmp_path)
 
