@@ -169,7 +169,13 @@ def find(path: str | Path) -> Path:
 def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> None:
     """Fill every tensor of `model` from `weights` (a checkpoint's, or an imported official one's); a missing,
     unexpected or mis-shaped tensor is a UserError naming it, with the shape each side has."""
-    own = model.state_dict()
+    check_fit(model.state_dict(), weights, where)
+    model.load_state_dict(weights)
+
+
+def check_fit(own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], where: str | Path) -> None:
+    """UserError naming the first tensor of `weights` missing from, unexpected in or mis-shaped for a model's
+    state dict `own` (whose tensors may live on the meta device: only names and shapes are read)."""
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     if missing:
@@ -183,7 +189,17 @@ def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: s
             raise UserError(f"{where}: tensor {k} is {tuple(v.shape)} in the checkpoint but {tuple(own[k].shape)} in "
                             f"this config's model (check model.hidden, model.n_heads, model.expansion, "
                             f"model.puzzle_emb_len and the vocabulary/sequence length)")
+
+
+def build_to_fit(build, weights: dict[str, torch.Tensor], where: str | Path) -> torch.nn.Module:
+    """`build()`'s model filled from `weights`, built for real only once a first build on the meta device (names
+    and shapes, no memory) fits them: a config that does not describe the checkpoint (a damaged config.yaml asking
+    for a model of width 10^7) is one line, not minutes of allocation or an out-of-memory kill."""
+    with torch.device("meta"):
+        check_fit(build().state_dict(), weights, where)
+    model = build()
     model.load_state_dict(weights)
+    return model
 
 
 def warm_start(model: torch.nn.Module, path: str | Path) -> dict:
@@ -245,9 +261,23 @@ def load_weights(ckpt: Path, ema: bool = True) -> dict:
         raise UserError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+STATE_NUMBERS = {"step": (int, 10**12), "elapsed": (float, 1e12), "examples_seen": (int, 10**15)}  # key: (type, max)
+
+
 def load_state(ckpt: Path) -> dict:
+    """A checkpoint's state.pt (every trainer's), its counters checked: `step`, `elapsed` (seconds) and
+    `examples_seen`, where present, are finite numbers in 0..max (STATE_NUMBERS); the rest is checked by the trainer
+    that restores it (`run.restoring`)."""
     path = ckpt / "state.pt"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a truncated or foreign file
         raise UserError(f"{path}: not a readable training state ({e.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a training state (holds a {type(state).__name__}, not a dict)")
+    for key, (kind, high) in STATE_NUMBERS.items():
+        value = state.get(key, 0)
+        fits = type(value) is int or (kind is float and type(value) is float)
+        if not (fits and 0 <= value <= high):  # NaN fails the range test too
+            raise UserError(f"{path}: {key} must be a number in 0..{high:g}, got {str(value)[:40]!r}")
+    return state

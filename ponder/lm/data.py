@@ -119,7 +119,11 @@ def load_documents(path: str | Path) -> list[str]:
     elif path.suffix == ".txt":
         if not path.is_file():
             raise UserError(f"{path}: no such file (text corpus)")
-        docs = [b.strip() for b in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")) if b.strip()]
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        docs = [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]
     else:
         raise UserError(f"{path}: a text corpus must be a .txt or .jsonl file")
     docs = [d for d in docs if d]

@@ -53,7 +53,7 @@ def rms_norm(x: Tensor, eps: float, dim: int = -1) -> Tensor:
 def linear(d_in: int, d_out: int, bias: bool = False) -> nn.Linear:
     """LeCun-normal (std 1/sqrt(fan_in), truncated) linear layer, as the official CastedLinear. Built without
     PyTorch's default init (`skip_init`), so the random stream is consumed exactly as by the official code."""
-    layer = torch.nn.utils.skip_init(nn.Linear, d_in, d_out, bias=bias)
+    layer = torch.nn.utils.skip_init(nn.Linear, d_in, d_out, bias=bias, device=torch.get_default_device())
     trunc_normal_(layer.weight, std=1.0 / math.sqrt(d_in))
     if bias:
         nn.init.zeros_(layer.bias)
@@ -62,14 +62,15 @@ def linear(d_in: int, d_out: int, bias: bool = False) -> nn.Linear:
 
 def embedding(num: int, d: int, std: float) -> nn.Embedding:
     """Truncated-normal embedding table, as the official CastedEmbedding (no default init drawn first)."""
-    table = torch.nn.utils.skip_init(nn.Embedding, num, d)
+    table = torch.nn.utils.skip_init(nn.Embedding, num, d, device=torch.get_default_device())  # meta: shapes only
     trunc_normal_(table.weight, std=std)
     return table
 
 
 def swiglu_width(d: int, expansion: float) -> int:
-    """Official intermediate width: round(expansion * d * 2/3) rounded up to a multiple of 256."""
-    inter = round(expansion * d * 2 / 3)
+    """Official intermediate width: round(expansion * d * 2/3) rounded up to a multiple of 256 (at least 256: a
+    tiny expansion rounds up, never to an MLP without units)."""
+    inter = max(1, round(expansion * d * 2 / 3))
     return -(-inter // 256) * 256
 
 

@@ -26,7 +26,7 @@ def neox_config(cfg: ModelConfig, vocab_size: int, seq_len: int):
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.n_layers,
-                         num_attention_heads=cfg.n_heads, intermediate_size=int(cfg.expansion * cfg.hidden),
+                         num_attention_heads=cfg.n_heads, intermediate_size=max(1, int(cfg.expansion * cfg.hidden)),
                          hidden_act="gelu", rotary_pct=cfg.rotary_pct, rotary_emb_base=cfg.rope_theta,
                          max_position_embeddings=max(2048, seq_len), use_parallel_residual=True,
                          tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0, layer_norm_eps=1e-5,

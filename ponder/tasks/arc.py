@@ -142,6 +142,8 @@ def load_kaggle(path: str | Path, set_name: str) -> dict[str, Puzzle]:
             raise UserError(f"{solutions_file}: {task_id}: solutions must be a list of output grids")
         puzzles[task_id] = Puzzle(task_id, _pairs(task.get("train"), challenges_file, task_id, "train"),
                                   _pairs(task.get("test"), solutions_file, task_id, "test", outputs))
+    if not puzzles:
+        raise UserError(f"{challenges_file}: holds no tasks")
     return puzzles
 
 

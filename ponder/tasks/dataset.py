@@ -76,18 +76,20 @@ class PuzzleArrays:
         if self.inputs.shape[0] == 0 or self.inputs.shape[1] == 0:
             raise UserError(f"{where}: holds no examples (an empty split cannot be trained or evaluated on)")
         e, p, g = self.inputs.shape[0], self.puzzle_identifiers.shape[0], self.group_indices.shape[0] - 1
-        checks = [
-            (self.inputs.ndim == 2 and self.labels.shape == self.inputs.shape, "inputs and labels must be (E, L) of one shape"),
-            (self.puzzle_indices.shape == (p + 1,), "puzzle_indices must have one entry per puzzle + 1"),
-            (p == 0 or (self.puzzle_indices[0] == 0 and self.puzzle_indices[-1] == e), "puzzle_indices must run from 0 to the number of examples"),
-            (g >= 0 and (g == 0 or (self.group_indices[0] == 0 and self.group_indices[-1] == p)), "group_indices must run from 0 to the number of puzzles"),
-            (bool(np.all(np.diff(self.puzzle_indices) >= 1)), "every puzzle must own at least one example "
-             "(puzzle_indices strictly increasing)"),
-            (g >= 1 and bool(np.all(np.diff(self.group_indices) >= 1)), "every group must own at least one puzzle "
-             "(group_indices strictly increasing)"),
+        pi, gi = self.puzzle_indices, self.group_indices
+        checks = [  # in order, each only after the ones above it hold (an empty index has no first entry)
+            (lambda: self.labels.shape == self.inputs.shape, "inputs and labels must be (E, L) of one shape"),
+            (lambda: pi.shape == (p + 1,), "puzzle_indices must have one entry per puzzle + 1"),
+            (lambda: p == 0 or (pi[0] == 0 and pi[-1] == e), "puzzle_indices must run from 0 to the number of examples"),
+            (lambda: g >= 0 and (g == 0 or (gi[0] == 0 and gi[-1] == p)),
+             "group_indices must run from 0 to the number of puzzles"),
+            (lambda: bool(np.all(np.diff(pi) >= 1)),
+             "every puzzle must own at least one example (puzzle_indices strictly increasing)"),
+            (lambda: g >= 1 and bool(np.all(np.diff(gi) >= 1)),
+             "every group must own at least one puzzle (group_indices strictly increasing)"),
         ]
-        for ok, message in checks:
-            if not ok:
+        for holds, message in checks:
+            if not holds():
                 raise UserError(f"{where}: {message}")
         if meta is None:
             return

@@ -43,7 +43,7 @@ from ponder.config import MazeConfig
 from ponder.tasks.base import Task
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
 from ponder.tasks.grids import dihedral, side_by_side
-from ponder.tasks.splits import CsvPairs, GeneratedPairs, check_rows, read_pair_csv
+from ponder.tasks.splits import CsvPairs, GeneratedPairs, bad_rating, check_rows, rating_ok, read_pair_csv
 
 CHARSET = "# SGo"  # official character set; character i is token i + 1
 PAD, WALL, OPEN, START, GOAL, PATH = range(6)  # tokens
@@ -226,7 +226,7 @@ def _explain(question: str, answer: str, rating: str, size: int) -> str:
         if q != a and not (q == " " and a == "o"):
             return (f"answer has {a!r} at row {i // size + 1}, column {i % size + 1} where the question has {q!r} "
                     f"(an answer is its question with some open cells ' ' turned into path cells 'o')")
-    return f"rating {rating!r} is not a non-negative integer"
+    return bad_rating(rating)
 
 
 def load_csv(path: str | Path, size: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,7 +251,7 @@ def load_csv(path: str | Path, size: int = 30) -> tuple[np.ndarray, np.ndarray, 
     good_chars = np.all(q != 255, axis=1) & np.all(a != 255, axis=1)
     ends = (np.sum(q == START, axis=1) == 1) & (np.sum(q == GOAL, axis=1) == 1) & ~np.any(q == PATH, axis=1)
     adds_path = np.all((a == q) | ((q == OPEN) & (a == PATH)), axis=1)
-    good_rating = np.array([r.isascii() and r.isdigit() for r in ratings], dtype=bool)
+    good_rating = np.array([rating_ok(r) for r in ratings], dtype=bool)
     good = right_length & good_chars & ends & adds_path & good_rating
     check_rows(path, good, lines, lambda i: _explain(questions[i], answers[i], ratings[i], size), field_error,
                "mazes")

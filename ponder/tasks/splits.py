@@ -111,6 +111,9 @@ def read_pair_csv(path: str | Path, kind: str, strip: bool = True) -> tuple[list
             if "question" not in header or "answer" not in header:
                 raise UserError(f"{path}:1: the header must name the columns question and answer "
                                 f"(e.g. source,question,answer,rating), got {','.join(header)!r}")
+            twice = [name for name in ("question", "answer", "rating") if header.count(name) > 1]
+            if twice:
+                raise UserError(f"{path}:1: the header names the column {twice[0]} {header.count(twice[0])} times")
             qi, ai = header.index("question"), header.index("answer")
             ri = header.index("rating") if "rating" in header else None
             for row in reader:
@@ -129,6 +132,15 @@ def read_pair_csv(path: str | Path, kind: str, strip: bool = True) -> tuple[list
     except csv.Error as e:
         raise UserError(f"{path}: not a readable CSV ({e})") from None
     return questions, answers, ratings, lines, field_error
+
+
+def rating_ok(text: str) -> bool:
+    """A CSV rating: a non-negative integer that int64 holds (at most 18 digits after leading zeros)."""
+    return text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 18
+
+
+def bad_rating(text: str) -> str:
+    return f"rating {text[:40]!r} is not an integer in 0..10^18"
 
 
 def check_rows(path: str | Path, good: np.ndarray, lines: list[int], explain: Callable[[int], str],

@@ -37,7 +37,8 @@ from ponder.config import SudokuConfig
 from ponder.tasks.base import Task
 from ponder.tasks.dataset import Metadata, PuzzleArrays, from_pairs
 from ponder.tasks.grids import side_by_side
-from ponder.tasks.splits import CsvPairs, GeneratedPairs, check_rows, read_pair_csv, seeded_rng
+from ponder.tasks.splits import (CsvPairs, GeneratedPairs, bad_rating, check_rows, rating_ok, read_pair_csv,
+                                 seeded_rng)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Geometry
@@ -366,7 +367,7 @@ def _explain(question: str, answer: str, rating: str, size: int) -> str:
         if repeated is not None:
             kind = ("row", "column", "box")[u // size]
             return f"answer is not a valid Sudoku: {kind} {u % size + 1} repeats the digit {repeated}"
-    return f"rating {rating!r} is not a non-negative integer"
+    return bad_rating(rating)
 
 
 def load_csv(path: str | Path, size: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -391,7 +392,7 @@ def load_csv(path: str | Path, size: int = 9) -> tuple[np.ndarray, np.ndarray, n
     a = _lookup(size, "")[a_bytes]
     good_chars = np.all(q != 255, axis=1) & np.all(a != 255, axis=1)
     agrees = np.all((q == 0) | (q == a) | (q == 255), axis=1)
-    good_rating = np.array([r.isascii() and r.isdigit() for r in ratings], dtype=bool)
+    good_rating = np.array([rating_ok(r) for r in ratings], dtype=bool)
     good = right_length & good_chars & agrees & valid_solutions(np.where(a == 255, 0, a), size) & good_rating
     check_rows(path, good, lines, lambda i: _explain(questions[i], answers[i], ratings[i], size), field_error,
                "puzzles")
