@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ponder import distributed
+from ponder import UserError, distributed
 
 
 def _overrides(options: dict) -> list[str]:
@@ -108,3 +108,37 @@ def train(preset: str, out: str | Path | None = None, resume: bool = False, prog
     with distributed.leaving():
         train_run(cfg, run_dir, resume=resume, progress=progress)
     return load(run_dir, cfg.train.device)
+
+
+def describe(preset: str, overrides: list[str] = ()) -> str:
+    """`ponder info`: the preset's resolved config as YAML (the sections its model and regime use) and a last line
+    with the model and its weight count."""
+    import yaml
+
+    from ponder.config import load_preset, resolve, used_sections
+    from ponder.models import build_model, count_params
+    from ponder.tasks import get_task
+    from ponder.tasks.dataset import read_metadata
+
+    cfg = resolve(preset, list(overrides))
+    lm = "lm" in load_preset(preset)  # a `ponder lm` preset: the LM, its training and evaluation settings
+    text = yaml.safe_dump(used_sections(cfg, lm), sort_keys=False)
+    if lm:
+        from ponder.lm.train import lm_weight_count
+
+        needs = [f"lm.{k}={v}" for k, v in (("task_data", cfg.lm.task_data), ("eval_data", cfg.lm.eval_data)) if v]
+        try:
+            n, n_base = lm_weight_count(cfg.lm)
+            count = f"{n:,} weights (base {n_base:,}: its layers kept in the sections, the head untied, a 2h x h adapter)"
+        except UserError as e:  # the base is not installed here: say how to get it, the config is still shown
+            count = f"weights counted once the base model is found ({e})"
+        return text + (f"# a retrofitted LM (`ponder lm train|run`) on base {cfg.lm.base}, prelude {cfg.lm.prelude}, "
+                       f"core {cfg.lm.core}, coda {cfg.lm.coda}: {count}"
+                       + (f"; reads your files {', '.join(needs)} (relative to the current directory)" if needs else ""))
+    built = cfg.data.path and (Path(cfg.data.path) / "train" / "dataset.json").exists()
+    meta = read_metadata(cfg.data.path, "train") if built else get_task(cfg.data).metadata()
+    model = build_model(cfg.model, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers)
+    kind = f" ({cfg.model.mixer})" if cfg.model.carries_state else (f" (ACT: {cfg.model.act})" if cfg.model.act != "off"
+                                                                    else "")
+    return text + (f"# {cfg.model.family.upper()}{kind}, vocab {meta.vocab_size}, seq_len {meta.seq_len}: "
+                   f"{count_params(model):,} weights (puzzle-identifier table excluded)")

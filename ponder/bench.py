@@ -226,10 +226,10 @@ def bench_config(preset: str, overrides: list[str], batch: int, dtype: torch.dty
 
     _reset_peak(device)
     step()  # warm-up (and compilation)
-    official = None
-    if vs_official and mc.family == "trm" and not mc.single_z and not mc.act_continue:
-        from ponder.official_step import official_step
+    from ponder.official_step import covers, official_step
 
+    official = None
+    if vs_official and covers(mc):
         official = official_step(cfg, SUDOKU_VOCAB, SUDOKU_CELLS, inputs, labels, dtype, compile_backend)
         official()
         dt, dt_official, vs = _time_pair(step, official, seconds, device, rounds=3 if seconds <= 1 else 6)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ponder.config import Config
+from ponder.config import Config, ModelConfig
 from ponder.models.layers import swiglu_width, trunc_normal_
 
 
@@ -229,6 +229,12 @@ class EMAHelper:
         for name, param in module.named_parameters():
             if param.requires_grad:
                 self.shadow[name].data = (1.0 - self.mu) * param.data + self.mu * self.shadow[name].data
+
+
+def covers(model: ModelConfig) -> bool:
+    """Whether the official TRM step structure here is the same computation as ponder's model `model`: TRM with
+    its two latents and the paper's halting (not single_z, not the continue head)."""
+    return model.family == "trm" and not model.single_z and not model.act_continue
 
 
 def official_step(cfg: Config, vocab_size: int, seq_len: int, inputs: Tensor, labels: Tensor,

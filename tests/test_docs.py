@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ponder import UserError
-from ponder.cli import parse
+from ponder.arguments import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

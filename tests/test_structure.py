@@ -121,6 +121,8 @@ def violations(graph: dict[str, list[tuple[str, str | None]]]) -> list[str]:
                     out.append(f"{module} imports {target}")
             if _under(target, "ponder.cli") and module != "ponder.__main__":
                 out.append(f"{module} imports the CLI")
+            if _under(target, "ponder.arguments") and module != "ponder.cli":  # the CLI's grammar is the CLI's
+                out.append(f"{module} imports the CLI's grammar")
             if name and name.startswith("_") and name != "__version__":
                 out.append(f"{module} takes the private name {target}.{name}")
     return out
@@ -162,7 +164,7 @@ def test_imports_inside_functions_are_seen():
 
 
 def test_task_registry_matches_config_and_cli():
-    from ponder.cli import build_parser
+    from ponder.arguments import build_parser
     from ponder.config import DataConfig
     from ponder.tasks import TASKS, Task
 
@@ -215,3 +217,52 @@ def test_tests_share_helpers_not_each_other_or_private_names():
     problems = [f"{path.name} {p}" for path in sorted(Path(__file__).parent.glob("test_*.py"))
                 for p in problems_in(path.read_text())]
     assert problems == []
+
+
+# which modules may test a model family or a training regime by name: the modules that own them (the config that
+# defines and validates them, the family's model files, the one trainer that dispatches regimes, the GRPO regime,
+# the official formats per family, the study whose recipe lists its members by family)
+NAME_OWNERS = {
+    "family": ("ponder.config", "ponder.models", "ponder.official", "ponder.official_step", "ponder.study",
+               "ponder.lm.load"),
+    "regime": ("ponder.config", "ponder.trainer", "ponder.grpo", "ponder.study"),
+}
+
+
+def name_tests(source: str) -> list[tuple[str, int]]:
+    """(family|regime, line) of every comparison of a `...family` / `...regime` value with a string literal (==, !=,
+    in, not in a tuple, list or set of literals)."""
+    def named(node) -> str | None:
+        name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+        return name if name in NAME_OWNERS else None
+
+    def literal(node) -> bool:
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, str)
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and all(literal(e) for e in node.elts)
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            for a, b in zip(sides, sides[1:]):
+                name = named(a) or named(b)
+                if name and (literal(a) or literal(b)):
+                    found.append((name, node.lineno))
+    return found
+
+
+def test_families_and_regimes_are_tested_by_name_only_where_they_are_owned():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        for name, line in name_tests(path.read_text()):
+            if not any(_under(module, owner) for owner in NAME_OWNERS[name]):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line}: tests {name} by name")
+    assert not offenders, "\n".join(offenders) + "\n(declare a capability on the model or the config instead)"
+
+
+def test_the_name_check_finds_planted_tests():
+    planted = 'if cfg.train.regime == "grpo": pass\nif model.family in ("armt", "trm"): pass\nif x == "grpo": pass\n'
+    assert name_tests(planted) == [("regime", 1), ("family", 2)]
+    assert name_tests('if "neox" != cfg.model.family: pass') == [("family", 1)]
