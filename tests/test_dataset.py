@@ -119,3 +119,19 @@ def test_sampler_epochs_and_resume():
     s3.load_state_dict(state)
     np.testing.assert_array_equal(s3.take(30), rest)
     assert not np.array_equal(Sampler(a, seed=4).take(33), np.concatenate([first, rest]))
+
+
+def test_an_explicit_null_size_in_dataset_json_is_refused(tmp_path):
+    """Found by the field fuzzer: `"num_puzzle_identifiers": null` passed the check (as if absent) and failed later
+    with a TypeError; null is refused, absence takes the default, and ignore_label_id may be null (all scored)."""
+    x = np.ones((3, 4), np.uint8)
+    write_split(tmp_path, "train", from_pairs(x, x), Metadata(seq_len=4, vocab_size=3))
+    meta_file = tmp_path / "train" / "dataset.json"
+    body = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**body, "num_puzzle_identifiers": None}))
+    with pytest.raises(UserError, match="num_puzzle_identifiers must be an integer"):
+        read_split(tmp_path, "train")
+    meta_file.write_text(json.dumps({k: v for k, v in body.items() if k != "num_puzzle_identifiers"}))
+    read_split(tmp_path, "train")
+    meta_file.write_text(json.dumps({**body, "ignore_label_id": None}))
+    assert read_split(tmp_path, "train")[1].ignore_label_id is None

@@ -179,8 +179,8 @@ def read_metadata(root: str | Path, split: str) -> Metadata:
 
     def whole(key: str, low: int, high: int = 10**9, optional: bool = False) -> None:
         v = body.get(key)
-        if v is None and (optional or key not in ("seq_len", "vocab_size")):
-            return
+        if (key not in body and key not in ("seq_len", "vocab_size")) or (v is None and optional):
+            return  # absent: the default; null only where it means something (ignore_label_id: every label scored)
         if type(v) is not int or not low <= v <= high:
             raise UserError(f"{path}: {key} must be an integer in {low}..{high}, got {v!r}")
 
