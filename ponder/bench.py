@@ -294,10 +294,22 @@ def bench_puzzle_embedding(rows: int, dim: int = 512, batch: int = 768, seconds:
             "step_tensors_mb": batch * dim * 4 * 4 / 2**20}  # gathered rows, their grad, per-id sums, new rows
 
 
-def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, families: str = "",
-              device: str = "", checkpoint: str | None = None, compile_backend: str = "off",
-              sizes: str = "paper,small", halt_threshold: float = 0.0, official: bool = True,
-              dtypes: str = "float32,bfloat16") -> dict:
+def _config_line(label: str, r: dict, batch: int, ceiling: float, compile_backend: str) -> str:
+    """One measured configuration as `ponder bench` prints it."""
+    peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
+    both = " compiled" if compile_backend != "off" else ""
+    vs = (f" (official structure{both} {r['official_examples_per_s']:.1f}: x{r['vs_official']:.2f})"
+          if "vs_official" in r else "")
+    if "compiled_vs_eager" in r:
+        vs += f" (compiled: x{r['compiled_vs_eager']:.2f} the eager step)"
+    return (f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s{vs} "
+            f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling {ceiling:.0f}, "
+            f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "
+            f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}")
+
+
+def _choices(device: str, families: str, sizes: str, dtypes: str) -> tuple[torch.device, list, list, list]:
+    """`ponder bench`'s options checked: (device, families, sizes, precisions), or one line naming the bad one."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here")
@@ -312,6 +324,14 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
     dtype_list = [d for d in dtypes.split(",") if d]
     if not dtype_list or any(d not in ("float32", "bfloat16") for d in dtype_list):
         raise UserError(f"--dtypes takes float32 and/or bfloat16, got {dtypes!r}")
+    return dev, chosen, size_list, dtype_list
+
+
+def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, families: str = "",
+              device: str = "", checkpoint: str | None = None, compile_backend: str = "off",
+              sizes: str = "paper,small", halt_threshold: float = 0.0, official: bool = True,
+              dtypes: str = "float32,bfloat16") -> dict:
+    dev, chosen, size_list, dtype_list = _choices(device, families, sizes, dtypes)
     old = _load_old(compare) if compare else None  # a bad --compare file fails before minutes of measuring
     from ponder.runtime import check_compile_backend, compile_refusal, keep_freed_memory, resolve_dtype
 
@@ -359,16 +379,7 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
                              compile_backend, official)
             r["ceiling_gflops"], r["ceiling_ratio"] = ceiling, r["train_gflops"] / ceiling
             run["configs"][label] = r
-            peak = f"{r['peak_mb']:7.0f} MB" if r["peak_mb"] is not None else "      n/a"
-            both = " compiled" if compile_backend != "off" else ""
-            vs = (f" (official structure{both} {r['official_examples_per_s']:.1f}: x{r['vs_official']:.2f})"
-                  if "vs_official" in r else "")
-            if "compiled_vs_eager" in r:
-                vs += f" (compiled: x{r['compiled_vs_eager']:.2f} the eager step)"
-            print(f"  {label:18s} {r['params']:>11,} w b{batch:<4d}| train {r['train_examples_per_s']:8.1f} ex/s{vs} "
-                  f"{r['train_gflops']:7.1f} GFLOP/s ({100 * r['ceiling_ratio']:4.1f}% of ceiling {ceiling:.0f}, "
-                  f"{100 * r['kernel_share']:4.1f}% of its kernels' bound {r['kernel_bound_gflops']:.0f}) | eval "
-                  f"{r['eval_examples_per_s']:8.1f} ex/s (N_sup={r['n_supervision']}) | peak {peak}", flush=True)
+            print(_config_line(label, r, batch, ceiling, compile_backend), flush=True)
     result["puzzle_embedding"] = []
     print("sparse puzzle embedding (dim 512, batch 768, CPU): one sign-SGD step against the table size")
     for rows in (1_000, 100_000, 1_000_000):

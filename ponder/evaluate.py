@@ -69,6 +69,46 @@ def answer_step(cfg: Config, model, task: Task, state, inputs, pids, start: int 
     return out, torch.as_tensor(pred, device=inputs.device)
 
 
+def step_counts(cfg: Config, max_steps: int | None = None) -> tuple[int, int, int]:
+    """(N_sup, supervision steps to run, the step adaptive halting stops at the latest): `max_steps`, else
+    eval.max_steps, else 2 x N_sup; one step for the 1dCA sequence models, which answer in one pass (a second
+    step would repeat it)."""
+    n_sup = cfg.model.n_supervision
+    max_steps = (max_steps or cfg.eval.max_steps or 2 * n_sup) if cfg.model.carries_state else 1
+    return n_sup, max_steps, min(n_sup, max_steps)
+
+
+def _capture(raw: dict, s: int, lo: int, size: int, out) -> None:
+    """Step `s`'s raw outputs (float32 logits, halting logits) of the batch at row `lo`, within the rows kept."""
+    hi = min(raw["q_halt"].shape[1], lo + size)
+    raw["logits"][s, lo:hi] = out.logits[: hi - lo].float().cpu().numpy()
+    raw["q_halt"][s, lo:hi] = out.q_halt[: hi - lo].float().cpu().numpy()
+    if out.q_continue is not None:
+        raw["q_continue"][s, lo:hi] = out.q_continue[: hi - lo].float().cpu().numpy()
+
+
+def _gathered(n, exact, cell, q_halt, kept, final, final_q, task_scores, raw, hops):
+    """Under torchrun: every rank's rows summed into the whole evaluation (each row written by one rank)."""
+    keys = sorted(distributed.broadcast(sorted(task_scores)))
+    task_scores = {k: task_scores.get(k, np.zeros(n, np.float32)) for k in keys}
+    exact, cell, q_halt, kept, final, final_q, *scores = (
+        distributed.sum_rows(a) for a in (exact, cell, q_halt, kept, final, final_q, *task_scores.values()))
+    raw = {k: distributed.sum_rows(v) for k, v in raw.items()}
+    hops = distributed.sum_rows(hops) if hops is not None else None
+    return exact.astype(bool), cell, q_halt, kept, final, final_q, dict(zip(keys, scores)), raw, hops
+
+
+def _summary(rows: np.ndarray, exact, cell, halt_step, hops) -> dict:
+    """Exact and cell accuracy per step, and under adaptive halting, of the examples `rows`."""
+    out = {"n": int(len(rows)), "exact": exact[rows].mean(0).tolist(), "cell": cell[rows].mean(0).tolist(),
+           "adaptive": {"exact": float(exact[rows, halt_step[rows]].mean()),
+                        "cell": float(cell[rows, halt_step[rows]].mean()),
+                        "mean_steps": float((halt_step[rows] + 1).mean())}}
+    if hops is not None:  # mean hops per token, overall and per ACT unit (layer, or the whole stack)
+        out["act_hops"] = {"mean": float(hops[rows].mean()), "per_unit": hops[rows].mean(0).tolist()}
+    return out
+
+
 @torch.inference_mode()
 def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int | None = None,
                    keep: int = 0, task: Task | None = None, outputs: int = 0) -> dict:
@@ -76,15 +116,10 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     `outputs` > 0 the raw outputs (float32 logits, halting logits) after every step of the first `outputs` examples.
     `task` (default: data.task's) adds its scores, groups and pooled answers."""
     model.eval()
-    n_sup = cfg.model.n_supervision
-    max_steps = max_steps or cfg.eval.max_steps or 2 * n_sup
-    if not cfg.model.carries_state:  # the 1dCA sequence models answer in one pass: a second step would repeat it
-        max_steps = 1
-    last = min(n_sup, max_steps)  # adaptive halting stops at N_sup at the latest (or earlier if fewer steps are run)
+    n_sup, max_steps, last = step_counts(cfg, max_steps)
     n = arrays.num_examples if not cfg.eval.max_examples else min(cfg.eval.max_examples, arrays.num_examples)
     exact = np.zeros((n, max_steps), bool)
-    cell = np.zeros((n, max_steps), np.float32)
-    q_halt = np.zeros((n, max_steps), np.float32)
+    cell, q_halt = np.zeros((n, max_steps), np.float32), np.zeros((n, max_steps), np.float32)
     kept = np.zeros((min(keep, n), max_steps, meta.seq_len), np.int64)
     raw = {"logits": np.zeros((max_steps, min(outputs, n), meta.seq_len, meta.vocab_size), np.float32),
            "q_halt": np.zeros((max_steps, min(outputs, n)), np.float32),
@@ -118,46 +153,28 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
             cell[idx, s] = (correct.sum(-1) / counts).cpu().numpy()
             halt_logit = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue  # HRM halts when >
             q_halt[idx, s] = halt_logit.float().cpu().numpy()
-            if s + 1 == last and len(final):
-                final[idx] = pred.cpu().numpy()
-                final_q[idx] = out.q_halt.float().cpu().numpy()
-            if s + 1 == last and out.hops is not None:
-                if hops is None:
-                    hops = np.zeros((n, out.hops.shape[1]), np.float32)
-                hops[idx] = out.hops.float().cpu().numpy()
-            if s + 1 == last:
+            if s + 1 == last:  # the answer at N_sup: pooled (ARC voting), ACT hops, the task's own scores
+                if len(final):
+                    final[idx], final_q[idx] = pred.cpu().numpy(), out.q_halt.float().cpu().numpy()
+                if out.hops is not None:
+                    hops = np.zeros((n, out.hops.shape[1]), np.float32) if hops is None else hops
+                    hops[idx] = out.hops.float().cpu().numpy()
                 for key, v in task.score(inputs.cpu().numpy(), pred.cpu().numpy(), labels.cpu().numpy()).items():
                     task_scores.setdefault(key, np.zeros(n, np.float32))[idx] = v
             if lo < len(kept):  # the first `keep` examples, which may span several batches
                 hi = min(len(kept), lo + len(idx))
                 kept[lo:hi, s] = pred[: hi - lo].cpu().numpy()
             if lo < outputs:
-                hi = min(raw["q_halt"].shape[1], lo + len(idx))
-                raw["logits"][s, lo:hi] = out.logits[: hi - lo].float().cpu().numpy()
-                raw["q_halt"][s, lo:hi] = out.q_halt[: hi - lo].float().cpu().numpy()
-                if out.q_continue is not None:
-                    raw["q_continue"][s, lo:hi] = out.q_continue[: hi - lo].float().cpu().numpy()
+                _capture(raw, s, lo, len(idx), out)
 
     if world.parallel:  # every row was written by exactly one rank, zeros elsewhere: a sum assembles them
-        keys = sorted(distributed.broadcast(sorted(task_scores)))
-        task_scores = {k: task_scores.get(k, np.zeros(n, np.float32)) for k in keys}
-        exact, cell, q_halt, kept, final, final_q, *scores = (
-            distributed.sum_rows(a) for a in (exact, cell, q_halt, kept, final, final_q, *task_scores.values()))
-        exact = exact.astype(bool)
-        task_scores = dict(zip(keys, scores))
-        raw = {k: distributed.sum_rows(v) for k, v in raw.items()}
-        hops = distributed.sum_rows(hops) if hops is not None else None
+        exact, cell, q_halt, kept, final, final_q, task_scores, raw, hops = _gathered(
+            n, exact, cell, q_halt, kept, final, final_q, task_scores, raw, hops)
     stops = q_halt[:, :last] > cfg.eval.halt_threshold
     halt_step = np.where(stops.any(1), stops.argmax(1), last - 1)
 
     def summary(rows: np.ndarray) -> dict:
-        out = {"n": int(len(rows)), "exact": exact[rows].mean(0).tolist(), "cell": cell[rows].mean(0).tolist(),
-               "adaptive": {"exact": float(exact[rows, halt_step[rows]].mean()),
-                            "cell": float(cell[rows, halt_step[rows]].mean()),
-                            "mean_steps": float((halt_step[rows] + 1).mean())}}
-        if hops is not None:  # mean hops per token, overall and per ACT unit (layer, or the whole stack)
-            out["act_hops"] = {"mean": float(hops[rows].mean()), "per_unit": hops[rows].mean(0).tolist()}
-        return out
+        return _summary(rows, exact, cell, halt_step, hops)
 
     result = {"n_supervision": n_sup, "steps": list(range(1, max_steps + 1)), **summary(np.arange(n)),
               "task_metrics": {k: float(v.mean()) for k, v in task_scores.items()}}

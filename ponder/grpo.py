@@ -38,8 +38,8 @@ from ponder import UserError, checkpoint, distributed, runtime
 from ponder.config import Config
 from ponder.evaluate import completion_length, evaluate_during_training
 from ponder.models import build_model, count_params
-from ponder.optim import build_optimizer, lr_at
-from ponder.run import (Loop, Meter, Run, RunLog, check_finite, restoring, resume_point, resumed_precision,
+from ponder.optim import build_optimizer, set_lr
+from ponder.run import (Loop, Meter, Resumable, Run, RunLog, check_finite, resume_point, resumed_precision, run_meta,
                         warm_start)
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import Sampler, batch_tensors
@@ -132,6 +132,32 @@ def check_setup(cfg: Config, task, model) -> int:
     return task.prompt_length()
 
 
+@torch.no_grad()
+def frozen_logprobs(model, reference, seq, where, completion, cfg: Config, device) -> tuple:
+    """(the sampling policy's log-probabilities, kept fixed over grpo.iterations > 1 updates, else None; the
+    frozen reference's for the KL penalty, else None)."""
+    gc = cfg.grpo
+    with runtime.autocast(cfg.train.dtype, device):
+        old = token_logprobs(model, seq, where, completion, gc.temperature)[0] if gc.iterations > 1 else None
+        ref = token_logprobs(reference, seq, where, completion, gc.temperature)[0] if reference is not None else None
+    return old, ref
+
+
+def add_metrics(meter: Meter, loss, reward, mask, stats: dict, ks: np.ndarray, group_size: int) -> None:
+    """One GRPO step's metrics: loss, mean reward and its spread within groups, exact answers (overall and per k
+    ahead, `ks` per prompt), completion length, KL to the reference, share of clipped ratios."""
+    meter.add("loss", loss.item())
+    meter.add("reward", float(reward.sum()), len(reward))
+    meter.add("reward_std", float(reward.view(-1, group_size).std(1).sum()), len(reward) // group_size)
+    meter.add("exact", float((reward == 1).sum()), len(reward))
+    meter.add("completion_length", float(mask.sum()), len(reward))
+    meter.add("kl", stats["kl"])
+    meter.add("clipped", stats["clipped"])
+    ks = np.repeat(ks, group_size)
+    for k in np.unique(ks):
+        meter.add(f"exact_k{k}", float((reward.cpu().numpy()[ks == k] == 1).sum()), float((ks == k).sum()))
+
+
 def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
                until: int | None = None) -> Run:
     run_dir = Path(run_dir)
@@ -150,9 +176,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     start = check_setup(cfg, task, model)
     # the from-checkpoint variant: a supervised model; loaded on resume too, as the KL penalty's frozen reference
     started = warm_start(model, tc.init) if tc.init else {}
-    reference = None
-    if gc.beta > 0:  # the frozen initial model of the KL penalty
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    reference = copy.deepcopy(model).eval().requires_grad_(False) if gc.beta > 0 else None  # the KL penalty's
     params = list(model.parameters())
     opt = build_optimizer(model, tc)
     sampler = Sampler(arrays, tc.seed)
@@ -162,40 +186,21 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     length = completion_length(cfg, meta.seq_len, start)
     answer = torch.as_tensor(task.target_pos, device=device)  # parallel sampling: the masked answer positions
     reasoning = gc.reasoning_tokens > 0
-    step, elapsed, seen = 0, 0.0, 0
-
-    if point is not None:
-        checkpoint.load_into(model, point.weights, point.checkpoint)
-        with restoring(point.checkpoint):  # a state.pt that does not fit: one line naming it
-            st = point.state
-            opt.load_state_dict(st["optimizer"])
-            sampler.load_state_dict(st["sampler"])
-            gen.set_state(st["generator"])
-            aug_rng.bit_generator.state = st["aug_rng"]
-            torch.set_rng_state(st["torch_rng"])
-            if reference is not None:
-                reference.load_state_dict(st["reference"])
-            step, elapsed, seen = st["step"], st["elapsed"], st["examples_seen"]
+    resumable = Resumable(torch_rng=True, optimizer=opt, sampler=sampler, generator=gen, aug_rng=aug_rng,
+                          reference=reference)
+    step, elapsed, seen = resumable.restore(point, model) if point is not None else (0, 0.0, 0)
 
     log = RunLog(run_dir, cfg, step=step)
-    meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
-                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
-                "data": str(data_dir.resolve()), "processes": 1, **started}
+    meta_out = run_meta(meta, count_params(model), data_dir, 1, **started)
 
     def save(step: int, metrics: dict, elapsed: float) -> Path:
-        state = {"optimizer": opt.state_dict(), "sampler": sampler.state_dict(), "generator": gen.get_state(),
-                 "aug_rng": aug_rng.bit_generator.state, "step": step, "elapsed": elapsed, "examples_seen": seen,
-                 "torch_rng": torch.get_rng_state(),
-                 "reference": reference.state_dict() if reference is not None else None}
-        return checkpoint.save(run_dir, step, model.state_dict(), None, state, cfg,
+        return checkpoint.save(run_dir, step, model.state_dict(), None, resumable.state(step, elapsed, seen), cfg,
                                {**meta_out, "metrics": {**metrics, "examples_seen": seen}}, keep=tc.keep_checkpoints)
 
     meter = Meter()
     with Loop(tc, log, save, run_dir, step, elapsed, until, progress) as loop:
         for step in loop:
-            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            lr = set_lr(step, tc, opt)
             inputs, labels, _ = batch_tensors(arrays, sampler.take(prompts), meta.ignore_label_id, device,
                                               task if tc.augment else None, aug_rng)
             seen += prompts
@@ -208,12 +213,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
             advantages = group_advantages(reward, gc.group_size, gc.std_eps)
             mask = completion_mask(completion) if gc.sampling == "autoregressive" else torch.ones_like(completion,
                                                                                                       dtype=torch.bool)
-            old = ref = None
-            with torch.no_grad(), runtime.autocast(tc.dtype, device):
-                if gc.iterations > 1:
-                    old = token_logprobs(model, seq, where, completion, gc.temperature)[0]
-                if reference is not None:
-                    ref = token_logprobs(reference, seq, where, completion, gc.temperature)[0]
+            old, ref = frozen_logprobs(model, reference, seq, where, completion, cfg, device)
             for _ in range(gc.iterations):
                 with runtime.autocast(tc.dtype, device):
                     logp, cost = token_logprobs(model, seq, where, completion, gc.temperature)
@@ -228,16 +228,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-            meter.add("loss", loss.item())
-            meter.add("reward", float(reward.sum()), len(reward))
-            meter.add("reward_std", float(reward.view(-1, gc.group_size).std(1).sum()), prompts)
-            meter.add("exact", float((reward == 1).sum()), len(reward))
-            meter.add("completion_length", float(mask.sum()), len(reward))
-            meter.add("kl", stats["kl"])
-            meter.add("clipped", stats["clipped"])
-            ks = np.repeat(task.steps_ahead(inputs.cpu().numpy()), gc.group_size)
-            for k in np.unique(ks):
-                meter.add(f"exact_k{k}", float((reward.cpu().numpy()[ks == k] == 1).sum()), float((ks == k).sum()))
+            add_metrics(meter, loss, reward, mask, stats, task.steps_ahead(inputs.cpu().numpy()), gc.group_size)
             if loop.log_due:
                 loop.log({"lr": lr, **meter.flush(), "examples_seen": seen},
                          "reward {reward:.3f} exact {exact:.3f} length {completion_length:.1f}")

@@ -181,6 +181,18 @@ class SignSGD:
         self.emb.local = self.emb.local_ids = None
 
 
+def set_lr(step: int, tc, opt, emb_opt=None) -> float:
+    """Step `step`'s learning rate (train.lr on the schedule of `lr_at`) set on every parameter group of `opt`, and
+    the sparse puzzle table's (train.puzzle_emb_lr, same schedule) on `emb_opt`; returns the dense one."""
+    lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    if emb_opt is not None:
+        emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter,
+                           tc.lr_decay)
+    return lr
+
+
 def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 1.0, counter: str = "before",
           decay: str = "cosine") -> float:
     """Learning rate of optimiser step `step` (1-based): linear warm-up from 0, then `decay` (cosine or linear) from
@@ -205,3 +217,10 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.rate)
+
+    def state_dict(self) -> list[Tensor]:
+        """The shadow weights on the CPU (what state.pt holds under "ema")."""
+        return [t.cpu() for t in self.shadow]
+
+    def load_state_dict(self, shadow: list[Tensor]) -> None:
+        self.shadow = [t.to(p.device) for t, p in zip(shadow, self.params, strict=True)]

@@ -145,6 +145,71 @@ def resume_point(run_dir: Path, cfg: Config, keep: tuple[str, ...]) -> ResumePoi
     return ResumePoint(ckpt, checkpoint.load_weights(ckpt, ema=False), checkpoint.load_state(ckpt))
 
 
+def run_meta(meta, params: int, data_dir: Path, processes: int, **extra) -> dict:
+    """A puzzle run's meta.json: the dataset sizes its model is built with (`meta`: the split's Metadata), the
+    weight count, where its data lives, how many processes trained it, and `extra` (e.g. warm-start provenance)."""
+    return {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len, "num_puzzle_identifiers": meta.num_puzzle_identifiers,
+            "params": params, "data": str(Path(data_dir).resolve()), "processes": processes, **extra}
+
+
+class Resumable:
+    """The one save-and-restore of a trainer's state.pt: each part named once and saved and restored the same way
+    (an object with state_dict/load_state_dict - optimiser, sampler, data stream, EMA, a reference model -, a
+    torch.Generator, a NumPy Generator, or None), with the counters every trainer keeps (step, elapsed seconds,
+    examples drawn) and, where asked, torch's global random stream."""
+
+    def __init__(self, torch_rng: bool = False, **parts):
+        self.parts, self.torch_rng = parts, torch_rng
+
+    def state(self, step: int, elapsed: float, seen: int | None = None, **extra) -> dict:
+        """What state.pt holds at `step`: every part's state, the counters, and `extra` (e.g. a gathered carry)."""
+        out = {name: _part_state(part) for name, part in self.parts.items()}
+        out.update(step=step, elapsed=elapsed, **({"examples_seen": seen} if seen is not None else {}))
+        if self.torch_rng:
+            out["torch_rng"] = torch.get_rng_state()
+        return {**out, **extra}
+
+    def restore(self, point: ResumePoint, model: torch.nn.Module,
+                extra: Callable[[dict], None] | None = None) -> tuple[int, float, int]:
+        """Fill `model` and every part from a resume point, then `extra(state)` (a trainer's own entries); returns
+        (step, elapsed, examples drawn). A state.pt that does not fit is one line naming it (`restoring`)."""
+        checkpoint.load_into(model, point.weights, point.checkpoint)
+        with restoring(point.checkpoint):
+            st = point.state
+            for name, part in self.parts.items():
+                _load_part(part, st[name])
+            if self.torch_rng and "torch_rng" in st:  # older checkpoints lack it
+                torch.set_rng_state(st["torch_rng"])
+            if extra is not None:
+                extra(st)
+            return st["step"], st["elapsed"], st.get("examples_seen", 0)  # older checkpoints lack examples_seen
+
+
+def _part_state(part):
+    import numpy as np
+
+    if part is None:
+        return None
+    if isinstance(part, torch.Generator):
+        return part.get_state()
+    if isinstance(part, np.random.Generator):
+        return part.bit_generator.state
+    return part.state_dict()
+
+
+def _load_part(part, state) -> None:
+    import numpy as np
+
+    if part is None:
+        return
+    if isinstance(part, torch.Generator):
+        part.set_state(state)
+    elif isinstance(part, np.random.Generator):
+        part.bit_generator.state = state
+    else:
+        part.load_state_dict(state)
+
+
 def resumed_precision(cfg: Config, point: ResumePoint | None) -> Config:
     """A resumed run keeps the precision it started in: train.dtype=auto takes the value auto picked then, recorded
     in the checkpoint's config (another machine might pick otherwise, and the resume would not be exact)."""

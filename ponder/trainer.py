@@ -20,9 +20,9 @@ from ponder.act import Carry, act_loss, act_step, continue_target, empty_carry, 
 from ponder.config import Config
 from ponder.evaluate import evaluate_during_training
 from ponder.models import build_model, count_params
-from ponder.optim import EMA, SignSGD, build_optimizer, lr_at
-from ponder.run import (Loop, Meter, Run, RunLog, check_finite, own_run, restoring, resume_point, resumed_precision,
-                        warm_start)
+from ponder.optim import EMA, SignSGD, build_optimizer, set_lr
+from ponder.run import (Loop, Meter, Resumable, Run, RunLog, check_finite, own_run, resume_point, resumed_precision,
+                        run_meta, warm_start)
 from ponder.tasks import prepare_data, task_for
 from ponder.tasks.batches import Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
@@ -62,6 +62,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         return _train(cfg, Path(run_dir), resume, progress, until, world, device)
 
 
+def built_data(cfg: Config, run_dir: Path, world: distributed.World) -> Path:
+    """An empty data.path: the dataset built into the run directory (rank 0 builds, the others wait, then find it)."""
+    data_dir = prepare_data(cfg.data, run_dir) if world.main else None
+    distributed.barrier()
+    return data_dir or prepare_data(cfg.data, run_dir)
+
+
 def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int | None, world: distributed.World,
            device: torch.device) -> Run:
     tc, mc = cfg.train, cfg.model
@@ -74,11 +81,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
     tc = cfg.train
     torch.manual_seed(tc.seed)
 
-    if not data_dir:  # an empty data.path builds into the run directory (rank 0 builds, the others wait)
-        if world.main:
-            data_dir = prepare_data(cfg.data, run_dir)
-        distributed.barrier()
-        data_dir = data_dir or prepare_data(cfg.data, run_dir)
+    data_dir = data_dir or built_data(cfg, run_dir, world)
     arrays, meta = read_split(data_dir, "train")
     task = task_for(cfg.data, meta, data_dir)
     model = build_model(mc, meta.vocab_size, meta.seq_len, meta.num_puzzle_identifiers).to(device)
@@ -96,38 +99,24 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
     local_batch = tc.batch_size // world.size
     mine = world.shard(tc.batch_size)  # this rank's slots of the global carry
     carry = empty_carry(model, local_batch, meta.seq_len, device)
+    resumable = Resumable(torch_rng=True, optimizer=opt, ema=ema, sampler=sampler, generator=gen, aug_rng=aug_rng)
     step, elapsed, seen = 0, 0.0, 0  # seen: training examples drawn (a slot takes a new one when it halts)
-
     if point is not None:
-        checkpoint.load_into(model, point.weights, point.checkpoint)
-        with restoring(point.checkpoint):  # a state.pt that does not fit: one line naming it
-            st = point.state
-            opt.load_state_dict(st["optimizer"])
-            if ema is not None:
-                ema.shadow = [t.to(device) for t in st["ema"]]
-            sampler.load_state_dict(st["sampler"])
-            gen.set_state(st["generator"])
-            aug_rng.bit_generator.state = st["aug_rng"]
+        def restore_carry(st: dict) -> None:  # the global carry saved; this rank takes its slots
+            nonlocal carry
             carry = Carry.from_tensors({k: v[mine].to(device) for k, v in st["carry"].items()}, type(carry.state))
-            step, elapsed = st["step"], st["elapsed"]
-            seen = st.get("examples_seen", 0)  # older checkpoints lack it
-            if "torch_rng" in st:  # torch's global stream (noisy ACT halting draws from it); older checkpoints lack it
-                torch.set_rng_state(st["torch_rng"])
+
+        step, elapsed, seen = resumable.restore(point, model, restore_carry)
 
     log = RunLog(run_dir, cfg, main=world.main, step=step)
-    meta_out = {"vocab_size": meta.vocab_size, "seq_len": meta.seq_len,
-                "num_puzzle_identifiers": meta.num_puzzle_identifiers, "params": count_params(model),
-                "data": str(data_dir.resolve()), "processes": world.size, **started}
+    meta_out = run_meta(meta, count_params(model), data_dir, world.size, **started)
 
     def save(step: int, metrics: dict, elapsed: float) -> Path:
         """Every rank calls this (the carry is gathered into the global one); rank 0 writes."""
         global_carry = {k: distributed.gather_rows(v).cpu() for k, v in carry.tensors().items()}
         path = checkpoint.step_path(run_dir, step)
         if world.main:
-            state = {"optimizer": opt.state_dict(), "ema": [t.cpu() for t in ema.shadow] if ema else None,
-                     "sampler": sampler.state_dict(), "generator": gen.get_state(),
-                     "aug_rng": aug_rng.bit_generator.state, "carry": global_carry, "step": step, "elapsed": elapsed,
-                     "torch_rng": torch.get_rng_state(), "examples_seen": seen}
+            state = resumable.state(step, elapsed, seen, carry=global_carry)
             path = checkpoint.save(run_dir, step, model.state_dict(), ema_weights(model, ema), state, cfg,
                                    {**meta_out, "metrics": {**metrics, "examples_seen": seen}},
                                    keep=tc.keep_checkpoints)
@@ -138,12 +127,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: int 
     meter = Meter()
     with Loop(tc, log, save, run_dir, step, elapsed, until, progress and world.main) as loop:
         for step in loop:
-            lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if emb_opt is not None:
-                emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter,
-                                   tc.lr_decay)
+            lr = set_lr(step, tc, opt, emb_opt)
 
             halted = distributed.gather_rows(carry.halted)  # the global carry's free slots
             k = int(halted.sum())

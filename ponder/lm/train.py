@@ -35,7 +35,7 @@ from ponder.lm.data import (IndexStream, collate, load_documents, load_gsm8k, pa
                             task_example)
 from ponder.lm.schedule import mean_recurrence_at, sample_depth
 from ponder.optim import Combined, Muon, lr_at, split_hidden
-from ponder.run import (Loop, Meter, Run, RunLog, check_finite, own_run, restoring, resume_point,
+from ponder.run import (Loop, Meter, Resumable, Run, RunLog, check_finite, own_run, resume_point,
                         resumed_precision)
 
 # the LmConfig fields that define the weights: a resumed run must keep them
@@ -181,26 +181,17 @@ def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: i
     opt = build_lm_optimizer(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator(device=device).manual_seed(tc.seed)  # the initial-state noise s0 of every forward
-    step, elapsed = 0, 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    if point is not None:
-        checkpoint.load_into(model, point.weights, point.checkpoint)
-        with restoring(point.checkpoint):  # a state.pt that does not fit: one line naming it
-            st = point.state
-            opt.load_state_dict(st["optimizer"])
-            batches.load_state_dict(st["data"])
-            gen.set_state(st["generator"])
-            step, elapsed = st["step"], st["elapsed"]
+    resumable = Resumable(optimizer=opt, data=batches, generator=gen)
+    step, elapsed, _ = resumable.restore(point, model) if point is not None else (0, 0.0, 0)
 
     log = RunLog(run_dir, cfg, step=step)
     n_params = sum(p.numel() for p in params)
 
     def save(step: int, metrics: dict, elapsed: float) -> Path:
-        state = {"optimizer": opt.state_dict(), "generator": gen.get_state(), "data": batches.state_dict(),
-                 "step": step, "elapsed": elapsed}
         meta = {"kind": "lm", "params": n_params, "metrics": metrics}
-        return checkpoint.save(run_dir, step, _unshared(model.state_dict()), None, state, cfg, meta,
+        return checkpoint.save(run_dir, step, _unshared(model.state_dict()), None, resumable.state(step, elapsed), cfg,
+                               meta,
                                keep=tc.keep_checkpoints)
 
     model.train()
