@@ -124,8 +124,8 @@ def check_setup(cfg: Config, task, model) -> int:
     if not model.generates:
         raise UserError(f"train.regime=grpo samples answers token by token: model.family must be neox, lstm or mamba, "
                         f"got {cfg.model.family}")
-    if getattr(task.cfg, "layout", None) != "causal":
-        raise UserError("train.regime=grpo reads prompts and targets of the causal layout: set data.ca1d.layout=causal")
+    if task.policy_refusal():
+        raise UserError(task.policy_refusal())
     if cfg.train.batch_size % cfg.grpo.group_size:
         raise UserError(f"train.batch_size={cfg.train.batch_size} (completions per step) must be divisible by "
                         f"grpo.group_size={cfg.grpo.group_size}")
@@ -143,9 +143,10 @@ def frozen_logprobs(model, reference, seq, where, completion, cfg: Config, devic
     return old, ref
 
 
-def add_metrics(meter: Meter, loss, reward, mask, stats: dict, ks: np.ndarray, group_size: int) -> None:
-    """One GRPO step's metrics: loss, mean reward and its spread within groups, exact answers (overall and per k
-    ahead, `ks` per prompt), completion length, KL to the reference, share of clipped ratios."""
+def add_metrics(meter: Meter, loss, reward, mask, stats: dict, strata: np.ndarray | None, group_size: int) -> None:
+    """One GRPO step's metrics: loss, mean reward and its spread within groups, exact answers (overall and per
+    stratum of the task, `strata` per prompt: 1dCA's k, as exact_k1 ...), completion length, KL to the reference,
+    share of clipped ratios."""
     meter.add("loss", loss.item())
     meter.add("reward", float(reward.sum()), len(reward))
     meter.add("reward_std", float(reward.view(-1, group_size).std(1).sum()), len(reward) // group_size)
@@ -153,9 +154,12 @@ def add_metrics(meter: Meter, loss, reward, mask, stats: dict, ks: np.ndarray, g
     meter.add("completion_length", float(mask.sum()), len(reward))
     meter.add("kl", stats["kl"])
     meter.add("clipped", stats["clipped"])
-    ks = np.repeat(ks, group_size)
-    for k in np.unique(ks):
-        meter.add(f"exact_k{k}", float((reward.cpu().numpy()[ks == k] == 1).sum()), float((ks == k).sum()))
+    if strata is None:
+        return
+    strata = np.repeat(strata, group_size)
+    for label in np.unique(strata):
+        meter.add(f"exact_{label.replace('=', '')}", float((reward.cpu().numpy()[strata == label] == 1).sum()),
+                  float((strata == label).sum()))
 
 
 def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -184,7 +188,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
     aug_rng = np.random.default_rng([tc.seed, 1])
     prompts = tc.batch_size // gc.group_size
     length = completion_length(cfg, meta.seq_len, start)
-    answer = torch.as_tensor(task.target_pos, device=device)  # parallel sampling: the masked answer positions
+    answer = torch.as_tensor(task.answer_positions(), device=device)  # parallel sampling: the masked positions
     reasoning = gc.reasoning_tokens > 0
     resumable = Resumable(torch_rng=True, optimizer=opt, sampler=sampler, generator=gen, aug_rng=aug_rng,
                           reference=reference)
@@ -228,7 +232,7 @@ def train_grpo(cfg: Config, run_dir: str | Path, resume: bool = False, progress:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-            add_metrics(meter, loss, reward, mask, stats, task.steps_ahead(inputs.cpu().numpy()), gc.group_size)
+            add_metrics(meter, loss, reward, mask, stats, task.strata(inputs.cpu().numpy()), gc.group_size)
             if loop.log_due:
                 loop.log({"lr": lr, **meter.flush(), "examples_seen": seen},
                          "reward {reward:.3f} exact {exact:.3f} length {completion_length:.1f}")

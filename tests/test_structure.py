@@ -179,7 +179,7 @@ def test_task_registry_matches_config_and_cli():
 
 
 @pytest.mark.parametrize("hook", ["identifiers", "extra_files", "strata", "aggregate", "augment", "score",
-                                  "prompt_length", "decode", "reward"])
+                                  "prompt_length", "decode", "reward", "answer_positions", "policy_refusal"])
 def test_optional_hooks_are_part_of_the_protocol(hook):
     """The evaluator and the dataset builder call every hook without asking whether a task has it."""
     from ponder.tasks import Task
@@ -187,6 +187,14 @@ def test_optional_hooks_are_part_of_the_protocol(hook):
     assert callable(getattr(Task, hook))
     for path in (PACKAGE / "evaluate.py", PACKAGE / "tasks" / "__init__.py", PACKAGE / "trainer.py", PACKAGE / "grpo.py"):
         assert f'hasattr(task, "{hook}")' not in path.read_text()
+
+
+def test_trainers_and_the_evaluator_use_only_the_task_protocol():
+    """No reach into one task's own settings or attributes (the 1dCA layout, its answer positions, its k)."""
+    for path in (PACKAGE / "evaluate.py", PACKAGE / "trainer.py", PACKAGE / "grpo.py", PACKAGE / "solve.py"):
+        text = path.read_text()
+        for private in ("task.cfg", "task.target_pos", "task.steps_ahead", "task.k_pos"):
+            assert private not in text, f"{path.name} reads {private}"
 
 
 def test_the_tests_check_finds_planted_imports() -> None:

@@ -111,6 +111,11 @@ class Task(abc.ABC):
         """Where a generated answer starts (causal models decoding token by token); None: answered in one pass."""
         return None
 
+    def answer_positions(self) -> np.ndarray | None:
+        """The positions that hold the answer, masked in the inputs (GRPO's parallel sampling draws them); None: the
+        task's layout has no fixed answer positions."""
+        return None
+
     def decode(self, inputs: np.ndarray, completion: np.ndarray, reasoning: bool = False) -> np.ndarray:
         """(B, L) predictions aligned with the labels, from the (B, M) tokens generated after the prompt."""
         raise NotImplementedError(f"{self.name} has no generated answers")
@@ -118,6 +123,11 @@ class Task(abc.ABC):
     def reward(self, completion: np.ndarray, labels: np.ndarray, reasoning: bool = False) -> np.ndarray:
         """(B,) reward in [0, 1] of a sampled completion (GRPO)."""
         raise NotImplementedError(f"{self.name} defines no reward")
+
+    def policy_refusal(self) -> str | None:
+        """Why this task, as configured, cannot be trained by reinforcement (train.regime=grpo needs a prompt, answer
+        positions and `reward`), or None when it can."""
+        return f"data.task={self.name} defines no reward for train.regime=grpo (the 1dCA task does)"
 
     def identifiers(self, seed: int) -> list[str]:
         """Puzzle identifier -> name (index 0 = "<blank>"); their count is the dataset's num_puzzle_identifiers.

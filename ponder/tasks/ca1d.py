@@ -379,6 +379,14 @@ class Ca1dTask(Task):
             return np.full(len(inputs), self.cfg.k)
         return np.asarray(inputs)[:, self.k_pos].astype(np.int64) - K_BASE + 1
 
+    def answer_positions(self) -> np.ndarray:
+        return self.target_pos
+
+    def policy_refusal(self) -> str | None:
+        if self.cfg.layout != "causal":
+            return "train.regime=grpo reads prompts and targets of the causal layout: set data.ca1d.layout=causal"
+        return None
+
     def strata(self, inputs: np.ndarray) -> np.ndarray | None:
         """(B,) group label of every example: the evaluator reports every metric per k. cot / oo: None (every
         example answers every k; `score` gives the per-k metrics)."""
