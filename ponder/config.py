@@ -587,6 +587,15 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is tuple and args[1:] == (Ellipsis,):  # tuple[T, ...]: a YAML list
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, args[0], f"{name}[{i}]") for i, v in enumerate(value))
+        raise UserError(f"config key '{name}' expects a list, got {value!r}")
+    if origin is dict:  # dict[K, V]: a YAML mapping
+        if isinstance(value, dict):
+            return {_coerce(k, args[0], name): _coerce(v, args[1], f"{name}.{k}") for k, v in value.items()}
+        raise UserError(f"config key '{name}' expects a mapping, got {value!r}")
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         for option in typing.get_args(kind):
             if option is type(None) and value is None:

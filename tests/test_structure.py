@@ -274,3 +274,20 @@ def test_the_name_check_finds_planted_tests():
     planted = 'if cfg.train.regime == "grpo": pass\nif model.family in ("armt", "trm"): pass\nif x == "grpo": pass\n'
     assert name_tests(planted) == [("regime", 1), ("family", 2)]
     assert name_tests('if "neox" != cfg.model.family: pass') == [("family", 1)]
+
+
+def test_the_study_scales_are_yaml_read_by_the_config_system(tmp_path, monkeypatch):
+    """The study's scales live in ponder/presets/studies/*.yaml (one preset system), typed by the config reader: an
+    unknown key or a wrong type is one line naming the file."""
+    from ponder import UserError, study
+
+    assert study.SCALES["cpu"].sequence["neox"] == "ca1d-seq-cpu" and study.SCALES["cpu"].control_ks == (1, 2)
+    assert study.SCALES["gpu"].depth == (8, 11) and study.SCALES["gpu"].member_overrides["urm"][0] == "model.loops=8"
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "ca1d-bad.yaml").write_text("recursive: ca1d-cpu\ndepht: [8]\n")
+    monkeypatch.setattr(study, "PRESET_DIR", tmp_path)
+    with pytest.raises(UserError, match="unknown config key 'ca1d-bad.yaml: depht'"):
+        study.load_scale("bad")
+    (tmp_path / "studies" / "ca1d-bad.yaml").write_text("depth: 8\n")
+    with pytest.raises(UserError, match="expects a list"):
+        study.load_scale("bad")
