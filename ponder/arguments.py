@@ -159,10 +159,15 @@ def _compare(sub) -> None:
     d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member")
     d.add_argument("--minutes", type=float, default=0.0, help="budget: wall-clock minutes per member")
     d.add_argument("--data", help="dataset directory for all members (default: built once into OUT/data)")
-    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
     d.add_argument("--eval-steps", type=int, default=0, help="test-time supervision steps (default 2 x largest N_sup)")
-    d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
+    _every_member(d)
     d.set_defaults(func="compare")
+
+
+def _every_member(d) -> None:
+    """The options compare and study share: settings for every member."""
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
+    d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
 
 
 def _study(sub) -> None:
@@ -186,8 +191,7 @@ def _study(sub) -> None:
                                                 "(default: the scale's)")
     d.add_argument("--regimes", default="", help="comma-separated subset of fixed,per-k,depth,act,constant,cot,oo,"
                                                  "grpo,grpo-scratch,recursion (default: the scale's)")
-    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every member (repeatable)")
-    d.add_argument("--max-examples", type=int, default=0, help="evaluate on the first N test examples (0 = all)")
+    _every_member(d)
     d.set_defaults(func="study")
 
 
