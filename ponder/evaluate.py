@@ -602,3 +602,23 @@ def group_exact(res: dict) -> dict[str, float]:
     out.update({f"eval_exact[{key[len('exact '):]}]": v for key, v in res.get("task_metrics", {}).items()
                 if key.startswith("exact ")})
     return out
+
+
+def exact_by_group(row: dict) -> dict[str, float]:
+    """The inverse of `group_exact` on a logged evaluation row: {group: exact} ({"k=1": 0.94, ...}; {} without
+    groups). Readers of metrics.jsonl (the study's learning curves) use this, not the key format."""
+    return {key[len("eval_exact["):-1]: v for key, v in row.items() if key.startswith("eval_exact[")}
+
+
+def scores_of(result: dict, group: str) -> tuple[float, float] | None:
+    """(exact, cell accuracy) of one group of an evaluation result (results.json): its stratum (one group per
+    example, e.g. k=1) at N_sup, or the task's per-group metrics (1dCA cot / oo: `exact k=1`, every example answers
+    every k); None when the result has no such group."""
+    stratum = result.get("groups", {}).get(group)
+    if stratum is not None:
+        at = min(result["n_supervision"], len(stratum["exact"])) - 1
+        return stratum["exact"][at], stratum["cell"][at]
+    metrics = result.get("task_metrics", {})
+    if f"exact {group}" in metrics:
+        return metrics[f"exact {group}"], metrics[f"cell {group}"]
+    return None

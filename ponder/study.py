@@ -32,6 +32,7 @@ from pathlib import Path
 from ponder import UserError, checkpoint, plots
 from ponder.compare import Member, compare
 from ponder.config import PRESET_DIR, from_dict, load_yaml
+from ponder.evaluate import exact_by_group, scores_of
 from ponder.run import config_from_checkpoint, read_metrics
 
 REGIMES = ("fixed", "per-k", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-scratch", "recursion")
@@ -144,14 +145,7 @@ def _after_their_starts(chosen: list[tuple[Member, str]], scale: Scale) -> list[
 def _per_k(result: dict, k: int) -> tuple[float, float] | None:
     """(exact, bit accuracy) at k: the stratum k=<k> (one k per example), or the task's per-state metrics (cot, oo:
     every example answers every k); at N_sup for the recursive models."""
-    group = result.get("groups", {}).get(f"k={k}")
-    if group is not None:
-        at = min(result["n_supervision"], len(group["exact"])) - 1
-        return group["exact"][at], group["cell"][at]
-    metrics = result.get("task_metrics", {})
-    if f"exact k={k}" in metrics:
-        return metrics[f"exact k={k}"], metrics[f"cell k={k}"]
-    return None
+    return scores_of(result, f"k={k}")
 
 
 def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tuple[str, ...] = (),
@@ -224,7 +218,7 @@ def learning_curve(run: Path, before: int = 0) -> dict:
     for e in evals:
         if "examples_seen" not in e:
             continue
-        per_k = {key[len("eval_exact[k="):-1]: v for key, v in e.items() if key.startswith("eval_exact[k=")}
+        per_k = {group[len("k="):]: v for group, v in exact_by_group(e).items() if group.startswith("k=")}
         out["examples"].append(before + int(e["examples_seen"]))
         for k, v in (per_k or {"all": e["eval_exact"]}).items():
             out["exact"].setdefault(k, []).append(v)

@@ -132,3 +132,16 @@ def test_fast_adaptive_evaluation_equals_the_trace():
         assert fast["mean_steps"] == full["mean_steps"]
         assert fast["exact"] == full["exact"]
         assert abs(fast["cell"] - full["cell"]) < 1e-6
+
+
+def test_per_group_results_are_read_through_the_evaluator():
+    """The study reads per-k figures through evaluate.scores_of / exact_by_group, the inverses of what the evaluator
+    writes: strata at N_sup, the per-state metrics of cot, and the logged eval_exact[...] keys."""
+    from ponder.evaluate import exact_by_group, group_exact, scores_of
+
+    strata = {"n_supervision": 2, "groups": {"k=1": {"exact": [0.1, 0.5, 0.7], "cell": [0.2, 0.6, 0.8]}},
+              "task_metrics": {}}
+    assert scores_of(strata, "k=1") == (0.5, 0.6) and scores_of(strata, "k=2") is None
+    cot = {"n_supervision": 1, "task_metrics": {"exact k=3": 0.25, "cell k=3": 0.9}}
+    assert scores_of(cot, "k=3") == (0.25, 0.9)
+    assert exact_by_group({"eval_exact": 0.4, **group_exact(strata), **group_exact(cot)}) == {"k=1": 0.7, "k=3": 0.25}
