@@ -35,6 +35,7 @@ from torch.utils._pytree import tree_map
 from ponder import UserError
 from ponder.act import Carry, empty_carry
 from ponder.config import resolve
+from ponder.files import atomic_write_text
 from ponder.models import build_model, count_params
 
 SUDOKU_VOCAB, SUDOKU_CELLS = 11, 81
@@ -394,8 +395,7 @@ def run_bench(out: str | Path, quick: bool = False, compare: str | None = None, 
         result["adaptive_eval"] = res
         print("adaptive halting on " + checkpoint + ":\n" + format_adaptive(res))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    atomic_write_text(out, json.dumps(result, indent=2))  # never through a link, never half written
     print(f"wrote {out}")
     if old is not None:
         print(format_bench_compare(result, old, compare))

@@ -6,30 +6,88 @@
       state.pt            optimiser state, step, RNG states, ACT carry, data position (for --resume; absent in a
                           checkpoint imported from the official code, which holds weights only)
       config.yaml         the fully resolved config
-      meta.json           step, dataset shape (vocab, seq_len, identifiers), weight count, last metrics
+      meta.json           step, the run's id, sha256 of every other file, dataset shape (vocab, seq_len,
+                          identifiers), weight count, last metrics
 
 A checkpoint is written into a temporary directory and renamed into place, so a crash or Ctrl-C mid-write never
 leaves a half checkpoint under a real name, and the previous good one stays until the new one is complete.
+
+A checkpoint knows whose it is and what it holds: meta.json records the id of the run that wrote it (RUN/.ponder,
+`run_id`), so resuming refuses a checkpoint folder copied from another run, and a folder whose name is not its step;
+and the sha256 of each file, verified whenever the file is loaded (eval, solve, resume, train.init), so a flipped bit
+is one line naming the file, never a silently changed weight. Checkpoints of earlier versions (no hashes, no id) load
+as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from ponder import UserError
 from ponder.config import Config, dump_yaml, from_dict, load_yaml, upgrade
-from ponder.files import fsync_dir, fsync_tree, read_json, usual_permissions
+from ponder.files import (fsync_dir, fsync_tree, out_of_space, read_json, read_marker, refuse_link, usual_permissions,
+                          write_marker)
 
 CKPT_DIR = "ckpt"
+
+
+HASHED = ("model.safetensors", "ema.safetensors", "state.pt", "config.yaml")  # meta.json's sha256 covers these
+
+
+def run_id(run_dir: Path) -> str:
+    """The id of the run in `run_dir` (its RUN/.ponder marker: kind "run", a random id written once; made when
+    missing: a new run, an import, or a run of an earlier ponder). Call it as the run's owner."""
+    marker = read_marker(run_dir)
+    if marker is None:
+        marker = {"kind": "run", "id": uuid.uuid4().hex, "made": []}
+        write_marker(run_dir, marker)
+    elif marker["kind"] != "run":
+        raise UserError(f"{run_dir}: holds a ponder {marker['kind']}, not a run; give another --out")
+    return marker["id"]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_verified(ckpt: Path, name: str) -> bytes:
+    """The bytes of a checkpoint's file, checked against the sha256 its meta.json records (checkpoints of earlier
+    versions record none and are read as they are); a mismatch is a UserError naming the file."""
+    path = Path(ckpt) / name
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror})") from None
+    hashes = load_meta(ckpt).get("sha256") if (Path(ckpt) / "meta.json").exists() else None
+    if isinstance(hashes, dict) and name in hashes and hashlib.sha256(data).hexdigest() != hashes[name]:
+        raise UserError(f"{path}: corrupt (its sha256 differs from the one meta.json recorded when it was written); "
+                        f"use another checkpoint of the run")
+    return data
+
+
+def check_name(ckpt: Path) -> None:
+    """A step folder's name must be its step (a renamed or copied folder would reorder the run's checkpoints)."""
+    step = load_meta(ckpt).get("step")
+    if ckpt.name.startswith("step_") and ckpt.name != f"step_{step:08d}":
+        raise UserError(f"{ckpt}: its name says step {ckpt.name[5:].lstrip('0') or 0} but meta.json says step {step} "
+                        f"(renamed or copied?); move it out of {ckpt.parent}")
 
 
 def step_path(run_dir: Path, step: int) -> Path:
@@ -52,8 +110,9 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
     """Write checkpoint `step` of a run (state None: weights only, as an imported checkpoint), files and folder
     flushed to disk before the rename, and keep the newest `keep`, plus the newest sane one (`sane`) when those are
     not: a run going bad never prunes its last good state."""
-    meta = {**meta, "weight_rms": weight_rms(model_sd)}
+    meta = {**meta, "weight_rms": weight_rms(model_sd), "run_id": run_id(run_dir)}
     root = Path(run_dir) / CKPT_DIR
+    refuse_link(root)
     root.mkdir(parents=True, exist_ok=True)
     final = step_path(run_dir, step)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
@@ -64,13 +123,17 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
         if state is not None:
             torch.save(state, tmp / "state.pt")
         (tmp / "config.yaml").write_text(dump_yaml(cfg))
-        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+        hashes = {name: sha256(tmp / name) for name in HASHED if (tmp / name).exists()}
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta, "sha256": hashes}, indent=2))
         for f in tmp.iterdir():  # safetensors writes 0600 files
             usual_permissions(f)
         usual_permissions(tmp, folder=True)
         fsync_tree(tmp)
-    except BaseException:  # a full disk, Ctrl-C: the half-written folder goes, the previous checkpoint stays newest
+    except BaseException as e:  # a full disk, Ctrl-C: the half-written folder goes, the previous one stays newest
+        full = out_of_space(e, root)  # torch and safetensors say it their own ways: one OSError(ENOSPC)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from None
         raise
     if final.exists():  # re-saving a step (e.g. Ctrl-C right after a periodic save): swap, then drop the old one
         old = root / f".old-{final.name}-{os.getpid()}"
@@ -150,6 +213,13 @@ def latest_for_resume(run_dir: Path) -> Path:
     found = list_checkpoints(run_dir)
     if not found:
         raise UserError(f"{run_dir}: --resume given but the run holds no checkpoint")
+    own = read_marker(run_dir)
+    for ckpt in found:
+        check_name(ckpt)
+        theirs = load_meta(ckpt).get("run_id")
+        if own is not None and isinstance(theirs, str) and theirs != own["id"]:
+            raise UserError(f"{ckpt}: a checkpoint of another run (run id {theirs[:12]}; this run is {own['id'][:12]}, "
+                            f"{run_dir}/.ponder); move it out of {run_dir}/{CKPT_DIR} to resume")
     return found[-1]
 
 
@@ -163,6 +233,7 @@ def find(path: str | Path) -> Path:
     found = list_checkpoints(path)
     if not found:
         raise UserError(f"{path}: not a checkpoint (no meta.json) and holds no checkpoints under {CKPT_DIR}/")
+    check_name(found[-1])
     return found[-1]
 
 
@@ -233,8 +304,9 @@ def warm_start(model: torch.nn.Module, path: str | Path) -> dict:
 
 
 def load_config(ckpt: Path) -> Config:
+    data = read_verified(ckpt, "config.yaml")
     try:
-        body = load_yaml((ckpt / "config.yaml").read_bytes().decode("utf-8"))
+        body = load_yaml(data.decode("utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as e:
         raise UserError(f"{ckpt}/config.yaml: unreadable ({e.__class__.__name__})") from None
     if not isinstance(body, dict):
@@ -255,8 +327,9 @@ def load_meta(ckpt: Path) -> dict:
 
 def load_weights(ckpt: Path, ema: bool = True) -> dict:
     path = ckpt / ("ema.safetensors" if ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
+    data = read_verified(ckpt, path.name)
     try:
-        return load_file(str(path))
+        return load_safetensors(data)
     except (OSError, SafetensorError) as e:
         raise UserError(f"{path}: not a readable safetensors file ({e})") from None
 
@@ -269,8 +342,9 @@ def load_state(ckpt: Path) -> dict:
     `examples_seen`, where present, are finite numbers in 0..max (STATE_NUMBERS); the rest is checked by the trainer
     that restores it (`run.restoring`)."""
     path = ckpt / "state.pt"
+    data = read_verified(ckpt, "state.pt")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a truncated or foreign file
         raise UserError(f"{path}: not a readable training state ({e.__class__.__name__})") from None
     if not isinstance(state, dict):

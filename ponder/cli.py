@@ -53,10 +53,8 @@ def cmd_data(args) -> int:
     options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     cfg = DataConfig(task=args.task, seed=args.seed, **{args.task: section(**options)})
     out = Path(args.out)
-    if (out / "train" / "dataset.json").exists() and not args.force:
-        raise UserError(f"{out}: already holds a dataset; pass --force to rebuild it in place")
     t = time.perf_counter()
-    build_dataset(cfg, out)
+    build_dataset(cfg, out, force=args.force)
     from ponder.tasks.dataset import read_metadata
 
     for split in ("train", "test"):
@@ -144,7 +142,7 @@ def cmd_eval(args) -> int:
         if not sep:
             raise UserError(f"--sweep expects KEY=V1,V2,..., got {args.sweep!r}")
         sweep, out = sweep_checkpoint(args.checkpoint, key, [v for v in values.split(",") if v], args.data,
-                                      args.overrides, args.out, args.device, ema=not args.raw)
+                                      args.overrides, args.out, args.device, ema=not args.raw, force=args.force)
         print(format_sweep(sweep))
         print(f"wrote {out / 'sweep.json'}, {out / 'sweep.png'}")
         _report_for(sweep["checkpoint"])
@@ -163,14 +161,15 @@ def _eval(args, world) -> int:
         from ponder.evaluate import adaptive_checkpoint, format_adaptive
 
         res, out = adaptive_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device,
-                                       ema=not args.raw)
+                                       ema=not args.raw, force=args.force)
         if world.main:
             print(format_adaptive(res))
             print(f"wrote {out / 'adaptive.json'}")
             _report_for(res["checkpoint"])
         return 0
     res, out = evaluate_checkpoint(args.checkpoint, args.data, args.overrides, args.out, args.device, args.pictures,
-                                   ema=not args.raw, show=args.show, split=args.split, outputs=args.save_outputs)
+                                   ema=not args.raw, show=args.show, split=args.split, outputs=args.save_outputs,
+                                   force=args.force)
     if not world.main:
         return 0
     print(format_results(res))
@@ -220,7 +219,7 @@ def cmd_compare(args) -> int:
     from ponder.compare import compare, format_compare, parse_member
 
     report = compare([parse_member(m) for m in args.members], args.out, args.set or [], args.steps, args.minutes,
-                     args.data, args.eval_steps, args.max_examples)
+                     args.data, args.eval_steps, args.max_examples, force=args.force)
     print(format_compare(report))
     print(f"wrote {Path(args.out) / 'compare.json'}, compare.txt, compare.png")
     _report(Path(args.out))
@@ -243,7 +242,7 @@ def cmd_study(args) -> int:
     regimes = _names(args.regimes, REGIMES, "regimes") if args.regimes else ()
     models = _names(args.models, STUDY_MODELS, "models") if args.models else ()
     study = study_ca1d(args.out, args.steps, args.minutes, models, regimes, args.scale, args.set or [],
-                       args.max_examples)
+                       args.max_examples, force=args.force)
     print(format_study(study))
     print(f"wrote {Path(args.out) / 'study.json'}, study.txt, study.png, study-curves.png")
     _report(Path(args.out))
@@ -293,7 +292,7 @@ def cmd_lm_train(args) -> int:
 def cmd_lm_eval(args) -> int:
     from ponder.lm.evaluate import evaluate_lm_checkpoint, format_lm_table
 
-    res, out = evaluate_lm_checkpoint(args.run, args.overrides, args.out)
+    res, out = evaluate_lm_checkpoint(args.run, args.overrides, args.out, force=args.force)
     print(format_lm_table(res))
     print(f"wrote {out / 'results.json'}, {out / 'completions.jsonl'}, {out / 'lm_scaling.png'}")
     return 0

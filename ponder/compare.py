@@ -26,6 +26,7 @@ import numpy as np
 
 from ponder import UserError, checkpoint, plots
 from ponder.config import Config, resolve, to_dict
+from ponder.files import Output, atomic_write_text, entry, plain_name
 from ponder.run import config_from_checkpoint
 
 
@@ -117,7 +118,7 @@ def _train_member(cfg: Config, run_dir: Path) -> dict:
         done.unlink()
     run = train(cfg, run_dir, resume=bool(checkpoint.list_checkpoints(run_dir)))
     record = {"steps": run.step, "minutes": run.seconds / 60, "checkpoint": str(run.checkpoint)}
-    done.write_text(json.dumps(record, indent=2))
+    atomic_write_text(done, json.dumps(record, indent=2))
     return record
 
 
@@ -147,7 +148,7 @@ def _evaluate_member(run_dir: Path, eval_steps: int, max_examples: int) -> dict:
         return json.loads(cached.read_text())
     res, _ = evaluate_checkpoint(ckpt, overrides=[f"eval.max_steps={eval_steps}", f"eval.max_examples={max_examples}",
                                                   "eval.plot=false"], out_dir=out, pictures=0)
-    (out / "settings.json").write_text(json.dumps(settings))
+    atomic_write_text(entry(out, "settings.json"), json.dumps(settings))
     return {k: v for k, v in res.items() if not k.startswith("_")}
 
 
@@ -159,14 +160,20 @@ def weight_count(cfg: Config, run_dir: Path) -> int:
 
 
 def compare(members: list[Member], out: str | Path, common: list[str] = (), steps: int = 0, minutes: float = 0.0,
-            data: str | None = None, eval_steps: int = 0, max_examples: int = 0) -> dict:
-    """Train every member on one dataset with one budget, evaluate all alike; write compare.json/.txt/.png."""
+            data: str | None = None, eval_steps: int = 0, max_examples: int = 0, force: bool = False) -> dict:
+    """Train every member on one dataset with one budget, evaluate all alike; write compare.json/.txt/.png into
+    `out` (a folder ponder made, or an empty one; another only with `force`, beside what is there)."""
     if not members:
         raise UserError("compare: give at least one member NAME=PRESET[,key=value,...]")
     if (steps > 0) == (minutes > 0):
         raise UserError("compare: give one budget, --steps N or --minutes M")
     out = Path(out)
     budget = (steps, minutes)
+    for m in members:  # a member's name is a folder of `out` and a link of its report: a plain name, nothing else
+        if not plain_name(m.name):
+            raise UserError(f"compare: member name {m.name[:40]!r} must be letters, digits and . _ - = + only (it names "
+                            f"a folder of {out}), not starting with a dot")
+    Output(out, "compare", force, legacy=("compare.json",))
     cfgs = _configs(members, list(common), budget, data)
     if not data:  # one dataset per distinct data config (they differ at most in how examples are written), built once
         from ponder.tasks import prepare_data
@@ -185,9 +192,9 @@ def compare(members: list[Member], out: str | Path, common: list[str] = (), step
                      "family": cfg.model.family, "weights": weight_count(cfg, run_dir), **record, "result": res})
     report = {"budget": {"steps": steps, "minutes": minutes}, "common": list(common), "eval_steps": eval_steps,
               "members": rows}
-    (out / "compare.json").write_text(json.dumps(report, indent=2))
-    (out / "compare.txt").write_text(format_compare(report) + "\n")
-    plots.plot_compare(report, out / "compare.png")
+    atomic_write_text(entry(out, "compare.json"), json.dumps(report, indent=2))
+    atomic_write_text(entry(out, "compare.txt"), format_compare(report) + "\n")
+    plots.plot_compare(report, entry(out, "compare.png"))
     return report
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ponder import IGNORE, UserError, checkpoint, distributed, plots, runtime
 from ponder.config import Config, to_dict
-from ponder.files import usual_permissions
+from ponder.files import LOCK, MARKER, Output, atomic_open, atomic_write_text, entry
 from ponder.progress import progress
 from ponder.models import build_model
 from ponder.run import config_from_checkpoint, tensorboard
@@ -313,7 +313,8 @@ def output_dir(ckpt: Path, name: str, settings: dict) -> Path:
             old = json.loads((out / SOURCE).read_text())
         except (OSError, json.JSONDecodeError):
             old = {}
-    entries = [e for e in out.iterdir() if not e.name.startswith("step_")] if out.is_dir() else []
+    entries = [e for e in out.iterdir() if not e.name.startswith("step_") and e.name not in (MARKER, LOCK)] \
+        if out.is_dir() else []
     if entries and old != source:  # an earlier evaluation (of unknown source when evaluated.json is missing)
         step = (old or {}).get("step")
         base = out / (f"step_{step:08d}" if isinstance(step, int) else "step_unknown")
@@ -322,11 +323,11 @@ def output_dir(ckpt: Path, name: str, settings: dict) -> Path:
             i += 1
             keep = base.with_name(f"{base.name}-{i}")
         keep.mkdir(parents=True)
-        for entry in entries:
-            entry.rename(keep / entry.name)
+        for earlier in entries:
+            earlier.rename(keep / earlier.name)
         print(f"kept the earlier evaluation in {keep}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SOURCE).write_text(json.dumps(source, indent=2))
+    Output(out, "eval", force=True, legacy=(SOURCE,))  # inside a run: ponder's folder, links refused
+    atomic_write_text(entry(out, SOURCE), json.dumps(source, indent=2))
     return out
 
 
@@ -400,10 +401,13 @@ def load_for_eval(path: str | Path, data: str | None = None, overrides: list[str
 
 
 def adaptive_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (),
-                        out_dir: str | Path | None = None, device: str = "cpu", ema: bool = True) -> tuple[dict, Path]:
+                        out_dir: str | Path | None = None, device: str = "cpu", ema: bool = True,
+                        force: bool = False) -> tuple[dict, Path]:
     """`ponder eval --adaptive`: adaptive-halting evaluation (halted puzzles leave the batch) against the official
     protocol (every puzzle runs N_sup steps), timed on the same machine in the same call: puzzles/s of each, the
     speed-up, and the exact-accuracy points lost. Writes adaptive.json."""
+    if out_dir is not None and distributed.world().main:
+        Output(out_dir, "eval", force)  # an --out ponder did not make is refused before any work
     ckpt, cfg, model, arrays, meta, data_dir = load_for_eval(path, data, overrides, device, ema)
     if not cfg.model.carries_state:
         raise UserError(f"{ckpt}: --adaptive times adaptive halting over supervision steps; model.family="
@@ -420,8 +424,7 @@ def adaptive_checkpoint(path: str | Path, data: str | None = None, overrides: li
     out_dir = Path(out_dir) if out_dir else output_dir(ckpt, "eval", {"overrides": list(overrides), "data": str(data_dir),
                                                                        "weights": _weights(ckpt, ema)})
     if distributed.world().main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "adaptive.json").write_text(json.dumps(res, indent=2))
+        atomic_write_text(entry(out_dir, "adaptive.json"), json.dumps(res, indent=2))
     return res, out_dir
 
 
@@ -438,12 +441,14 @@ def format_adaptive(res: dict) -> str:
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: list[str] = (),
                         out_dir: str | Path | None = None, device: str = "cpu", pictures: int = 1, ema: bool = True,
-                        show: int = 0, split: str = "test", outputs: int = 0) -> tuple[dict, Path]:
+                        show: int = 0, split: str = "test", outputs: int = 0, force: bool = False) -> tuple[dict, Path]:
     """`ponder eval`: load a checkpoint (EMA weights unless ema=False), evaluate on a split (the test split, or the
     train split to see what was memorised), write JSON/PNG. Overrides may change test-time settings, including the
     recursion (model.n_latent, model.n_cycles). `outputs` > 0 also writes outputs.safetensors: the inputs, labels
     and puzzle ids of the first `outputs` examples and, after every supervision step, their float32 logits
     (steps, examples, seq_len, vocab), q_halt and q_continue (steps, examples; zeros for models without it)."""
+    if out_dir is not None and distributed.world().main:
+        Output(out_dir, "eval", force)  # an --out ponder did not make is refused before any work
     ckpt, cfg, model, arrays, meta, data_dir = load_for_eval(path, data, overrides, device, ema, split)
     res = evaluate_model(cfg, model, arrays, meta, torch.device(device), keep=max(pictures * 8, show, 0),
                          outputs=outputs)
@@ -456,33 +461,33 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, overrides: li
          "dtype": cfg.train.dtype})
     if not distributed.world().main:  # under torchrun rank 0 holds the gathered results and writes them
         return res, out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
     final = res.pop("_final", None)
     if final is not None and split == "test":  # tasks that pool answers over versions (ARC): voting, pass@k, submission
         task = get_task(cfg.data)
         pooled = task.aggregate(data_dir, arrays, *final, out_dir)
         res["task_metrics"].update(pooled.metrics)
         for name, sheet in pooled.sheets.items():
-            plots.draw_sheet(sheet, task.palette, out_dir / f"{name}.png")
+            plots.draw_sheet(sheet, task.palette, entry(out_dir, f"{name}.png"))
     res["checkpoint"] = str(ckpt)
     res["weights"] = _weights(ckpt, ema)
     res["overrides"] = list(overrides)
     res["data"] = str(data_dir)
     res["split"] = split
     res["dtype"] = cfg.train.dtype  # what train.dtype=auto picked on this machine, or the command line's
-    (out_dir / "results.json").write_text(json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
+    atomic_write_text(entry(out_dir, "results.json"),
+                      json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=2))
     if raw is not None:
-        write_outputs(raw, arrays, out_dir / "outputs.safetensors")
+        write_outputs(raw, arrays, entry(out_dir, "outputs.safetensors"))
     if show and kept is not None:  # the first `show` test examples as text, answered after N_sup steps
         task = get_task(cfg.data)
         step = min(cfg.model.n_supervision, kept.shape[1]) - 1  # N_sup, or the last step run
         texts = [f"test example {i}:\n" + task.render(np.asarray(arrays.inputs[i]), kept[i, step],
                                                       np.asarray(arrays.labels[i])) for i in range(min(show, len(kept)))]
         res["_examples"] = texts
-        (out_dir / "examples.txt").write_text("\n\n".join(texts) + "\n")
+        atomic_write_text(entry(out_dir, "examples.txt"), "\n\n".join(texts) + "\n")
     if cfg.eval.plot:
         if not res.get("one_pass"):  # a one-pass model has no test-time steps to plot
-            plots.plot_scaling(res, out_dir / "scaling.png")
+            plots.plot_scaling(res, entry(out_dir, "scaling.png"))
         if pictures and kept is not None and len(kept):
             write_pictures(cfg, arrays, meta, kept, out_dir, pictures)
     if not explicit:  # a run's own evaluation (ponder eval RUN): also in its TensorBoard
@@ -496,15 +501,15 @@ def _weights(ckpt: Path, ema: bool) -> str:
 
 def write_outputs(raw: dict, arrays: PuzzleArrays, path: Path) -> None:
     """The raw outputs of the first examples (see evaluate_checkpoint), with what they were computed from."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     k = raw["q_halt"].shape[1]
     tensors = {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in raw.items()}
     tensors.update(inputs=torch.from_numpy(np.asarray(arrays.inputs[:k]).astype(np.int32)),
                    labels=torch.from_numpy(np.asarray(arrays.labels[:k]).astype(np.int32)),
                    puzzle_identifiers=torch.from_numpy(arrays.example_puzzle_ids[:k].astype(np.int32)))
-    save_file(tensors, str(path))
-    usual_permissions(path)  # safetensors writes 0600 files
+    with atomic_open(path, "wb") as f:
+        f.write(save(tensors))
 
 
 def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.ndarray, out_dir: Path,
@@ -520,7 +525,7 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
     paths = []
     for j, i in enumerate(order[:count]):
         steps = sorted({s for s in [1, 2, 3, 4, 6, 8, 12, 16, n_sup] if s <= n_sup})
-        path = out_dir / f"solving_{j}.png"
+        path = entry(out_dir, f"solving_{j}.png")
         answers = {s: task.grid(kept[i, s - 1]) for s in steps}
         given = np.asarray(arrays.inputs[i]).copy()
         if start is not None:
@@ -535,26 +540,28 @@ def write_pictures(cfg: Config, arrays: PuzzleArrays, meta: Metadata, kept: np.n
 
 def sweep_checkpoint(path: str | Path, key: str, values: list[str], data: str | None = None,
                      overrides: list[str] = (), out_dir: str | Path | None = None, device: str = "cpu",
-                     ema: bool = True) -> tuple[dict, Path]:
+                     ema: bool = True, force: bool = False) -> tuple[dict, Path]:
     """`ponder eval --sweep KEY=V1,V2,..`: evaluate one checkpoint once per value of a test-time setting (the
     recursion depth model.n_latent / model.n_cycles, or eval.max_steps) and collect accuracy against it."""
     if not values:
         raise UserError(f"--sweep {key}=: give at least one value, e.g. --sweep model.n_latent=1,2,4,8")
+    if out_dir is not None:
+        Output(out_dir, "eval", force)  # an --out ponder did not make is refused before any work
     ckpt = checkpoint.find(path)
     out_dir = Path(out_dir) if out_dir else output_dir(ckpt, f"sweep-{key}", {"values": values, "overrides": list(
         overrides), "data": data, "weights": _weights(ckpt, ema)})
     runs = []
     for i, value in enumerate(values):
         print(f"sweep {key}={value} ({i + 1} of {len(values)})", file=sys.stderr, flush=True)
-        res, _ = evaluate_checkpoint(ckpt, data, [*overrides, f"{key}={value}"], out_dir / f"{key}={value}", device,
-                                     pictures=0, ema=ema)
+        res, _ = evaluate_checkpoint(ckpt, data, [*overrides, f"{key}={value}"], entry(out_dir, f"{key}={value}"),
+                                     device, pictures=0, ema=ema, force=force)
         runs.append({"value": value, **res})
     trained = to_dict(config_from_checkpoint(ckpt)[1])  # the value the weights were trained with, marked in the plot
     for part in key.split("."):
         trained = trained.get(part) if isinstance(trained, dict) else None
     sweep = {"key": key, "checkpoint": str(ckpt), "trained": trained, "runs": runs}
-    (out_dir / "sweep.json").write_text(json.dumps(sweep, indent=2))
-    plots.plot_sweep(sweep, out_dir / "sweep.png")
+    atomic_write_text(entry(out_dir, "sweep.json"), json.dumps(sweep, indent=2))
+    plots.plot_sweep(sweep, entry(out_dir, "sweep.png"))
     return sweep, out_dir
 
 

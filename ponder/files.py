@@ -6,9 +6,13 @@ server can read runs and datasets."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +36,7 @@ def usual_permissions(path: str | Path, folder: bool = False) -> None:
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """`open(path, mode)` for writing ("w" or "wb"), renamed into place when the block ends without an error."""
     path = Path(path)
+    refuse_link(path)  # the rename would replace the link, but a link where ponder writes is a mistake to name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -42,9 +47,31 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
         usual_permissions(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)  # the rename itself on disk too
-    except BaseException:
+    except BaseException as e:
+        full = out_of_space(e, path.parent)
         os.unlink(tmp)
+        if full is not None:
+            raise full from None
         raise
+
+
+def out_of_space(error: BaseException, folder: str | Path) -> OSError | None:
+    """The OSError(ENOSPC) naming `folder` that a failed write means when the disk is full, whatever raised it:
+    an OSError with that errno, safetensors' SafetensorError ("No space left on device (os error 28)"), and the
+    ones that do not say it - torch.save's RuntimeError ("unexpected pos"), numpy's OSError ("N requested and M
+    written") - recognised by the free space left (under 1 MiB). None for any other error."""
+    if not isinstance(error, Exception):
+        return None
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OSError(error.errno, os.strerror(error.errno), str(error.filename or folder))
+    text = str(error)
+    full = "No space left" in text or "os error 28" in text or "StorageFull" in text
+    if not full and isinstance(error, (OSError, RuntimeError)):
+        try:
+            full = shutil.disk_usage(folder).free < 1 << 20
+        except OSError:
+            pass
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder)) if full else None
 
 
 def parse_json(text: str | bytes, where: str) -> object:
@@ -104,3 +131,156 @@ def fsync_dir(folder: str | Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# where ponder writes: never through a symbolic link, never over what it did not make
+
+MARKER = ".ponder"  # in every folder ponder makes for an --out: {"kind", "id", "made": [entries it wrote]}
+LOCK = ".lock"  # the flock of the process that owns a folder (a run, a dataset being built)
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,99}")
+
+
+def plain_name(name: str) -> bool:
+    """A name that is one folder entry and nothing else: no path separator, no "..", no URL scheme, not hidden."""
+    return bool(PLAIN_NAME.fullmatch(name))
+
+
+def refuse_link(path: str | Path) -> None:
+    """UserError when `path` is a symbolic link: ponder creates, truncates and appends only to real files and
+    folders, so a planted link never turns a write into one somewhere else."""
+    if os.path.islink(path):
+        raise UserError(f"{path}: is a symbolic link; ponder does not write through links (remove the link, or give "
+                        f"the real path)")
+
+
+def open_new_or_append(path: str | Path, mode: str = "a") -> IO:
+    """`open(path, "a")` (or "a+": also readable) that never follows a symbolic link (O_NOFOLLOW: a planted link is
+    refused with one line, its target untouched) and creates the file with the usual permissions."""
+    flags = os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | (os.O_RDWR if "+" in mode else os.O_WRONLY)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            refuse_link(path)
+        raise UserError(f"{path}: cannot open for writing ({e.strerror})") from None
+    return os.fdopen(fd, mode)
+
+
+def open_to_write(path: str | Path, mode: str = "w") -> IO:
+    """`open(path, "w")` for a file written as it grows (a log others read meanwhile), never through a symbolic
+    link (O_NOFOLLOW: refused with one line, its target untouched)."""
+    flags = os.O_CREAT | os.O_TRUNC | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            refuse_link(path)
+        raise UserError(f"{path}: cannot open for writing ({e.strerror})") from None
+    return os.fdopen(fd, mode)
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The folder's .ponder marker (None when it has none); a damaged one is a UserError."""
+    path = Path(folder) / MARKER
+    if not path.exists() and not path.is_symlink():
+        return None
+    refuse_link(path)
+    body = read_json(path)
+    if not (isinstance(body, dict) and isinstance(body.get("kind"), str) and isinstance(body.get("id"), str)
+            and isinstance(body.get("made", []), list)):
+        raise UserError(f"{path}: not a ponder folder marker (expected kind, id and made)")
+    return body
+
+
+def write_marker(folder: Path, body: dict) -> None:
+    atomic_write_text(Path(folder) / MARKER, json.dumps(body, indent=2))
+
+
+class Output:
+    """A folder ponder writes into (an --out): a real folder (not a link) that ponder made, or an empty one, or one
+    of an earlier ponder version (`legacy`: the files that kind always wrote are there). Any other folder with
+    something in it is refused unless `force`, and then ponder writes beside what is there: `entry` refuses a name
+    that exists and that ponder did not write, so --force never replaces a user's file."""
+
+    def __init__(self, path: str | Path, kind: str, force: bool = False, legacy: tuple[str, ...] = ()):
+        self.path = Path(path)
+        refuse_link(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path}: exists and is not a folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        marker = read_marker(self.path)
+        present = sorted(p.name for p in self.path.iterdir() if p.name not in (MARKER, LOCK)
+                         and not p.name.startswith(f".{MARKER}."))
+        if marker is not None:
+            if marker["kind"] != kind:
+                raise UserError(f"{self.path}: holds a ponder {marker['kind']}, not a {kind}; give another --out")
+        elif not present or (legacy and all((self.path / name).exists() for name in legacy)):
+            marker = {"kind": kind, "id": uuid.uuid4().hex, "made": present}  # empty, or an older ponder's
+            write_marker(self.path, marker)
+        elif force:
+            marker = {"kind": kind, "id": uuid.uuid4().hex, "made": []}
+            write_marker(self.path, marker)
+        else:
+            raise UserError(f"{self.path}: a folder ponder did not make, and not empty ({len(present)} entries, e.g. "
+                            f"{present[0]}); give a new or empty folder, or --force to write beside them (nothing of "
+                            f"yours is replaced)")
+        self.marker = marker
+
+    @property
+    def id(self) -> str:
+        return self.marker["id"]
+
+    def entry(self, name: str) -> Path:
+        return entry(self.path, name)
+
+
+def entry(folder: str | Path, name: str) -> Path:
+    """The path of `name` in `folder`, about to be written by ponder: refused when the folder or the name is a link;
+    in a folder with a marker (`Output`), refused when something of that name exists that ponder did not write, and
+    else recorded as ponder's before it is written."""
+    folder = Path(folder)
+    refuse_link(folder)
+    path = folder / name
+    refuse_link(path)
+    marker = read_marker(folder) if folder.is_dir() else None
+    if marker is not None and name not in marker["made"]:
+        if path.exists():
+            raise UserError(f"{path}: not written by ponder; move it away, or give another --out (ponder replaces "
+                            f"only its own files)")
+        marker["made"].append(name)
+        write_marker(folder, marker)
+    return path
+
+
+@contextmanager
+def locked(folder: str | Path, what: str = "folder") -> Iterator[IO | None]:
+    """Hold an exclusive `flock` on FOLDER/.lock for the block (the folder is made if missing; the lock file is
+    never a link), or UserError naming the process that holds it. The OS drops the lock when its process dies.
+    Yields the lock file (None where `fcntl` is missing: Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield None
+        return
+    folder = Path(folder)
+    refuse_link(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot create the folder ({e.strerror})") from None
+    f = open_new_or_append(folder / LOCK, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise UserError(f"{folder}: in use by {owner}; one process writes a {what} at a time (wait for it or stop it: "
+                        f"a stopped or killed process frees it at once)") from None
+    try:
+        yield f
+    finally:
+        f.close()

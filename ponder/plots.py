@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ponder.files import atomic_open
+
 RIGHT, WRONG, CHANGED = "#1a7f37", "#d1242f", "#ffe08a"
 
 
@@ -38,8 +40,8 @@ def figure(path: str | Path, rows: int = 1, cols: int = 1, size: tuple[float, fl
         if title:
             fig.suptitle(title, fontsize=title_size)
         fig.tight_layout()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        with atomic_open(path, "wb") as f:  # a full disk or Ctrl-C never leaves a truncated picture under its name
+            fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
     finally:
         plt.close(fig)
 

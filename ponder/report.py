@@ -24,6 +24,8 @@ import io
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ponder import UserError, __version__
@@ -54,13 +56,15 @@ def write_report(directory: str | Path) -> Path:
     if not d.is_dir():
         raise UserError(f"{d}: no such run, compare or study directory")
     if (d / "compare.json").exists():
-        members = _read_json(d / "compare.json").get("members", [])
+        members = _members(d / "compare.json")
         for m in members:
             if (d / m["name"] / "config.yaml").exists():
                 write_report(d / m["name"])
-        body = _compare_page(d, members)
+        with _from(d / "compare.json"):
+            body = _compare_page(d, members)
     elif (d / "config.yaml").exists():
-        body = _run_page(d)
+        with _from(d):
+            body = _run_page(d)
     else:
         raise UserError(f"{d}: not a run (no config.yaml) nor a compare or study (no compare.json)")
     path = d / PAGE
@@ -82,13 +86,84 @@ def report_quietly(directory: str | Path) -> Path | None:
 # reading
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, **types) -> dict:
+    """A JSON object whose fields named in `types` (name=type or tuple of types), where present, have those types:
+    a file edited by hand or damaged is one line naming the file and the field, never a traceback."""
     from ponder.files import read_json
 
     body = read_json(path)
     if not isinstance(body, dict):
         raise UserError(f"{path}: expected a JSON object")
+    for key, kind in types.items():
+        value = body.get(key)
+        if key in body and (not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind)):
+            names = " or ".join(t.__name__ for t in _tuple(kind))
+            raise UserError(f"{path}: {key} should be {names}, not {type(value).__name__} ({str(value)[:40]!r})")
     return body
+
+
+def _tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+NUMBER = (int, float)
+
+
+def _numbers(body: dict, path: Path, *keys: str) -> None:
+    """Each of `keys` present in `body`: a list of numbers (one per supervision step), else a UserError."""
+    for key in keys:
+        if key in body and not (isinstance(body[key], list) and all(type(v) in NUMBER for v in body[key])):
+            raise UserError(f"{path}: {key} should be a list of numbers")
+
+
+def _results(path: Path) -> dict:
+    """An evaluation's results.json, the fields the page reads checked."""
+    res = _read_json(path, n=int, n_supervision=int, exact=list, cell=list, adaptive=dict, task_metrics=dict,
+                     checkpoint=str, weights=str, overrides=list)
+    _numbers(res, path, "exact", "cell")
+    if not res.get("exact") or not isinstance(res.get("n"), int):
+        raise UserError(f"{path}: not an evaluation's results (no exact or n)")
+    if not res.get("one_pass"):
+        if type(res.get("n_supervision")) is not int:
+            raise UserError(f"{path}: n_supervision should be int")
+        _read_adaptive(res.get("adaptive"), path)
+    return res
+
+
+def _read_adaptive(a, path: Path) -> None:
+    if not (isinstance(a, dict) and all(type(a.get(k)) in NUMBER for k in ("exact", "mean_steps"))):
+        raise UserError(f"{path}: adaptive should hold the numbers exact and mean_steps")
+
+
+def _members(path: Path) -> list[dict]:
+    """compare.json's members, each checked: a plain name (a folder of the compare: no path, no scheme), text
+    preset and overrides, numbers where numbers go."""
+    from ponder.files import plain_name
+
+    members = _read_json(path, members=list).get("members", [])
+    for m in members:
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not plain_name(m["name"]):
+            raise UserError(f"{path}: member {str(m.get('name') if isinstance(m, dict) else m)[:40]!r} is not a plain "
+                            f"folder name (letters, digits, . _ - = +)")
+        ok = (isinstance(m.get("preset", ""), str) and isinstance(m.get("overrides", []), list)
+              and all(isinstance(o, str) for o in m.get("overrides", []))
+              and all(type(m.get(k, 0)) in NUMBER for k in ("weights", "steps", "minutes"))
+              and isinstance(m.get("result", {}), dict))
+        if not ok:
+            raise UserError(f"{path}: member {m['name']!r} holds a value of another type than ponder writes")
+        _numbers(m.get("result", {}), path, "exact")
+    return members
+
+
+@contextmanager
+def _from(path: Path) -> Iterator[None]:
+    """Anything else of an unexpected type met while drawing a page from `path` (a file or a run's folder): one line
+    naming it."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        raise UserError(f"{path}: holds a value of another type than ponder writes ({e.__class__.__name__}: "
+                        f"{str(e)[:80]}); report not written") from None
 
 
 def _lines(path: Path) -> list[dict]:
@@ -255,18 +330,21 @@ def _run_page(run: Path) -> str:
     from ponder import checkpoint
     from ponder.config import load_yaml
 
-    config_text = (run / "config.yaml").read_text()
+    config_text = (run / "config.yaml").read_bytes().decode("utf-8", "replace")
     try:
         cfg = load_yaml(config_text) or {}
     except Exception:  # noqa: BLE001 - a damaged config still gets a page, shown as text
         cfg = {}
+    cfg = cfg if isinstance(cfg, dict) else {}  # e.g. a YAML list: shown as text only
     train, evals = read_metrics(run)
     ckpts = checkpoint.list_checkpoints(run)
-    meta = _read_json(ckpts[-1] / "meta.json") if ckpts else {}
-    model, tcfg, data = cfg.get("model", {}), cfg.get("train", {}), cfg.get("data", {})
+    meta = _read_json(ckpts[-1] / "meta.json", params=int, step=int, metrics=dict, kind=str) if ckpts else {}
+    if type(meta.get("metrics", {}).get("examples_seen", 0)) is not int:
+        raise UserError(f"{ckpts[-1] / 'meta.json'}: metrics.examples_seen should be int")
+    model, tcfg, data = (_section(cfg, name) for name in ("model", "train", "data"))
     lm = meta.get("kind") == "lm"  # a `ponder lm` run: its config.yaml also holds the (unused) puzzle sections
     eval_dir = next((run / n for n in ("eval", "compare-eval") if (run / n / "results.json").exists()), None)
-    res = _read_json(eval_dir / "results.json") if eval_dir else None
+    res = _results(eval_dir / "results.json") if eval_dir else None
 
     last = train[-1] if train else {}
     elapsed = last.get("elapsed")
@@ -324,6 +402,16 @@ def _run_page(run: Path) -> str:
     return _page(f"ponder run {run.name}", subtitle, sections)
 
 
+def _section(cfg: dict, name: str) -> dict:
+    """A config section, its values the types the page formats (others dropped: the page shows the text too)."""
+    section = cfg.get(name)
+    if not isinstance(section, dict):
+        return {}
+    kinds = {"hidden": int, "n_layers": int, "n_latent": int, "n_cycles": int, "n_supervision": int, "steps": int,
+             "max_minutes": NUMBER, "family": str, "task": str}
+    return {k: v for k, v in section.items() if k not in kinds or (isinstance(v, kinds[k]) and type(v) is not bool)}
+
+
 def _config(text: str, lm: bool) -> str:
     """The sections the run reads; the whole config.yaml (every task's defaults too) folded below."""
     import yaml
@@ -341,19 +429,21 @@ def _config(text: str, lm: bool) -> str:
 def _evaluation(d: Path) -> str:
     from ponder.evaluate import format_adaptive, format_table
 
-    res = _read_json(d / "results.json")
-    src = _read_json(d / "evaluated.json") if (d / "evaluated.json").exists() else {}
-    out = [f"<p class=note>checkpoint {html.escape(str(res.get('checkpoint', '')))} ({res.get('weights', '')} "
-           f"weights)" + (f", settings {html.escape(' '.join(src.get('overrides') or res.get('overrides') or []))}"
-                          if src.get("overrides") or res.get("overrides") else "") + "</p>"]
+    res = _results(d / "results.json")
+    src = _read_json(d / "evaluated.json", overrides=list) if (d / "evaluated.json").exists() else {}
+    settings = " ".join(str(o) for o in (src.get("overrides") or res.get("overrides") or []))
+    out = [f"<p class=note>checkpoint {html.escape(str(res.get('checkpoint', '')))} "
+           f"({html.escape(str(res.get('weights', '')))} weights)"
+           + (f", settings {html.escape(settings)}" if settings else "") + "</p>"]
     out.append(_pre(format_table(res)))
     tm = res.get("task_metrics", {})
     if tm:
         out.append(_table([(k, int(v) if k in ("test_inputs", "puzzles") else _pct(v)) for k, v in tm.items()],
                           ("task metric", "value")))
     if (d / "adaptive.json").exists():
-        out.append("<h3>Adaptive halting against the full N_sup steps</h3>" + _pre(format_adaptive(
-            _read_json(d / "adaptive.json"))))
+        adaptive = _read_json(d / "adaptive.json")
+        with _from(d / "adaptive.json"):
+            out.append("<h3>Adaptive halting against the full N_sup steps</h3>" + _pre(format_adaptive(adaptive)))
     pngs = [p for p in sorted(d.glob("*.png")) if p.name == "scaling.png"] + \
         [p for p in sorted(d.glob("*.png")) if p.name != "scaling.png"] + sorted(d.glob("*/*.png"))
     pngs = [p for p in pngs if not p.relative_to(d).parts[0].startswith("step_")]
@@ -362,7 +452,7 @@ def _evaluation(d: Path) -> str:
         if len(pngs) > 24:
             out.append(f"<p class=note>{len(pngs) - 24} more pictures in {html.escape(str(d))}</p>")
     if (d / "examples.txt").exists():
-        out.append("<h3>Examples</h3>" + _pre((d / "examples.txt").read_text()[:20000]))
+        out.append("<h3>Examples</h3>" + _pre((d / "examples.txt").read_bytes()[:20000].decode("utf-8", "replace")))
     earlier = sorted(p.name for p in d.glob("step_*") if p.is_dir())
     if earlier:
         out.append(f"<p class=note>earlier evaluations kept in {html.escape(d.name)}/: {html.escape(', '.join(earlier))}"
@@ -433,7 +523,7 @@ def _compare_page(d: Path, members: list[dict]) -> str:
     sections = []
     text = (d / "study.txt") if study and (d / "study.txt").exists() else (d / "compare.txt")
     if text.exists():
-        sections.append(("Table", _pre(text.read_text())))
+        sections.append(("Table", _pre(text.read_bytes().decode("utf-8", "replace"))))
     figures = [_img(d / n, n) for n in ("study.png", "compare.png") if (d / n).exists()]
     if (d / "study-curves.png").exists():
         figures.append(_img(d / "study-curves.png", "learning curves: test exact match per k against the training "
@@ -446,8 +536,8 @@ def _compare_page(d: Path, members: list[dict]) -> str:
     rows = []
     for m in members:
         page = d / m["name"] / PAGE
-        link = f'<a href="{html.escape(m["name"])}/{PAGE}">{html.escape(m["name"])}</a>' if page.exists() else \
-            html.escape(m["name"])
+        link = f'<a href="./{html.escape(m["name"])}/{PAGE}">{html.escape(m["name"])}</a>' if page.exists() else \
+            html.escape(m["name"])  # a plain folder name (`_members`): the link stays inside the compare's folder
         r = m.get("result", {})
         at = 0 if r.get("one_pass") else min(r.get("n_supervision", 1), len(r.get("exact", [0]))) - 1
         rows.append((link, html.escape(m.get("preset", "")), html.escape(" ".join(m.get("overrides", []))),
@@ -456,7 +546,8 @@ def _compare_page(d: Path, members: list[dict]) -> str:
     head = ("member", "preset", "overrides", "weights", "steps", "minutes", "held-out exact")
     sections.append(("Members", "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows) + "</table>"))
-    settings = [("budget", json.dumps(report.get("budget"))), ("common settings", " ".join(report.get("common", []))),
+    settings = [("budget", json.dumps(report.get("budget"))),
+                ("common settings", " ".join(str(c) for c in report.get("common", []))),
                 ("test-time supervision steps", report.get("eval_steps", ""))]
     sections.append(("Settings", _table(settings)))
     starts = _lines(d / members[0]["name"] / "machine.jsonl") if members else []

@@ -6,6 +6,7 @@ its logs, its resume point, and the loop skeleton.
     <run>/tb/             TensorBoard: the same numbers, as train/<key> and eval/<key>
     <run>/machine.jsonl   one line per start and resume: when, from which step, on what machine (`machine()`)
     <run>/.lock           held by the one process training the run (`RunLock`, `own_run`)
+    <run>/.ponder         the run's identity: kind, a random id every checkpoint records (`checkpoint.run_id`)
     <run>/ckpt/           complete checkpoints (`ponder.checkpoint`)
 
 `Loop` is the skeleton written once; each trainer writes its own step inside it, in the open:
@@ -39,7 +40,7 @@ from tqdm import tqdm
 
 from ponder import UserError, checkpoint, distributed
 from ponder.config import Config, TrainConfig, apply_overrides, changed_keys, dump_yaml, from_dict, to_dict
-from ponder.files import atomic_write_text
+from ponder.files import LOCK, MARKER, atomic_write_text, open_new_or_append, read_marker, refuse_link
 
 
 class TrainingDiverged(Exception):
@@ -76,16 +77,24 @@ def default_run_dir(preset: str, out: str | Path | None = None) -> Path:
 def fresh_run_dir(path: Path, cfg: Config | None = None) -> Path:
     """A run directory that holds no earlier work: refuse rather than overwrite good data. A run stopped before its
     first checkpoint holds nothing to lose: with `cfg` of the same data settings it is started again (its partial
-    logs are cut back; a process still training it is refused by the run's lock)."""
+    logs are cut back; a process still training it is refused by the run's lock). Checked before the run is started
+    (to fail early) and again once its lock is held (`own_run`), which is the check that decides."""
     path = Path(path)
-    if not path.exists() or not [p for p in path.iterdir() if p.name != LOCK]:
+    refuse_link(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a folder; give another --out")
+    if not path.exists() or not [p for p in path.iterdir() if p.name not in (LOCK, MARKER)]:
         return path
+    if {p.name for p in path.iterdir()} <= {LOCK, MARKER, "data"} and (path / "data" / "test" / "dataset.json").is_file():
+        return path  # only the run's dataset, built before training (`ponder demo`)
     if cfg is not None and (path / "config.yaml").is_file() and not checkpoint.list_checkpoints(path):
         if to_dict(checkpoint.load_config(path).data) == to_dict(cfg.data):
             print(f"note: {path} holds a run stopped before its first checkpoint: starting it again", file=sys.stderr)
             return path
         raise UserError(f"{path}: holds a run stopped before its first checkpoint, with other data settings; give "
                         f"another --out, or delete it")
+    if not (path / "config.yaml").is_file() and read_marker(path) is None:
+        raise UserError(f"{path}: a folder ponder did not make, and not empty; give a new or empty --out")
     raise UserError(f"{path}: already holds a run; pass --resume {path} to continue it, or another --out")
 
 
@@ -250,9 +259,6 @@ def restoring(ckpt: Path) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------------------------
 # ownership
 
-LOCK = ".lock"
-
-
 class RunLock:
     """One process owns a run directory while it trains it: an exclusive `flock` on RUN/.lock, taken before anything
     is written and held until training ends. The OS drops the lock when its process dies, however it dies, so a run
@@ -271,12 +277,13 @@ class RunLock:
             import fcntl
         except ImportError:
             return ""
+        refuse_link(self.run_dir)
         self.made = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            f = open(self.run_dir / LOCK, "a+")
         except OSError as e:
             raise UserError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
+        f = open_new_or_append(self.run_dir / LOCK, "a+")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -305,18 +312,28 @@ class RunLock:
         self.file.truncate()
         self.file.close()
         self.file = None
-        if self.made and [p.name for p in self.run_dir.iterdir()] == [LOCK]:
-            (self.run_dir / LOCK).unlink()
+        if self.made and {p.name for p in self.run_dir.iterdir()} <= {LOCK, MARKER}:
+            for name in (LOCK, MARKER):
+                (self.run_dir / name).unlink(missing_ok=True)
             self.run_dir.rmdir()
 
 
 @contextmanager
-def own_run(run_dir: Path, main: bool = True) -> Iterator[None]:
+def own_run(run_dir: Path, main: bool = True, fresh: Config | None = None) -> Iterator[None]:
     """Hold the run's lock for the block (rank 0), after saying on stderr what a killed predecessor left: its name on
-    the lock, and the unfinished checkpoint writes `checkpoint.recover` cleans up."""
+    the lock, and the unfinished checkpoint writes `checkpoint.recover` cleans up. Ownership comes before every
+    decision: a new run (`fresh`: its config) is checked to be new once the lock is held (`fresh_run_dir`), so a
+    process that trained the folder meanwhile is never trained over; then the run's identity (`checkpoint.run_id`)."""
     lock = RunLock(run_dir) if main else None
     if lock is not None:
         previous = lock.acquire()
+        try:
+            if fresh is not None:
+                fresh_run_dir(run_dir, fresh)
+            checkpoint.run_id(run_dir)
+        except BaseException:
+            lock.release()
+            raise
         if previous:
             print(f"note: {run_dir} was last trained by {previous}, which ended without closing it (killed?)",
                   file=sys.stderr)
@@ -354,6 +371,7 @@ def tensorboard(run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but a missing optional logger must not stop training
         return NullSink()
+    refuse_link(run_dir / "tb")
     return SummaryWriter(str(run_dir / "tb"))
 
 
@@ -408,10 +426,10 @@ class RunLog:
             world = distributed.world()
             record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "processes": world.size,
                       **machine(cfg.train.device)}
-            with open(Path(run_dir) / "machine.jsonl", "a") as f:
+            with open_new_or_append(Path(run_dir) / "machine.jsonl") as f:
                 f.write(json.dumps(record) + "\n")
             _truncate_metrics(Path(run_dir) / "metrics.jsonl", step)
-        self.file = open(Path(run_dir) / "metrics.jsonl", "a") if main else NullSink()
+        self.file = open_new_or_append(Path(run_dir) / "metrics.jsonl") if main else NullSink()
         self.board = tensorboard(Path(run_dir)) if main else NullSink()
 
     def write(self, record: dict, section: str = "train") -> None:
@@ -619,7 +637,8 @@ class Meter:
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     """metrics.jsonl as (training records, periodic-evaluation records), one per step (the last one written wins,
-    so steps repeated by a resume count once); a torn last line is skipped."""
+    so steps repeated by a resume count once); a torn last line is skipped, and so is a value that is not a number
+    (a damaged or edited file never reaches a plot as text)."""
     train, evals = {}, {}
     path = run / "metrics.jsonl"
     if path.exists():
@@ -628,6 +647,7 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            if isinstance(rec, dict) and type(rec.get("step")) is int:  # ponder writes numbers only: others dropped
+                rec = {k: v for k, v in rec.items() if type(v) in (int, float)}
                 (evals if any(k.startswith("eval_") for k in rec) else train)[rec["step"]] = rec
     return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]

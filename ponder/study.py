@@ -33,6 +33,7 @@ from ponder import UserError, checkpoint, plots
 from ponder.compare import Member, compare
 from ponder.config import PRESET_DIR, from_dict, load_yaml
 from ponder.evaluate import exact_by_group, scores_of
+from ponder.files import atomic_write_text, entry
 from ponder.run import config_from_checkpoint, read_metrics
 
 REGIMES = ("fixed", "per-k", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-scratch", "recursion")
@@ -150,9 +151,9 @@ def _per_k(result: dict, k: int) -> tuple[float, float] | None:
 
 def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tuple[str, ...] = (),
                regimes: tuple[str, ...] = (), scale: str = "cpu", common: list[str] = (),
-               max_examples: int = 0) -> dict:
+               max_examples: int = 0, force: bool = False) -> dict:
     """Train and evaluate every member (via `ponder compare`), then write study.json / study.txt / study.png and
-    study-curves.png. Empty models / regimes: the scale's defaults; no budget: the scale's --minutes."""
+    study-curves.png (into a folder ponder made, or an empty one; another only with `force`, beside what is there). Empty models / regimes: the scale's defaults; no budget: the scale's --minutes."""
     if scale not in SCALES:
         raise UserError(f"study ca1d: --scale must be {' or '.join(SCALES)}, got {scale!r}")
     plan = SCALES[scale]
@@ -171,7 +172,8 @@ def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tu
         raise UserError("study ca1d: no member for these --models and --regimes")
     # the user's --set overrides come last, after the scale's per-family and per-member settings
     chosen = [(Member(m.name, m.preset, (*m.overrides, *common), m.share), r) for m, r in chosen]
-    report = compare([m for m, _ in chosen], out, list(plan.common), steps, minutes, max_examples=max_examples)
+    report = compare([m for m, _ in chosen], out, list(plan.common), steps, minutes, max_examples=max_examples,
+                     force=force)
     regime_of = {m.name: r for m, r in chosen}
     share_of = {m.name: m.share for m, _ in chosen}
     before: dict[str, int] = {}  # member -> examples drawn by the members its weights come from (before its own)
@@ -196,10 +198,10 @@ def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tu
                      "curve": learning_curve(out / r["name"], before[r["name"]])})
     study = {"study": "ca1d", "scale": scale, "budget": report["budget"], "common": report["common"],
              "members": rows, "baselines": baselines(out / _baseline_member(rows), max_examples)}
-    (out / "study.json").write_text(json.dumps(study, indent=2))
-    (out / "study.txt").write_text(format_study(study) + "\n")
-    plots.plot_study(study, out / "study.png")
-    plots.plot_study_curves(study, out / "study-curves.png")
+    atomic_write_text(entry(out, "study.json"), json.dumps(study, indent=2))
+    atomic_write_text(entry(out, "study.txt"), format_study(study) + "\n")
+    plots.plot_study(study, entry(out, "study.png"))
+    plots.plot_study_curves(study, entry(out, "study-curves.png"))
     return study
 
 

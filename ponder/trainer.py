@@ -54,7 +54,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                         f"of processes ({world.size})")
     if progress and world.main:
         print(f"run directory: {run_dir}" + (f" ({world.size} processes)" if world.parallel else ""))
-    with own_run(Path(run_dir), world.main):
+    with own_run(Path(run_dir), world.main, fresh=None if resume else cfg):
         if cfg.train.regime == "grpo":
             from ponder.grpo import train_grpo
 

@@ -1,6 +1,7 @@
 """Checkpoints: written to a temporary folder and renamed into place (a failure midway leaves the previous one the
 newest and nothing half-written), and a training state that carries code is refused without running it."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ def test_a_training_state_carrying_code_is_refused_unrun(tmp_path):
 
     ckpt = save(tmp_path, 1)
     torch.save({"step": 1, "optimizer": Payload()}, ckpt / "state.pt")
+    meta = json.loads((ckpt / "meta.json").read_text())  # its sha256 recorded too: a crafted file, not a corrupt one
+    meta["sha256"]["state.pt"] = checkpoint.sha256(ckpt / "state.pt")
+    (ckpt / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="not a readable training state"):
         checkpoint.load_state(ckpt)
     assert not marker.exists()
@@ -79,6 +83,9 @@ def test_a_config_that_does_not_describe_its_weights_is_refused_before_allocatio
     body = yaml.safe_load((ckpt / "config.yaml").read_text())
     body["model"]["hidden"], body["model"]["n_layers"] = 65536, 64
     (ckpt / "config.yaml").write_text(yaml.safe_dump(body))
+    meta = json.loads((ckpt / "meta.json").read_text())  # its sha256 recorded too: edited, not corrupted
+    meta["sha256"]["config.yaml"] = checkpoint.sha256(ckpt / "config.yaml")
+    (ckpt / "meta.json").write_text(json.dumps(meta))
     t = time.perf_counter()
     with pytest.raises(UserError, match="no tensor for blocks.2"):  # names the first tensor that does not fit
         load_model(ckpt)

@@ -97,7 +97,7 @@ def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
     (ck / "ema.safetensors").write_bytes(b"this is not a checkpoint")
     code, _, err = run(capsys, "eval", str(run_dir))
     assert code == 2
-    one_line_error(err, "ema.safetensors: not a readable safetensors file")
+    one_line_error(err, "ema.safetensors: corrupt")
     code, _, err = run(capsys, "eval", str(tmp_path))
     assert code == 2
     one_line_error(err, "not a checkpoint")

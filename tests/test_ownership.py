@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -128,12 +129,22 @@ def test_kill_9_then_resume_equals_one_run(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """Two finished 2-step runs of different model sizes (checkpoints at steps 1 and 2)."""
+    """Finished 2-step runs (checkpoints at steps 1 and 2): a and b of different model sizes, c as a with another
+    seed (the same model and batch size: only its run id tells its checkpoints from a's)."""
     root = tmp_path_factory.mktemp("runs")
-    for name, hidden in (("a", 32), ("b", 48)):
+    for name, hidden, seed in (("a", 32, 0), ("b", 48, 0), ("c", 32, 1)):
         assert main(["train", "demo", *FAST, "train.steps=2", "train.checkpoint_every=1", f"model.hidden={hidden}",
-                     "--out", str(root / name)]) == 0
+                     f"train.seed={seed}", "--out", str(root / name)]) == 0
     return root
+
+
+def rehash(ckpt: Path) -> None:
+    """meta.json's sha256 brought up to date with the files (a checkpoint edited on purpose, not corrupted)."""
+    from ponder.checkpoint import HASHED, sha256
+
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["sha256"] = {name: sha256(ckpt / name) for name in HASHED if (ckpt / name).exists()}
+    (ckpt / "meta.json").write_text(json.dumps(meta))
 
 
 def one_line(err: str, needle: str) -> None:
@@ -154,6 +165,7 @@ def test_checkpoints_that_do_not_fit_are_one_line_errors(two_runs, tmp_path, cap
             ("shape", {k: (v[:1] if v.ndim and v.shape[0] > 1 else v) for k, v in good.items()}, "in the checkpoint but")):
         for f in ("model.safetensors", "ema.safetensors"):
             save_file(tensors, str(ckpt / f))
+        rehash(ckpt)
         code, _, err = run(capsys, "eval", str(run_dir), "--pictures", "0")
         assert code == 2, name
         one_line(err, needle)
@@ -167,6 +179,7 @@ def test_checkpoints_that_do_not_fit_are_one_line_errors(two_runs, tmp_path, cap
     state = torch.load(ckpt / "state.pt", weights_only=True)
     del state["sampler"]
     torch.save(state, ckpt / "state.pt")
+    rehash(ckpt)
     code, _, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=3")
     assert code == 2
     one_line(err, "state.pt: does not fit this run (KeyError: 'sampler')")
@@ -177,22 +190,56 @@ def test_checkpoints_that_do_not_fit_are_one_line_errors(two_runs, tmp_path, cap
 
 
 def test_a_foreign_checkpoint_is_not_adopted(two_runs, tmp_path, capsys):
-    """Another run's checkpoint copied in as a later step: refused, naming what differs; nothing is deleted."""
-    run_dir = tmp_path / "a"
-    shutil.copytree(two_runs / "a", run_dir)
-    shutil.copytree(two_runs / "b" / "ckpt" / "step_00000002", run_dir / "ckpt" / "step_00000009")
-    before = sorted(p.name for p in (run_dir / "ckpt").iterdir())
-    config = (run_dir / "config.yaml").read_text()
-    code, _, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=12")
-    assert code == 2
-    one_line(err, "its config differs from the run's config.yaml in model.hidden")
-    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == before and (run_dir / "config.yaml").read_text() \
-        == config
+    """A checkpoint folder of another run copied in as a later step is refused, naming what tells it apart (another
+    model: the config; the same model and batch size: the run id); a folder whose name is not its step is refused;
+    nothing is deleted or rewritten."""
+    for other, rename, needle in (
+            ("b", 9, "its config differs from the run's config.yaml in model.hidden"),
+            ("c", 9, "a checkpoint of another run"),
+            ("a", None, "its name says step 99999999 but meta.json says step 2")):
+        run_dir = tmp_path / f"a-{other}"
+        shutil.copytree(two_runs / "a", run_dir)
+        name = f"step_{rename:08d}" if rename else "step_99999999"
+        shutil.copytree(two_runs / other / "ckpt" / "step_00000002", run_dir / "ckpt" / name)
+        if rename:
+            meta = json.loads((run_dir / "ckpt" / name / "meta.json").read_text())
+            if other == "b":  # as a checkpoint of an earlier version (no run id): its config tells it apart
+                del meta["run_id"]
+            (run_dir / "ckpt" / name / "meta.json").write_text(json.dumps({**meta, "step": rename}))
+        before = {p.name: sorted(q.name for q in p.iterdir()) for p in (run_dir / "ckpt").iterdir()}
+        config = (run_dir / "config.yaml").read_text()
+        code, _, err = run(capsys, "train", "--resume", str(run_dir), "train.steps=12")
+        assert code == 2, other
+        one_line(err, needle)
+        assert {p.name: sorted(q.name for q in p.iterdir()) for p in (run_dir / "ckpt").iterdir()} == before
+        assert (run_dir / "config.yaml").read_text() == config
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_named(two_runs, tmp_path, capsys):
+    """One flipped bit inside a tensor of model.safetensors, ema.safetensors or state.pt (or in config.yaml): eval,
+    solve and resume each stop with one line naming the corrupt file (sha256 recorded at save); nothing changes."""
+    for name in ("ema.safetensors", "model.safetensors", "state.pt", "config.yaml"):
+        run_dir = tmp_path / name
+        shutil.copytree(two_runs / "a", run_dir)
+        path = run_dir / "ckpt" / "step_00000002" / name
+        data = bytearray(path.read_bytes())
+        data[len(data) - 7] ^= 0x40  # inside the last tensor's bytes (an exponent bit of a float32 weight)
+        path.write_bytes(bytes(data))
+        resume = ["train", "--resume", str(run_dir), "train.steps=3"]
+        evaluate, solve = ["eval", str(run_dir), "--pictures", "0"], ["solve", str(run_dir), "1.3...2.....4..."]
+        commands = {"ema.safetensors": [evaluate, solve],  # what each command reads: eval and solve the EMA weights,
+                    "model.safetensors": [resume, [*evaluate, "--raw"], [*solve, "--raw"]],  # resume the raw ones
+                    "state.pt": [resume], "config.yaml": [resume, evaluate, solve]}[name]
+        for command in commands:
+            code, _, err = run(capsys, *command)
+            assert code == 2, (name, command, err)
+            one_line(err, f"{name}: corrupt")
+        assert path.read_bytes() == bytes(data)
 
 
 def test_file_system_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    for out, needle, status in ((tmp_path / "file", "Not a directory", 2),
+    for out, needle, status in ((tmp_path / "file", "is not a folder", 2),
                                 (tmp_path / ("x" * 300), "File name too long", 2)):
         code, _, err = run(capsys, "train", "demo", *FAST, "train.steps=1", "--out", str(out))
         assert code == status, err
@@ -233,7 +280,7 @@ def test_a_failed_dataset_build_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no half dataset, no temporary folder
     monkeypatch.setattr(SudokuTask, "build", real)
     assert run(capsys, *args)[0] == 0  # and the retry is not refused
-    assert sorted(p.name for p in out.iterdir()) == ["identifiers.json", "test", "train"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".ponder", "identifiers.json", "test", "train"]
 
 
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):

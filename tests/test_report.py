@@ -115,7 +115,7 @@ def compared(tmp_path_factory):
 def test_compare_report_links_members(compared):
     page = (compared / "report.html").read_text()
     assert_self_contained(page)
-    assert 'href="a/report.html"' in page and 'href="b/report.html"' in page and "Training curves" in page
+    assert 'href="./a/report.html"' in page and 'href="./b/report.html"' in page and "Training curves" in page
     member = (compared / "a" / "report.html").read_text()
     assert "Evaluation (compare)" in member  # a member's page shows the compare's evaluation of it
 
@@ -160,3 +160,138 @@ def test_report_in_a_real_browser(request, tmp_path, capsys, kind, headings):
     assert len(sizes) >= 2 and all(done and natural > 100 and shown > 100 for done, natural, shown in sizes), sizes
     assert found[:len(headings)] == headings
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# what a run's files hold is data, never markup or a path
+
+INJECT = '"><b id=pwned>x</b><script>window.pwned=1</script><a href="javascript:alert(1)">'
+
+
+def _inject(value):
+    """Every string inside a JSON or YAML body replaced by markup (the structure and the numbers kept)."""
+    if isinstance(value, str):
+        return INJECT
+    if isinstance(value, list):
+        return [_inject(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _inject(v) for k, v in value.items()}
+    return value
+
+
+def _inject_file(path: Path) -> None:
+    import yaml
+
+    if path.suffix == ".json":
+        path.write_text(json.dumps(_inject(json.loads(path.read_text()))))
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(_inject(json.loads(line))) + "\n" for line in path.read_text().splitlines()))
+    elif path.suffix == ".yaml":
+        path.write_text(yaml.safe_dump(_inject(yaml.safe_load(path.read_text()))))
+    else:
+        path.write_text(INJECT)
+
+
+def _no_markup(page: str) -> None:
+    assert "<b id=pwned>" not in page and "<script" not in page and 'href="javascript' not in page
+    assert html_escaped(INJECT) in page  # shown, as text
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _check_in_browser(page_path: Path) -> None:
+    """Where Chromium is installed: the page runs nothing of what was injected."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return
+    if chromium is None:
+        return
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = b.new_page()
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(page_path.as_uri())
+        pwned = page.evaluate("() => [document.getElementById('pwned') !== null, window.pwned === 1, "
+                              "document.querySelectorAll('a[href^=\"javascript\"]').length]")
+        b.close()
+    assert pwned == [False, False, 0] and not dialogs
+
+
+def test_a_runs_files_reach_the_page_as_text(trained, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    assert run(capsys, "eval", str(run_dir), "--pictures", "0", "--show", "1")[0] == 0
+    ckpt = sorted((run_dir / "ckpt").iterdir())[-1]
+    for path in [run_dir / "eval" / n for n in ("results.json", "evaluated.json", "examples.txt")] + [
+            ckpt / "meta.json", run_dir / "machine.jsonl", run_dir / "config.yaml"]:
+        _inject_file(path)
+    code, _, err = run(capsys, "report", str(run_dir))
+    assert code == 0, err
+    page = (run_dir / "report.html").read_text()
+    _no_markup(page)
+    _check_in_browser(run_dir / "report.html")
+
+
+def test_a_compares_files_reach_the_page_as_text_and_members_stay_inside(compared, tmp_path, capsys):
+    d = tmp_path / "cmp"
+    shutil.copytree(compared, d)
+    body = json.loads((d / "compare.json").read_text())
+    for m in body["members"]:
+        m["preset"], m["overrides"] = INJECT, [INJECT]
+    (d / "compare.json").write_text(json.dumps(body))
+    _inject_file(d / "compare.txt")
+    code, _, err = run(capsys, "report", str(d))
+    assert code == 0, err
+    page = (d / "report.html").read_text()
+    _no_markup(page)
+    assert 'href="./a/report.html"' in page
+    _check_in_browser(d / "report.html")
+    for name in ("javascript:alert(1)", "../outside", "/tmp/x", ".hidden"):
+        bad = json.loads((d / "compare.json").read_text())
+        bad["members"][0]["name"] = name
+        (d / "compare.json").write_text(json.dumps(bad))
+        code, _, err = run(capsys, "report", str(d))
+        assert code == 2 and "is not a plain folder name" in err and len(err.strip().splitlines()) == 1, name
+    assert not (tmp_path / "outside").exists()
+
+
+def test_odd_types_in_a_runs_files_are_one_line_or_dropped(trained, tmp_path, capsys):
+    """A string where a number goes in metrics.jsonl is dropped (the curve has a gap); a YAML list as config.yaml is
+    shown as text; a string where meta.json or results.json holds a number is one line naming the file."""
+    base = tmp_path / "base"
+    shutil.copytree(trained, base)
+    assert run(capsys, "eval", str(base), "--pictures", "0")[0] == 0
+    ckpt_name = sorted((base / "ckpt").iterdir())[-1].name
+
+    def edit(name: str, change) -> tuple[int, str]:
+        run_dir = tmp_path / name.replace("/", "_")
+        shutil.copytree(base, run_dir)
+        change(run_dir)
+        code, _, err = run(capsys, "report", str(run_dir))
+        return code, err
+
+    def metrics(r):
+        lines = (r / "metrics.jsonl").read_text().splitlines()
+        (r / "metrics.jsonl").write_text("".join(json.dumps({**json.loads(x), "loss": "high"}) + "\n" for x in lines))
+
+    def meta(r):
+        p = r / "ckpt" / ckpt_name / "meta.json"
+        p.write_text(json.dumps({**json.loads(p.read_text()), "params": "many"}))
+
+    def results(r):
+        p = r / "eval" / "results.json"
+        p.write_text(json.dumps({**json.loads(p.read_text()), "exact": ["x"]}))
+
+    assert edit("metrics", metrics)[0] == 0
+    assert edit("config", lambda r: (r / "config.yaml").write_text("- a\n- b\n"))[0] == 0
+    for name, change, needle in (("meta", meta, "meta.json: params should be int"),
+                                 ("results", results, "results.json: exact should be a list of numbers")):
+        code, err = edit(name, change)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

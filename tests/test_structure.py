@@ -18,7 +18,7 @@ ONLY = {  # these import nothing from ponder but the listed modules
     "ponder.runtime": ("ponder", "ponder.distributed"),
     "ponder.files": ("ponder",),  # the package root holds only UserError and the version
     "ponder.progress": (),
-    "ponder.plots": (),  # figures take plain results: no task, model or run
+    "ponder.plots": ("ponder", "ponder.files"),  # figures take plain results (no task, model or run), written atomically
     "ponder.checkpoint": ("ponder", "ponder.config", "ponder.files"),
     "ponder.distributed": (),
     "ponder.config": ("ponder",),

@@ -305,7 +305,7 @@ def test_build_generated_layout_and_determinism(tmp_path: Path) -> None:
     # Same config and seed -> byte-identical files.
     data = DataConfig(seed=3, sudoku=SudokuConfig(size=4, train_size=6, test_size=4, num_aug=2))
     a, b = build_dataset(data, tmp_path / "a"), build_dataset(data, tmp_path / "b")
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and not p.name.startswith("."))  # data only
     assert len(files) == 13 and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 

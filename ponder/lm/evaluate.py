@@ -23,7 +23,7 @@ import torch
 
 from ponder import UserError, checkpoint, plots, runtime
 from ponder.config import Config, changed_keys
-from ponder.files import atomic_write_text
+from ponder.files import Output, atomic_write_text, entry, open_to_write, refuse_link
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
 from ponder.lm.train import MODEL_FIELDS, build_lm, lm_loss
 from ponder.progress import progress as progress_of
@@ -92,12 +92,13 @@ def evaluate_lm(model, tokenizer, cfg: Config, problems: list[Problem], out_dir:
     """The sweep over lm.eval_recurrences: accuracy, mean loops, perplexity, tokens/s; writes JSON, JSONL, PNG."""
     lc = cfg.lm
     out_dir = Path(out_dir)
+    refuse_link(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     res = {"n": len(problems), "recurrences": lc.recurrences(), "accuracy": [], "mean_loops": [], "perplexity": [],
            "tokens_per_s": [], "train_mean_recurrence": lc.mean_recurrence, "exit_threshold": lc.exit_threshold,
            "max_new_tokens": lc.max_new_tokens}
-    with open(out_dir / "completions.jsonl", "w") as f:
+    with open_to_write(entry(out_dir, "completions.jsonl")) as f:
         for r in res["recurrences"]:
             correct, loops, tokens, t = 0, 0.0, 0, time.perf_counter()
             for i, p in progress_of(enumerate(problems), len(problems), f"GSM8K at R = {r}", enabled=progress):
@@ -119,8 +120,8 @@ def evaluate_lm(model, tokenizer, cfg: Config, problems: list[Problem], out_dir:
             if progress:
                 print(f"R={r}: accuracy {100 * res['accuracy'][-1]:.1f}%, perplexity {res['perplexity'][-1]:.3f}, "
                       f"{res['tokens_per_s'][-1]:.1f} tok/s", flush=True)
-    atomic_write_text(out_dir / "results.json", json.dumps(res, indent=2))
-    plots.plot_lm_scaling(res, out_dir / "lm_scaling.png")
+    atomic_write_text(entry(out_dir, "results.json"), json.dumps(res, indent=2))
+    plots.plot_lm_scaling(res, entry(out_dir, "lm_scaling.png"))
     return res
 
 
@@ -137,8 +138,11 @@ def format_lm_table(res: dict) -> str:
 
 
 def evaluate_lm_checkpoint(path: str | Path, overrides: list[str] = (), out_dir: str | Path | None = None,
-                           progress: bool = True) -> tuple[dict, Path]:
-    """`ponder lm eval`: load, sweep R on the first lm.eval_examples problems of lm.eval_data, write the outputs."""
+                           progress: bool = True, force: bool = False) -> tuple[dict, Path]:
+    """`ponder lm eval`: load, sweep R on the first lm.eval_examples problems of lm.eval_data, write the outputs
+    (into `out_dir`: a folder ponder made, or an empty one; another only with `force`, beside what is there)."""
+    if out_dir is not None:
+        Output(out_dir, "eval", force)
     model, tokenizer, cfg, ckpt = load_lm(path, overrides)
     if not cfg.lm.eval_data:
         raise UserError("lm.eval_data is empty: give the GSM8K test JSONL, e.g. "

@@ -163,7 +163,7 @@ def train_lm(cfg: Config, run_dir: str | Path, resume: bool = False, progress: b
              until: int | None = None) -> Run:
     """Train (or resume) the retrofit run in `run_dir`, owning it for the time (`own_run`); `until` stops this call
     at that step (checkpointed)."""
-    with own_run(Path(run_dir)):
+    with own_run(Path(run_dir), fresh=None if resume else cfg):
         return _train_lm(cfg, Path(run_dir), resume, progress, until)
 
 

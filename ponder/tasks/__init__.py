@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ponder import UserError
 from ponder.config import DataConfig
-from ponder.files import usual_permissions
+from ponder.files import LOCK, MARKER, Output, locked, refuse_link
 from ponder.tasks.arc import ArcTask
 from ponder.tasks.base import Task
 from ponder.tasks.ca1d import Ca1dTask
@@ -59,29 +59,47 @@ def prepare_data(cfg: DataConfig, run_dir: Path, name: str = "data") -> Path:
     return out
 
 
-def build_dataset(cfg: DataConfig, out: str | Path) -> Path:
+def build_dataset(cfg: DataConfig, out: str | Path, force: bool = False) -> Path:
     """Build train/ and test/ of `cfg.task` into `out` (the one path used by `ponder data` and by training).
 
-    All or nothing: the dataset is built in a hidden sibling folder and moved into place when complete (a new `out`
-    in one rename; into an existing one, entry by entry, each replaced in one rename), so a build that fails or is
-    interrupted leaves no half dataset behind, and a retry starts clean."""
+    Ownership first: the folder's lock is taken (a second build of the same `out` is refused), then the folder is
+    checked: one ponder did not make is refused unless empty (or `force`, and then only ponder's own entries are
+    replaced: `files.Output`); a dataset already there is rebuilt only with `force`. All or nothing: the dataset is
+    built in a hidden sibling folder and moved in entry by entry, each replaced in one rename, so a build that fails
+    or is interrupted leaves no half dataset behind, and a retry starts clean."""
     task = get_task(cfg)
     out = Path(out)
     names = task.identifiers(cfg.seed)
     meta = dataclasses.replace(task.metadata(), num_puzzle_identifiers=len(names))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(out)
+    made = not out.exists()
+    had = {name for name in (LOCK, MARKER) if (out / name).exists()}
+    try:
+        with locked(out, "dataset"):
+            folder = Output(out, "dataset", force=force, legacy=("train/dataset.json",))
+            if (out / "train" / "dataset.json").exists() and not force:
+                raise UserError(f"{out}: already holds a dataset; pass --force to rebuild it in place")
+            _build_into(folder, task, cfg.seed, meta, names)
+    except BaseException:
+        if made and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK, MARKER}:
+            shutil.rmtree(out, ignore_errors=True)  # a failed first build leaves nothing behind
+        elif not made and not (out / "train" / "dataset.json").exists():
+            for name in {LOCK, MARKER} - had:  # a refused folder of the user's keeps nothing of ponder's
+                (out / name).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _build_into(folder: Output, task: Task, seed: int, meta: Metadata, names: list[str]) -> None:
+    out = folder.path
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
     try:
         for split in ("train", "test"):
-            write_split(tmp, split, task.build(split, cfg.seed), meta)
+            write_split(tmp, split, task.build(split, seed), meta)
         write_identifiers(tmp, names)
-        task.extra_files(tmp, cfg.seed)
-        usual_permissions(tmp, folder=True)
-        if not out.exists():
-            os.rename(tmp, out)
-            return out
-        for entry in sorted(tmp.iterdir()):  # --force into an existing folder: its other files stay
-            target = out / entry.name
+        task.extra_files(tmp, seed)
+        for entry in sorted(tmp.iterdir()):
+            target = folder.entry(entry.name)  # a link, or an entry ponder did not write, is refused
             if target.exists():
                 old = tmp / f".old-{entry.name}"
                 os.rename(target, old)
@@ -91,4 +109,3 @@ def build_dataset(cfg: DataConfig, out: str | Path) -> Path:
                 os.rename(entry, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -41,7 +41,7 @@ import numpy as np
 
 from ponder import UserError
 from ponder.config import ArcConfig
-from ponder.files import atomic_write_text, parse_json, read_json
+from ponder.files import atomic_write_text, entry, parse_json, read_json
 from ponder.progress import progress
 from ponder.tasks.base import Aggregate, Sheet, Task, Tile
 from ponder.tasks.dataset import Metadata, PuzzleArrays
@@ -434,7 +434,7 @@ class ArcTask(Task):
         whole = int(np.searchsorted(arrays.puzzle_indices, n, side="right")) - 1
         metrics, submission = vote(names, test_puzzles, arrays.puzzle_identifiers[:whole],
                                    arrays.puzzle_indices[:whole + 1], preds, q_halt)
-        atomic_write_text(Path(out_dir) / "submission.json", json.dumps(submission))
+        atomic_write_text(entry(out_dir, "submission.json"), json.dumps(submission))
         sheets = {f"arc_tasks/{name}": sheet for name, sheet in task_sheets(test_puzzles, submission).items()}
         return Aggregate(metrics, sheets)
 
