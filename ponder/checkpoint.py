@@ -111,6 +111,7 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
     flushed to disk before the rename, and keep the newest `keep`, plus the newest sane one (`sane`) when those are
     not: a run going bad never prunes its last good state."""
     meta = {**meta, "weight_rms": weight_rms(model_sd), "run_id": run_id(run_dir)}
+    _record_first(run_dir, step, meta["weight_rms"])
     root = Path(run_dir) / CKPT_DIR
     refuse_link(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -151,14 +152,28 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
     return final
 
 
+def _record_first(run_dir: Path, step: int, rms: float) -> None:
+    """The run's first checkpoint's figures, kept in its marker (RUN/.ponder "first"): the fixed reference of
+    `newest_sane`, which pruning cannot move forward."""
+    marker = read_marker(run_dir)
+    if marker is not None and not isinstance(marker.get("first"), dict):
+        marker["first"] = {"step": step, "weight_rms": rms}
+        write_marker(run_dir, marker)
+
+
 def newest_sane(run_dir: Path, ratio: float) -> Path | None:
     """The newest checkpoint whose training loss was finite and whose weight RMS is at most `ratio` times the
-    run's first recorded one (None when no checkpoint records both)."""
+    run's first checkpoint's (recorded in RUN/.ponder when it was written; for a run of an earlier version, the
+    oldest checkpoint still there). None when no checkpoint records both."""
     found = [(p, _meta_quietly(p)) for p in list_checkpoints(run_dir)]
     rms = [(p, m) for p, m in found if isinstance(m.get("weight_rms"), (int, float))]
     if not rms:
         return None
-    first = min(rms, key=lambda pm: pm[1].get("step", 0))[1]["weight_rms"]
+    try:
+        recorded = (read_marker(run_dir) or {}).get("first", {}).get("weight_rms")
+    except UserError:
+        recorded = None
+    first = recorded if type(recorded) in (int, float) else min(rms, key=lambda pm: pm[1].get("step", 0))[1]["weight_rms"]
     for p, m in reversed(rms):
         loss = m.get("metrics", {}).get("loss") if isinstance(m.get("metrics"), dict) else None
         finite = loss is None or (isinstance(loss, (int, float)) and loss == loss and abs(loss) != float("inf"))

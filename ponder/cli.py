@@ -315,7 +315,22 @@ COMMANDS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_
             "lm_train": cmd_lm_train, "lm_eval": cmd_lm_eval, "bench": cmd_bench}  # `func` set by ponder.arguments
 
 
+def _interrupted(args) -> str:
+    """What a Ctrl-C outside the training loop's own handling leaves (during start-up, or a second one during the
+    final save): for a training command, the run's newest complete checkpoint; else that no file is half-written."""
+    run = getattr(args, "resume", None) or (getattr(args, "out", None) if getattr(args, "func", "") in (
+        "train", "demo", "lm_train") else None)
+    if run:
+        from ponder.checkpoint import list_checkpoints
+
+        found = list_checkpoints(Path(run))
+        return (f"interrupted; {run} holds no checkpoint yet" if not found else
+                f"interrupted; the newest complete checkpoint is {found[-1]} (resume with ponder train --resume {run})")
+    return "interrupted; files are written whole or not at all, so nothing half-written is left"
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = parse(argv)
         return COMMANDS[args.func](args)
@@ -323,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ponder: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # ponder.run.Interrupted says which checkpoint holds the run
-        print(f"ponder: {e or 'interrupted'}", file=sys.stderr)
+        print(f"ponder: {str(e) or _interrupted(args)}", file=sys.stderr)
         return 130
     except OSError as e:  # the file system said no (read-only, full, a path too long, a file where a folder goes)
         import errno

@@ -320,3 +320,26 @@ def test_pruning_keeps_the_newest_sane_checkpoint_and_divergence_names_it(tmp_pa
     text = safe_point(tmp_path, cfg.train, checkpoint.list_checkpoints(tmp_path))
     assert "the newest sane checkpoint is" in text and "step_00000002" in text and "step_00000003, step_00000004" in text
     assert checkpoint.load_meta(checkpoint.list_checkpoints(tmp_path)[-1])["weight_rms"] == pytest.approx(400.0)
+
+
+def test_a_slowly_diverging_run_keeps_its_reference_at_the_first_checkpoint(tmp_path):
+    """Weights growing x3 per checkpoint with keep 2: pruning removes the first checkpoint early, but "sane" stays
+    measured against it (recorded in RUN/.ponder), so the checkpoint recommended after a divergence is one within
+    sane_weight_ratio (10) of the start - step 3 (RMS 9) - never a later one measured against a pruned-forward
+    reference (step 5 at RMS 81 would pass against step 3's 9)."""
+    import torch
+
+    from ponder import checkpoint
+    from ponder.run import safe_point
+
+    cfg = resolve("demo", [])
+    for step in range(1, 9):
+        checkpoint.save(tmp_path, step, {"w": torch.full((4,), 3.0 ** (step - 1))}, None, {}, cfg,
+                        {"metrics": {"loss": 1.0}}, keep=2)
+    assert checkpoint.newest_sane(tmp_path, 10.0).name == "step_00000003"
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_00000003", "step_00000007",
+                                                                      "step_00000008"]
+    text = safe_point(tmp_path, cfg.train, checkpoint.list_checkpoints(tmp_path))
+    assert "the newest sane checkpoint is" in text and "step_00000003" in text
+    first = json.loads((tmp_path / ".ponder").read_text())["first"]
+    assert first == {"step": 1, "weight_rms": 1.0}

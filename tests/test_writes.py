@@ -290,3 +290,41 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, sma
                        str(full / "d"))
     assert code == 1 and "No space left on device" in err and len(err.strip().splitlines()) == 1, err
     assert list(full.iterdir()) == []  # nothing half-built left
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ctrl-C at any moment names what exists
+
+
+def test_ctrl_c_at_start_up_or_during_the_final_save_names_what_exists(tmp_path, capsys, monkeypatch):
+    import ponder.checkpoint as C
+    import ponder.trainer as T
+
+    real_build = T.build_model
+
+    def interrupted_build(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "build_model", interrupted_build)
+    code, _, err = run(capsys, "train", "demo", *TINY, "train.steps=4", "--out", str(tmp_path / "a"))
+    assert code == 130 and err.strip().splitlines()[-1].startswith("ponder: interrupted;") and \
+        "holds no checkpoint yet" in err, err
+    monkeypatch.setattr(T, "build_model", real_build)
+
+    real_save, calls = C.save, {"n": 0}
+
+    def save(*a, **k):  # a second Ctrl-C during the final save
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_save(*a, **k)
+
+    monkeypatch.setattr(C, "save", save)
+    code, _, err = run(capsys, "train", "demo", *TINY, "train.steps=4", "train.checkpoint_every=2", "--out",
+                       str(tmp_path / "b"))
+    assert code == 130 and "the newest checkpoint is" in err and "step_00000002" in err, err
+    code, _, err = run(capsys, "eval", str(tmp_path / "b"), "--pictures", "0", "eval.max_examples=-1")
+    assert code == 2  # (a wrong value: not an interrupt)
+    monkeypatch.setattr("ponder.evaluate.evaluate_model", interrupted_build)
+    code, _, err = run(capsys, "eval", str(tmp_path / "b"), "--pictures", "0")
+    assert code == 130 and "nothing half-written is left" in err and err.strip() != "ponder:", err
