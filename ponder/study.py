@@ -60,6 +60,8 @@ class Scale:
     starts: dict[str, str] = dataclasses.field(default_factory=lambda: {"grpo": "neox"})  # member name or regime ->
     #                                       the member whose weights it starts from (train.init; trained before it)
     control_ks: tuple[int, ...] = (2,)  # the per-k members: GPT-NeoX trained on that k alone (the paper's protocol)
+    stages: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # curriculum stages: a GPT-NeoX
+    #   member of that name and overrides, trained first whenever a chosen member starts from it (`starts`)
 
 
 def load_scale(name: str) -> Scale:
@@ -105,6 +107,10 @@ def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str
             chosen.append(("neox-grpo", "grpo", *seq("neox", causal, "train.regime=grpo")))
         if "grpo-scratch" in regimes:
             chosen.append(("neox-grpo-scratch", "grpo-scratch", *seq("neox", causal, "train.regime=grpo")))
+    for name, overrides in scale.stages.items():  # a curriculum stage, where a member chosen starts from it
+        if any(start_of(scale, member, regime) == name for member, regime, *_ in chosen):
+            regime = next(r for m, r, *_ in chosen if start_of(scale, m, r) == name)
+            chosen.append((name, regime, *seq("neox", *overrides)))
     if "recursion" in regimes:
         for family in ("trm", "hrm", "urm"):
             if family in models:
@@ -125,7 +131,10 @@ def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str
 
 
 def start_of(scale: Scale, name: str, regime: str) -> str:
-    """The member whose weights `name` starts from at this scale ("" = from scratch)."""
+    """The member whose weights `name` starts from at this scale ("" = from scratch; a curriculum stage starts from
+    scratch unless `starts` names its own start)."""
+    if name in scale.stages and name not in scale.starts:
+        return ""
     return scale.starts.get(name, scale.starts.get(regime, ""))
 
 
