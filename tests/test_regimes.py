@@ -337,3 +337,55 @@ def test_study_rejects_unknown_names(capsys):
     assert code == 2 and "give a budget" in err  # the GPU scale has no default budget (the CPU scale's is 15 min)
     code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--steps", "1", "--minutes", "1")
     assert code == 2 and "one budget" in err
+
+
+def test_grpo_scores_each_completion_against_its_own_prompt_and_pushes_the_policy(tmp_path, capsys, monkeypatch):
+    """The learning signal of one GRPO step, seen from inside: completion i of a group is scored against the
+    target of prompt i // group_size (not another prompt's); the log-probabilities are those of the sampled tokens
+    at their positions (near-greedy sampling: each sampled token is the policy's most likely one there); and the
+    update moves the policy (the weights change, towards completions of positive advantage)."""
+    import ponder.grpo as G
+
+    seen = {}
+    real_batch, real_reward, real_logp = G.batch_tensors, Ca1dTask.reward, G.token_logprobs
+
+    def batch(*a, **k):
+        out = real_batch(*a, **k)
+        seen["labels"] = out[1].cpu().numpy()
+        return out
+
+    def reward(self, completion, labels, reasoning=False):
+        seen["targets"], seen["completion"] = labels, completion
+        return real_reward(self, completion, labels, reasoning)
+
+    def logprobs(model, seq, positions, tokens, temperature):
+        logp, cost = real_logp(model, seq, positions, tokens, temperature)
+        with torch.no_grad():
+            out = model(model.initial_state(seq.shape[0], seq.device), seq, torch.zeros_like(seq[:, 0]))
+            best = out.logits[:, positions].float().argmax(-1)
+        seen.setdefault("logp", []).append((tokens.clone(), best, logp.detach().clone()))
+        seen["requires_grad"] = logp.requires_grad
+        return logp, cost
+
+    monkeypatch.setattr(G, "batch_tensors", batch)
+    monkeypatch.setattr(Ca1dTask, "reward", reward)
+    monkeypatch.setattr(G, "token_logprobs", logprobs)
+    args = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.batch_size=16", "grpo.group_size=4",
+            "grpo.temperature=0.001", "train.lr=1e-2", "train.steps=1", "--out", str(tmp_path / "g")]
+    assert run(capsys, *args)[0] == 0
+    group = 4
+    labels, targets = seen["labels"], seen["targets"]
+    assert len(np.unique(labels, axis=0)) > 1  # prompts with different targets in the batch
+    for i in range(len(targets)):
+        assert np.array_equal(targets[i], labels[i // group]), i
+    tokens, best, logp = seen["logp"][0]
+    assert seen["requires_grad"]
+    assert (tokens == best).float().mean() > 0.9  # each sampled token is the policy's argmax there (near-ties aside)
+    assert (logp > -0.1).float().mean() > 0.9  # and its log-probability is read there: ~0 at temperature 0.001: each sampled token is the policy's argmax there
+    from ponder import checkpoint
+
+    init = tmp_path / "init"
+    assert run(capsys, *args[:-4], "train.steps=1", "train.lr=0", "--out", str(init))[0] == 0
+    moved = checkpoint.load_weights(checkpoint.find(tmp_path / "g"), ema=False)
+    still = checkpoint.load_weights(checkpoint.find(init), ema=False)
+    assert any(not torch.equal(moved[k], still[k]) for k in moved)  # the policy gradient is not zero

@@ -113,3 +113,42 @@ def test_solve_an_arc_task_by_file_or_id(tmp_path, capsys):
         code, _, err = run(capsys, "solve", str(run_dir), *argv)
         assert code == 2
         one_line_error(err, needle)
+
+
+def test_solve_answers_as_the_evaluator_does_step_by_step(tmp_path, capsys):
+    """`ponder solve` runs a puzzle as the evaluator runs a test example: the same prediction after every
+    supervision step (the latent state carried from step to step, not restarted), the same halting logits, and the
+    answer shown is the one of the first step whose halting logit passes eval.halt_threshold (N_sup if none)."""
+    import numpy as np
+    import torch
+
+    from ponder.evaluate import evaluate_model, load_model
+    from ponder.solve import format_solution, solve_with
+    from ponder.tasks.dataset import from_pairs, read_split
+
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", "demo", *TINY, "train.steps=30", "--out", str(run_dir))[0] == 0
+    puzzle = "1.3...2.....4..."
+    ckpt, cfg, model, meta = load_model(run_dir)
+    res = solve_with((ckpt, cfg, model, meta), puzzle)
+    n_sup = cfg.model.n_supervision
+    _, m = read_split(meta["data"], "test")
+    arrays = from_pairs(res["inputs"][None].astype(np.uint8), np.zeros((1, len(res["inputs"])), np.uint8))
+    ev = evaluate_model(cfg, model, arrays, m, torch.device("cpu"), max_steps=n_sup, keep=1, outputs=1)
+    kept, raw = ev["_kept_predictions"][0], ev["_outputs"]
+    halt = raw["q_halt"][:, 0] - raw.get("q_continue", np.zeros_like(raw["q_halt"]))[:, 0]
+    assert len(res["steps"]) == n_sup
+    for s, (step, pred, conf) in enumerate(res["steps"]):
+        assert step == s + 1 and np.array_equal(pred, kept[s]), s
+        assert conf == pytest.approx(float(torch.sigmoid(torch.tensor(halt[s]))), abs=1e-5), s
+    assert len({round(c, 6) for _, _, c in res["steps"]}) > 1  # the steps differ: the state is carried
+    middle = float(np.sort(halt)[len(halt) // 2])
+    for threshold in (-1e6, 1e6, middle - 1e-4):
+        loaded = load_model(run_dir, [f"eval.halt_threshold={threshold}"])
+        r = solve_with(loaded, puzzle)
+        above = [s + 1 for s in range(n_sup) if halt[s] > threshold]
+        expected = above[0] if above else n_sup
+        assert r["halted_at"] == expected and r["halted"] == bool(above), threshold
+        text = format_solution(r)
+        assert f"answer after {expected} of {n_sup} supervision steps" in text
+        assert text.splitlines()[0] == r["task"].render(r["inputs"], kept[expected - 1]).splitlines()[0]
