@@ -230,3 +230,72 @@ def test_armt_refuses_a_sequence_its_segments_do_not_divide():
 
     with pytest.raises(UserError, match="layout=segments"):
         build_model(ModelConfig(family="armt", **TINY), 7, 45)  # the causal layout's 45 tokens, segments of 6
+
+
+def test_armt_memory_carries_the_whole_segment_and_gradients_flow_through_it():
+    """What is written is the layer's output at the memory tokens (appended after the segment, so they read all of
+    it): segment 2's logits depend on the last token of segment 1, and the gradient of segment 2's logits reaches
+    segment 1's embeddings through the memory (the update A is part of the graph: backpropagation through segments);
+    nothing flows backwards in time (segment 1's logits do not depend on segment 2)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(family="armt", **TINY), 7, 18).eval()
+    with torch.no_grad():
+        for layer in model.memory_layers:
+            layer.memory.v.weight.normal_()  # a trained-looking memory, so that it matters
+    s = model.cfg.segment_len
+    x = torch.randint(1, 7, (1, 18))
+    embed = model.lm.gpt_neox.embed_in
+    real = embed.forward
+    leaf = {}
+
+    def watched(ids):
+        e = real(ids).detach().requires_grad_(True)
+        leaf["e"] = e
+        return e
+
+    embed.forward = watched
+    try:
+        logits = model.causal_logits(x)
+    finally:
+        embed.forward = real
+    e = leaf["e"]
+    later = torch.autograd.grad(logits[:, s:2 * s].sum(), e, retain_graph=True)[0]
+    assert float(later[0, s - 1].abs().sum()) > 0  # segment 1's last token reaches segment 2 only through memory
+    assert float(later[0, :s].abs().sum()) > 0
+    v = [layer.memory.v.weight for layer in model.memory_layers]  # enters the logits only through what A stored
+    assert all(float(g.abs().sum()) > 0 for g in torch.autograd.grad(logits[:, s:2 * s].sum(), v, retain_graph=True))
+    assert all(g is None or float(g.abs().sum()) == 0
+               for g in torch.autograd.grad(logits[:, :s].sum(), v, retain_graph=True, allow_unused=True))
+    earlier = torch.autograd.grad(logits[:, :s].sum(), e)[0]
+    assert float(earlier[0, s:].abs().sum()) == 0
+
+
+def test_act_ponder_cost_gradient_matches_finite_differences():
+    """The per-token ACT ponder cost (the mean remainder R = 1 - sum of the halting probabilities of the hops before
+    the last) is differentiable in the halting unit: its gradient with respect to the unit's bias equals the finite
+    difference (the hop counts fixed), so the penalty pushes the halting probabilities, as ACT's does."""
+    torch.manual_seed(0)
+    unit = halting(4)
+    with torch.no_grad():
+        unit.p.weight.normal_(0, 0.3)
+        unit.p.bias.fill_(-1.0)  # p ~ 0.27: tokens take 3-4 hops, the remainder is a sum of several p
+    unit.eval()
+    h = torch.randn(2, 5, 3)
+
+    def cost() -> torch.Tensor:
+        unit(lambda x, final: torch.tanh(x + 0.5), h)
+        return unit.remainder.mean()
+
+    value = cost()
+    value.backward()
+    hops = unit.hops.clone()
+    eps = 1e-3
+    with torch.no_grad():
+        unit.p.bias += eps
+        up = cost()
+        assert torch.equal(unit.hops, hops)  # the same hops: the finite difference is the gradient's
+        unit.p.bias -= 2 * eps
+        down = cost()
+        unit.p.bias += eps
+    fd = float(up - down) / (2 * eps)
+    assert abs(fd) > 1e-3 and float(unit.p.bias.grad) == pytest.approx(fd, rel=1e-3)
