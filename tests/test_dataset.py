@@ -135,3 +135,41 @@ def test_an_explicit_null_size_in_dataset_json_is_refused(tmp_path):
     read_split(tmp_path, "train")
     meta_file.write_text(json.dumps({**body, "ignore_label_id": None}))
     assert read_split(tmp_path, "train")[1].ignore_label_id is None
+
+
+def test_validation_at_the_exact_range_boundaries():
+    """Each range check at its edge: the largest token, label and puzzle identifier allowed pass, one more is
+    refused; a puzzle or group of exactly one entry passes, of none is refused; the sequence length is checked
+    against dataset.json (one less or more refused)."""
+    meta = Metadata(seq_len=5, vocab_size=7, num_puzzle_identifiers=4, ignore_label_id=None)
+
+    def split(**change) -> PuzzleArrays:
+        a = arrays()
+        fields = {name: np.array(getattr(a, name)) for name in FIELDS}
+        for name, edit in change.items():
+            fields[name] = edit(fields[name])
+        return PuzzleArrays(**fields)
+
+    def at(value):
+        def edit(x):
+            x = x.astype(np.int32)
+            x.flat[3] = value
+            return x
+        return edit
+
+    for name, top in (("inputs", 6), ("labels", 6), ("puzzle_identifiers", 3)):
+        split(**{name: at(top)}).validate("edge", meta)  # the largest allowed
+        split(**{name: at(0)}).validate("edge", meta)  # the smallest allowed
+        for bad in (top + 1, -1):
+            with pytest.raises(UserError, match=f"{name} hold (token )?{bad}"):
+                split(**{name: at(bad)}).validate("edge", meta)
+    one = np.array([0, 1, 2, 3, 10], np.int32)  # puzzles of 1, 1, 1 and 7 examples
+    split(puzzle_indices=lambda _: one).validate("edge", meta)
+    with pytest.raises(UserError, match="at least one example"):
+        split(puzzle_indices=lambda _: np.array([0, 1, 1, 3, 10], np.int32)).validate("edge", meta)
+    split(group_indices=lambda _: np.array([0, 1, 2, 3, 4], np.int32)).validate("edge", meta)  # one puzzle each
+    with pytest.raises(UserError, match="at least one puzzle"):
+        split(group_indices=lambda _: np.array([0, 1, 1, 4], np.int32)).validate("edge", meta)
+    for seq_len in (4, 6):
+        with pytest.raises(UserError):
+            split().validate("edge", Metadata(seq_len=seq_len, vocab_size=7, num_puzzle_identifiers=4))

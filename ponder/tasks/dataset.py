@@ -64,8 +64,9 @@ class PuzzleArrays:
 
     def validate(self, where: str = "dataset", meta: Metadata | None = None) -> None:
         """The one check of a split's arrays (on writing, and on reading with the split's `meta`): shapes, integer
-        dtypes, at least one example, every group and puzzle non-empty, and with `meta` every token, label and
-        puzzle identifier in range. The first violation raises UserError("<where>: <what is wrong>")."""
+        dtypes, at least one example, every group and puzzle non-empty, and with `meta` the sequence length and
+        every token, label and puzzle identifier in range. The first violation raises UserError("<where>: <what is
+        wrong>")."""
         for name in FIELDS:
             a = getattr(self, name)
             if a.ndim != (2 if name in ("inputs", "labels") else 1):
@@ -93,6 +94,9 @@ class PuzzleArrays:
                 raise UserError(f"{where}: {message}")
         if meta is None:
             return
+        if self.inputs.shape[1] != meta.seq_len:
+            raise UserError(f"{where}: inputs have length {self.inputs.shape[1]} but dataset.json says seq_len "
+                            f"{meta.seq_len}")
         lo, hi = _range(self.inputs)
         if lo < 0 or hi >= meta.vocab_size:
             raise UserError(f"{where}: inputs hold token {lo if lo < 0 else hi}; the vocabulary is 0..{meta.vocab_size - 1}")
@@ -213,7 +217,5 @@ def read_split(root: str | Path, split: str, mmap: bool = True) -> tuple[PuzzleA
             # SyntaxError and TokenError from its literal_eval, EOFError, OSError): all mean the same to the user
             raise UserError(f"{path}: not a readable .npy file ({e.__class__.__name__})") from None
     out = PuzzleArrays(**arrays)
-    if out.inputs.ndim == 2 and out.inputs.shape[1] != meta.seq_len:
-        raise UserError(f"{d}: inputs have length {out.inputs.shape[1]} but dataset.json says seq_len {meta.seq_len}")
     out.validate(str(d), meta)
     return out, meta
