@@ -100,3 +100,34 @@ def test_a_training_state_with_an_out_of_range_counter_is_refused(tmp_path, key,
         checkpoint.load_state(tmp_path)
     torch.save({"step": 3, "elapsed": 1.5, "examples_seen": 24}, tmp_path / "state.pt")
     assert checkpoint.load_state(tmp_path)["step"] == 3
+
+
+def test_a_checkpoint_is_never_written_in_place(tmp_path, monkeypatch):
+    """Every file of a checkpoint is written outside its final folder (a temporary sibling renamed into place), for
+    a new step and for a step saved again: at no moment does a step folder hold a half-written file, and a re-save
+    leaves the previous copy whole until the new one is complete."""
+    import ponder.checkpoint as C
+
+    written = []
+    real_save_file, real_torch_save = C.save_file, C.torch.save
+
+    def save_file(tensors, path, *a, **k):
+        written.append(Path(path))
+        return real_save_file(tensors, path, *a, **k)
+
+    def torch_save(obj, path, *a, **k):
+        written.append(Path(path))
+        return real_torch_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(C, "save_file", save_file)
+    monkeypatch.setattr(C.torch, "save", torch_save)
+    cfg = Config()
+    for _ in range(2):  # a new step, then the same step again
+        final = C.step_path(tmp_path, 1)
+        before = sorted(p.name for p in final.iterdir()) if final.exists() else None
+        written.clear()
+        C.save(tmp_path, 1, {"w": torch.ones(3)}, {"w": torch.ones(3)}, {"step": 1}, cfg, {})
+        assert len(written) == 3 and all(final not in p.parents for p in written), written
+        assert sorted(p.name for p in final.iterdir()) == ["config.yaml", "ema.safetensors", "meta.json",
+                                                           "model.safetensors", "state.pt"]
+        assert before is None or before == sorted(p.name for p in final.iterdir())

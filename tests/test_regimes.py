@@ -270,7 +270,7 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     assert code == 0, err
     study = json.loads((out / "study.json").read_text())
     names = [r["name"] for r in study["members"]]
-    assert names == ["neox-k1", "neox-k2", "neox", "neox-cot", "neox-oo", "neox-grpo", "trm"]
+    assert names == ["neox-k1", "neox-k2", "neox", "neox-oo", "neox-grpo", "neox-cot-k1", "neox-cot", "trm"]
     assert (out / "study.png").exists() and (out / "study-curves.png").exists()
     assert "EM k=1" in (out / "study.txt").read_text() and "oracle" in (out / "study.txt").read_text()
     page = (out / "report.html").read_text()  # the study's page shows the learning curves, inlined
@@ -278,16 +278,23 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     assert page.count("data:image/png;base64") >= 3  # study.png, study-curves.png, the members' training curves
     rows = {r["name"]: r for r in study["members"]}
     for name, r in rows.items():
-        ks = {"1"} if name == "neox-k1" else {"2"} if name == "neox-k2" else {"1", "2", "3", "4"}
+        ks = {"1"} if name in ("neox-k1", "neox-cot-k1") else {"2"} if name == "neox-k2" else {"1", "2", "3", "4"}
         assert set(r["exact"]) == ks and r["steps"] == max(1, round(2 * r["share"])) and r["examples_seen"] > 0
         assert len(r["curve"]["examples"]) == r["steps"] and set(r["curve"]["exact"]) == ks  # eval_every=1
         assert r["curve"]["examples"][-1] == r["examples_before"] + r["examples_seen"]
-    assert rows["neox-k1"]["share"] == 4.0 and rows["neox-grpo"]["steps"] == 1  # the CPU scale's shares
-    # the k = 1 curriculum: the GPT-NeoX members of its shape start from neox-k1's weights, grpo from neox's, and
-    # their curves count the examples drawn before them
+    assert rows["neox-k1"]["share"] == 2.0 and rows["neox-grpo"]["steps"] == 1  # the CPU scale's shares
+    for name, r in rows.items():  # the table's figure of a member is its evaluation's at N_sup (not the best or last)
+        res = json.loads((out / name / "compare-eval" / "results.json").read_text())
+        for k, exact in r["exact"].items():
+            group = res.get("groups", {}).get(f"k={k}")
+            want = group["exact"][min(res["n_supervision"], len(group["exact"])) - 1] if group else \
+                res["task_metrics"][f"exact k={k}"]
+            assert exact == want, (name, k)
+    # the k = 1 curricula: the GPT-NeoX members of its shape start from neox-k1's weights (chain of thought from its
+    # own k = 1 stage in the cot layout), grpo from neox's, and their curves count the examples drawn before them
     assert {n: r["start"] for n, r in rows.items()} == {"neox-k1": "", "neox-k2": "neox-k1", "neox": "neox-k1",
-                                                        "neox-cot": "neox-k1", "neox-oo": "neox-k1",
-                                                        "neox-grpo": "neox", "trm": ""}
+                                                        "neox-cot-k1": "", "neox-cot": "neox-cot-k1",
+                                                        "neox-oo": "neox-k1", "neox-grpo": "neox", "trm": ""}
     k1 = rows["neox-k1"]["examples_seen"]
     assert rows["neox"]["examples_before"] == k1 and rows["neox"]["curve"]["examples"][0] > k1
     assert rows["neox-grpo"]["examples_before"] == k1 + rows["neox"]["examples_seen"]
@@ -306,7 +313,7 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     # one dataset per layout and per k, of the same orbits
     dirs = {p.name for p in out.iterdir() if p.name.startswith("data")}
     assert dirs == {"data", "data-k=2", "data-k=0", "data-k=0-layout=cot", "data-k=0-layout=oo",
-                    "data-k=0-layout=puzzle"}
+                    "data-k=0-layout=puzzle", "data-layout=cot"}
     causal, _ = read_split(out / "data-k=0", "test")
     cot, _ = read_split(out / "data-k=0-layout=cot", "test")
     c = resolve("ca1d-seq-cpu").data.ca1d
@@ -326,7 +333,7 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     code, _, err = run(capsys, *args, "--steps", "4")
     assert code == 0, err
     longer = {r["name"]: r for r in json.loads((out / "study.json").read_text())["members"]}
-    assert longer["neox-k1"]["steps"] == 16 and longer["neox"]["steps"] == 4 and longer["neox-grpo"]["steps"] == 3
+    assert longer["neox-k1"]["steps"] == 8 and longer["neox"]["steps"] == 4 and longer["neox-grpo"]["steps"] == 3
     assert longer["neox"]["curve"]["examples"][:2] == rows["neox"]["curve"]["examples"]
 
 
