@@ -266,6 +266,8 @@ def _size(path) -> int:
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
 
+
+
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, small_disk, capsys):
     """torch.save (RuntimeError "unexpected pos"), safetensors (SafetensorError) and numpy ("N requested and M
     written") each say "disk full" their own way: every command says it in one line, status 1, and keeps what was
@@ -328,3 +330,35 @@ def test_ctrl_c_at_start_up_or_during_the_final_save_names_what_exists(tmp_path,
     monkeypatch.setattr("ponder.evaluate.evaluate_model", interrupted_build)
     code, _, err = run(capsys, "eval", str(tmp_path / "b"), "--pictures", "0")
     assert code == 130 and "nothing half-written is left" in err and err.strip() != "ponder:", err
+
+
+def test_a_picture_cut_by_a_full_disk_is_never_left_under_its_name(finished_run, tmp_path, capsys, monkeypatch):
+    """matplotlib writing a PNG when the disk fills (half the bytes written, then ENOSPC): `ponder eval` stops with
+    one line, status 1, and no half picture is left under a real name (pictures are written to a temporary file and
+    renamed)."""
+    import errno
+    import shutil
+
+    from matplotlib.figure import Figure
+
+    real = Figure.savefig
+
+    def savefig(self, target, *a, **k):
+        import io
+
+        buf = io.BytesIO()
+        real(self, buf, *a, **{**k, "format": "png"})
+        data = buf.getvalue()
+        if hasattr(target, "write"):
+            target.write(data[: len(data) // 2])
+        else:
+            with open(target, "wb") as f:
+                f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    code, _, err = run(capsys, "eval", str(run_dir), "--pictures", "1")
+    assert code == 1 and "No space left on device" in err and len(err.strip().splitlines()) == 1, err
+    assert not list(run_dir.rglob("*.png")) and not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
