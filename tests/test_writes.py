@@ -362,3 +362,53 @@ def test_a_picture_cut_by_a_full_disk_is_never_left_under_its_name(finished_run,
     code, _, err = run(capsys, "eval", str(run_dir), "--pictures", "1")
     assert code == 1 and "No space left on device" in err and len(err.strip().splitlines()) == 1, err
     assert not list(run_dir.rglob("*.png")) and not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# every command with an --out: a link refused, a folder ponder did not make refused (unless --force)
+
+
+def _out_commands(finished_run):
+    budget = ["--steps", "1", *[f"--set={o}" for o in TINY]]
+    return {
+        "data": [*DATA],
+        "train": ["train", "demo", *TINY, "train.steps=1"],
+        "eval": ["eval", str(finished_run), "--pictures", "0"],
+        "import": ["import", str(finished_run / "nothing.pt"), "--family", "trm", "--preset", "demo"],
+        "compare": ["compare", *budget, "a=demo"],
+        "study": ["study", "ca1d", "--models", "lstm", "--regimes", "fixed", "--steps", "1"],
+    }
+
+
+@pytest.mark.parametrize("command", ["data", "train", "eval", "import", "compare", "study"])
+def test_every_out_refuses_a_link_and_a_folder_it_did_not_make(command, finished_run, tmp_path, capsys):
+    argv = _out_commands(finished_run)[command]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere)
+    code, _, err = run(capsys, *argv, "--out", str(tmp_path / "link"))
+    assert code == 2, err
+    one_line(err, "is a symbolic link")
+    assert list(elsewhere.iterdir()) == []
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, *argv, "--out", str(users))
+    assert code == 2, err
+    one_line(err, "a folder ponder did not make")
+    assert [p.name for p in users.iterdir()] == ["notes.txt"] and (users / "notes.txt").read_text() == "mine"
+
+
+def test_report_never_writes_its_page_through_a_link(finished_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    victim = tmp_path / "victim.html"
+    victim.write_text("mine")
+    (run_dir / "report.html").unlink(missing_ok=True)
+    (run_dir / "report.html").symlink_to(victim)
+    code, _, err = run(capsys, "report", str(run_dir))
+    assert code == 2
+    one_line(err, "report.html: is a symbolic link")
+    assert victim.read_text() == "mine"
