@@ -157,22 +157,11 @@ def refuse_link(path: str | Path) -> None:
 
 
 def open_new_or_append(path: str | Path, mode: str = "a") -> IO:
-    """`open(path, "a")` (or "a+": also readable) that never follows a symbolic link (O_NOFOLLOW: a planted link is
-    refused with one line, its target untouched) and creates the file with the usual permissions."""
-    flags = os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | (os.O_RDWR if "+" in mode else os.O_WRONLY)
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as e:
-        if os.path.islink(path):
-            refuse_link(path)
-        raise UserError(f"{path}: cannot open for writing ({e.strerror})") from None
-    return os.fdopen(fd, mode)
-
-
-def open_to_write(path: str | Path, mode: str = "w") -> IO:
-    """`open(path, "w")` for a file written as it grows (a log others read meanwhile), never through a symbolic
-    link (O_NOFOLLOW: refused with one line, its target untouched)."""
-    flags = os.O_CREAT | os.O_TRUNC | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+    """`open(path, mode)` for "a" (append), "a+" (append, also readable) or "w" (a file written as it grows, which
+    others read meanwhile) that never follows a symbolic link (O_NOFOLLOW: a planted link is refused with one line,
+    its target untouched) and creates the file with the usual permissions."""
+    flags = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_TRUNC if mode == "w" else os.O_APPEND)
+    flags |= os.O_RDWR if "+" in mode else os.O_WRONLY
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as e:
@@ -255,16 +244,14 @@ def entry(folder: str | Path, name: str) -> Path:
     return path
 
 
-@contextmanager
-def locked(folder: str | Path, what: str = "folder") -> Iterator[IO | None]:
-    """Hold an exclusive `flock` on FOLDER/.lock for the block (the folder is made if missing; the lock file is
-    never a link), or UserError naming the process that holds it. The OS drops the lock when its process dies.
-    Yields the lock file (None where `fcntl` is missing: Windows)."""
+def take_lock(folder: str | Path, what: str) -> IO | None:
+    """An exclusive `flock` on FOLDER/.lock (the folder made if missing; the lock file never a link), held until the
+    returned file is closed, or UserError naming the process that holds it ("in use by ..."). The OS drops the lock
+    when its process dies. None where `fcntl` is missing (Windows: not locked)."""
     try:
         import fcntl
     except ImportError:
-        yield None
-        return
+        return None
     folder = Path(folder)
     refuse_link(folder)
     try:
@@ -280,7 +267,15 @@ def locked(folder: str | Path, what: str = "folder") -> Iterator[IO | None]:
         f.close()
         raise UserError(f"{folder}: in use by {owner}; one process writes a {what} at a time (wait for it or stop it: "
                         f"a stopped or killed process frees it at once)") from None
+    return f
+
+
+@contextmanager
+def locked(folder: str | Path, what: str = "folder") -> Iterator[IO | None]:
+    """`take_lock` for the block."""
+    f = take_lock(folder, what)
     try:
         yield f
     finally:
-        f.close()
+        if f is not None:
+            f.close()

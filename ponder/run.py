@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from ponder import UserError, checkpoint, distributed
 from ponder.config import Config, TrainConfig, apply_overrides, changed_keys, dump_yaml, from_dict, to_dict
-from ponder.files import LOCK, MARKER, atomic_write_text, open_new_or_append, read_marker, refuse_link
+from ponder.files import LOCK, MARKER, atomic_write_text, open_new_or_append, read_marker, refuse_link, take_lock
 
 
 class TrainingDiverged(Exception):
@@ -273,25 +273,11 @@ class RunLock:
 
     def acquire(self) -> str:
         """Take the run, or UserError naming its owner; returns the owner a killed process left named ("" if none)."""
-        try:
-            import fcntl
-        except ImportError:
-            return ""
         refuse_link(self.run_dir)
         self.made = not self.run_dir.exists()
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
-        f = open_new_or_append(self.run_dir / LOCK, "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            owner = f.read().strip() or "another process"
-            f.close()
-            raise UserError(f"{self.run_dir}: in use by {owner}; one process trains a run at a time (wait for it or "
-                            f"stop it: a stopped or killed process frees the run at once)") from None
+        f = take_lock(self.run_dir, "run")
+        if f is None:
+            return ""
         f.seek(0)
         previous = f.read().strip()
         f.seek(0)

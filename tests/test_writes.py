@@ -15,20 +15,10 @@ from ponder.cli import main
 from ponder.config import resolve
 from ponder.files import locked
 from ponder.trainer import train
-from helpers import TINY
+from helpers import TINY, run
+from helpers import one_line_error as one_line
 
 DATA = ["data", "sudoku", "--size", "4", "--train-size", "16", "--test-size", "8"]
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str, needle: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ponder: error:") and needle in lines[0], err
 
 
 def snapshot(folder) -> dict:
