@@ -14,6 +14,7 @@ from ponder.checkpoint import load_config
 from ponder.config import resolve
 from ponder.evaluate import evaluate_checkpoint, format_table
 from ponder.models import build_model, count_params
+from ponder.run import fresh_run_dir
 from ponder.tasks import get_task, prepare_data
 from ponder.trainer import train
 
@@ -22,6 +23,7 @@ def run_demo(out: Path, overrides: list[str] = (), minutes: float | None = None)
     t0 = time.perf_counter()
     overrides = list(overrides) + ([f"train.max_minutes={minutes}"] if minutes is not None else [])
     cfg = resolve("demo", overrides)
+    fresh_run_dir(out, cfg)  # a folder that holds other work is refused before anything is built into it
     s, m = cfg.data.sudoku, cfg.model
     meta = get_task(cfg.data).metadata()
     weights = count_params(build_model(m, meta.vocab_size, meta.seq_len))

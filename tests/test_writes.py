@@ -363,6 +363,7 @@ def _out_commands(finished_run):
     return {
         "data": [*DATA],
         "train": ["train", "demo", *TINY, "train.steps=1"],
+        "demo": ["demo", *TINY, "train.steps=1"],
         "eval": ["eval", str(finished_run), "--pictures", "0"],
         "import": ["import", str(finished_run / "nothing.pt"), "--family", "trm", "--preset", "demo"],
         "compare": ["compare", *budget, "a=demo"],
@@ -370,7 +371,7 @@ def _out_commands(finished_run):
     }
 
 
-@pytest.mark.parametrize("command", ["data", "train", "eval", "import", "compare", "study"])
+@pytest.mark.parametrize("command", ["data", "train", "demo", "eval", "import", "compare", "study"])
 def test_every_out_refuses_a_link_and_a_folder_it_did_not_make(command, finished_run, tmp_path, capsys):
     argv = _out_commands(finished_run)[command]
     elsewhere = tmp_path / "elsewhere"
