@@ -9,6 +9,8 @@ import dataclasses
 from ponder import UserError
 
 OVERRIDES = dict(nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. train.lr=3e-4")
+FORCE = dict(action="store_true",
+             help="write into an --out folder ponder did not make, beside what is there (nothing replaced)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -94,8 +96,7 @@ def _eval(sub) -> None:
     d.add_argument("overrides", **OVERRIDES)
     d.add_argument("--data", help="dataset directory (default: the one the run trained on)")
     d.add_argument("--out", help="output directory (default <checkpoint>/eval)")
-    d.add_argument("--force", action="store_true",
-                   help="write into an --out folder ponder did not make, beside what is there (nothing replaced)")
+    d.add_argument("--force", **FORCE)
     d.add_argument("--device", default="cpu")
     d.add_argument("--pictures", type=int, default=2, help="step-by-step pictures to write")
     d.add_argument("--split", choices=("test", "train"), default="test",
@@ -158,8 +159,7 @@ def _compare(sub) -> None:
                                    "hrm=demo,model.family=hrm. Resumable: finished members are not retrained.")
     d.add_argument("members", nargs="+", metavar="MEMBER", help="NAME=PRESET[,key=value,...]")
     d.add_argument("--out", required=True, help="comparison directory (one run directory per member)")
-    d.add_argument("--force", action="store_true",
-                   help="write into an --out folder ponder did not make, beside what is there (nothing replaced)")
+    d.add_argument("--force", **FORCE)
     d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member")
     d.add_argument("--minutes", type=float, default=0.0, help="budget: wall-clock minutes per member")
     d.add_argument("--data", help="dataset directory for all members (default: built once into OUT/data)")
@@ -185,8 +185,7 @@ def _study(sub) -> None:
                                    "learning curve.")
     d.add_argument("study", choices=("ca1d",), help="the study (ca1d: 1dCA-Reasoning, 'Beyond Memorization')")
     d.add_argument("--out", required=True, help="study directory (one run directory per member)")
-    d.add_argument("--force", action="store_true",
-                   help="write into an --out folder ponder did not make, beside what is there (nothing replaced)")
+    d.add_argument("--force", **FORCE)
     d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member (times its share)")
     d.add_argument("--minutes", type=float, default=0.0,
                    help="budget: wall-clock minutes per member, times its share (CPU scale: 15 by default, about "
@@ -244,8 +243,7 @@ def _lm(sub) -> None:
     t.add_argument("run", help="a `ponder lm` checkpoint or run directory (latest checkpoint)")
     t.add_argument("overrides", **OVERRIDES)
     t.add_argument("--out", help="output directory (default <checkpoint>/lm_eval)")
-    t.add_argument("--force", action="store_true",
-                   help="write into an --out folder ponder did not make, beside what is there (nothing replaced)")
+    t.add_argument("--force", **FORCE)
     t.set_defaults(func="lm_eval")
 
 

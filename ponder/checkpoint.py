@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import torch
@@ -38,8 +37,8 @@ from safetensors.torch import save_file
 
 from ponder import UserError
 from ponder.config import Config, dump_yaml, from_dict, load_yaml, upgrade
-from ponder.files import (fsync_dir, fsync_tree, out_of_space, read_json, read_marker, refuse_link, usual_permissions,
-                          write_marker)
+from ponder.files import (fsync_dir, fsync_tree, new_marker, out_of_space, read_json, read_marker, refuse_link,
+                          usual_permissions, write_marker)
 
 CKPT_DIR = "ckpt"
 
@@ -52,8 +51,7 @@ def run_id(run_dir: Path) -> str:
     missing: a new run, an import, or a run of an earlier ponder). Call it as the run's owner."""
     marker = read_marker(run_dir)
     if marker is None:
-        marker = {"kind": "run", "id": uuid.uuid4().hex, "made": []}
-        write_marker(run_dir, marker)
+        marker = new_marker(run_dir, "run")
     elif marker["kind"] != "run":
         raise UserError(f"{run_dir}: holds a ponder {marker['kind']}, not a run; give another --out")
     return marker["id"]

@@ -156,7 +156,7 @@ def refuse_link(path: str | Path) -> None:
                         f"the real path)")
 
 
-def open_new_or_append(path: str | Path, mode: str = "a") -> IO:
+def open_no_follow(path: str | Path, mode: str = "a") -> IO:
     """`open(path, mode)` for "a" (append), "a+" (append, also readable) or "w" (a file written as it grows, which
     others read meanwhile) that never follows a symbolic link (O_NOFOLLOW: a planted link is refused with one line,
     its target untouched) and creates the file with the usual permissions."""
@@ -188,6 +188,13 @@ def write_marker(folder: Path, body: dict) -> None:
     atomic_write_text(Path(folder) / MARKER, json.dumps(body, indent=2))
 
 
+def new_marker(folder: Path, kind: str, made: list[str] | None = None) -> dict:
+    """A folder's first marker: its kind, a random id written once, the entries counted as ponder's."""
+    marker = {"kind": kind, "id": uuid.uuid4().hex, "made": list(made or [])}
+    write_marker(folder, marker)
+    return marker
+
+
 class Output:
     """A folder ponder writes into (an --out): a real folder (not a link) that ponder made, or an empty one, or one
     of an earlier ponder version (`legacy`: the files that kind always wrote are there). Any other folder with
@@ -207,20 +214,14 @@ class Output:
             if marker["kind"] != kind:
                 raise UserError(f"{self.path}: holds a ponder {marker['kind']}, not a {kind}; give another --out")
         elif not present or (legacy and all((self.path / name).exists() for name in legacy)):
-            marker = {"kind": kind, "id": uuid.uuid4().hex, "made": present}  # empty, or an older ponder's
-            write_marker(self.path, marker)
+            marker = new_marker(self.path, kind, present)  # empty, or an older ponder's
         elif force:
-            marker = {"kind": kind, "id": uuid.uuid4().hex, "made": []}
-            write_marker(self.path, marker)
+            marker = new_marker(self.path, kind)
         else:
             raise UserError(f"{self.path}: a folder ponder did not make, and not empty ({len(present)} entries, e.g. "
                             f"{present[0]}); give a new or empty folder, or --force to write beside them (nothing of "
                             f"yours is replaced)")
         self.marker = marker
-
-    @property
-    def id(self) -> str:
-        return self.marker["id"]
 
     def entry(self, name: str) -> Path:
         return entry(self.path, name)
@@ -258,7 +259,7 @@ def take_lock(folder: str | Path, what: str) -> IO | None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{folder}: cannot create the folder ({e.strerror})") from None
-    f = open_new_or_append(folder / LOCK, "a+")
+    f = open_no_follow(folder / LOCK, "a+")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

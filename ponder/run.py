@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from ponder import UserError, checkpoint, distributed
 from ponder.config import Config, TrainConfig, apply_overrides, changed_keys, dump_yaml, from_dict, to_dict
-from ponder.files import LOCK, MARKER, atomic_write_text, open_new_or_append, read_marker, refuse_link, take_lock
+from ponder.files import LOCK, MARKER, atomic_write_text, open_no_follow, read_marker, refuse_link, take_lock
 
 
 class TrainingDiverged(Exception):
@@ -412,10 +412,10 @@ class RunLog:
             world = distributed.world()
             record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "processes": world.size,
                       **machine(cfg.train.device)}
-            with open_new_or_append(Path(run_dir) / "machine.jsonl") as f:
+            with open_no_follow(Path(run_dir) / "machine.jsonl") as f:
                 f.write(json.dumps(record) + "\n")
             _truncate_metrics(Path(run_dir) / "metrics.jsonl", step)
-        self.file = open_new_or_append(Path(run_dir) / "metrics.jsonl") if main else NullSink()
+        self.file = open_no_follow(Path(run_dir) / "metrics.jsonl") if main else NullSink()
         self.board = tensorboard(Path(run_dir)) if main else NullSink()
 
     def write(self, record: dict, section: str = "train") -> None:

@@ -23,7 +23,7 @@ import torch
 
 from ponder import UserError, checkpoint, plots, runtime
 from ponder.config import Config, changed_keys
-from ponder.files import Output, atomic_write_text, entry, open_new_or_append, refuse_link
+from ponder.files import Output, atomic_write_text, entry, open_no_follow, refuse_link
 from ponder.lm.data import STOP, Problem, collate, extract_answer, load_gsm8k, pad_id, prompt_ids, task_example
 from ponder.lm.train import MODEL_FIELDS, build_lm, lm_loss
 from ponder.progress import progress as progress_of
@@ -98,7 +98,7 @@ def evaluate_lm(model, tokenizer, cfg: Config, problems: list[Problem], out_dir:
     res = {"n": len(problems), "recurrences": lc.recurrences(), "accuracy": [], "mean_loops": [], "perplexity": [],
            "tokens_per_s": [], "train_mean_recurrence": lc.mean_recurrence, "exit_threshold": lc.exit_threshold,
            "max_new_tokens": lc.max_new_tokens}
-    with open_new_or_append(entry(out_dir, "completions.jsonl"), "w") as f:
+    with open_no_follow(entry(out_dir, "completions.jsonl"), "w") as f:
         for r in res["recurrences"]:
             correct, loops, tokens, t = 0, 0.0, 0, time.perf_counter()
             for i, p in progress_of(enumerate(problems), len(problems), f"GSM8K at R = {r}", enabled=progress):
