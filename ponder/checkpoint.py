@@ -145,8 +145,10 @@ def save(run_dir: Path, step: int, model_sd: dict, ema_sd: dict | None, state: d
     found = list_checkpoints(run_dir)
     keep_too = newest_sane(run_dir, cfg.train.sane_weight_ratio)
     for stale in found[:-keep] if keep > 0 else []:
-        if stale != keep_too:
-            shutil.rmtree(stale, ignore_errors=True)
+        if stale != keep_too:  # renamed out of the step names first: a kill mid-delete leaves no half step folder
+            gone = root / f".pruned-{stale.name}-{os.getpid()}"
+            os.rename(stale, gone)
+            shutil.rmtree(gone, ignore_errors=True)
     return final
 
 
@@ -190,7 +192,8 @@ def _meta_quietly(ckpt: Path) -> dict:
 def recover(run_dir: Path) -> list[str]:
     """Clear what a killed `save` left in RUN/ckpt (call it holding the run's lock): a `.old-step_N-PID` folder (the
     previous copy of a step being re-saved) is put back when step_N is missing, else removed; `.tmp-*` folders (half
-    written) are removed. Returns one note per folder, for stderr."""
+    written) and `.pruned-*` folders (an old checkpoint being deleted) are removed. Returns one note per folder, for
+    stderr."""
     root = Path(run_dir) / CKPT_DIR
     notes = []
     if not root.is_dir():
@@ -207,6 +210,9 @@ def recover(run_dir: Path) -> list[str]:
         size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
         shutil.rmtree(tmp, ignore_errors=True)
         notes.append(f"{tmp}: removed ({size / 1e6:.1f} MB of a checkpoint write that was killed)")
+    for pruned in sorted(root.glob(".pruned-*")):
+        shutil.rmtree(pruned, ignore_errors=True)
+        notes.append(f"{pruned}: removed (an old checkpoint whose pruning was killed)")
     return notes
 
 

@@ -115,7 +115,8 @@ def test_kill_9_then_resume_equals_one_run(tmp_path, capsys):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert run(capsys, "train", "--resume", str(run_dir))[0] == 0
+    code, _, err = run(capsys, "train", "--resume", str(run_dir))
+    assert code == 0, err
     assert not list((run_dir / "ckpt").glob(".*"))
     assert steps_logged(run_dir) == list(range(1, 41))
     assert run(capsys, "train", "demo", *args, "--out", str(tmp_path / "straight"))[0] == 0
@@ -343,3 +344,34 @@ def test_a_slowly_diverging_run_keeps_its_reference_at_the_first_checkpoint(tmp_
     assert "the newest sane checkpoint is" in text and "step_00000003" in text
     first = json.loads((tmp_path / ".ponder").read_text())["first"]
     assert first == {"step": 1, "weight_rms": 1.0}
+
+
+def test_a_kill_while_an_old_checkpoint_is_pruned_leaves_no_half_step(tmp_path, capsys, monkeypatch):
+    """Killed halfway through deleting an old checkpoint (its meta.json already gone, other files left): the step
+    folder had been renamed out of the step names first, so resuming finds only whole checkpoints, and the start
+    clears what is left."""
+    import ponder.checkpoint as C
+
+    class Killed(BaseException):
+        pass
+
+    real = C.shutil.rmtree
+
+    def rmtree(path, *a, **k):
+        path = Path(path)
+        if "step_" in path.name and not path.name.startswith((".tmp", ".old")) and (path / "meta.json").exists():
+            (path / "meta.json").unlink()  # the deletion under way, then the process dies
+            raise Killed
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(C.shutil, "rmtree", rmtree)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Killed):
+        main(["train", "demo", *FAST, "train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=1",
+              "--out", str(run_dir)])
+    capsys.readouterr()
+    monkeypatch.setattr(C.shutil, "rmtree", real)
+    (run_dir / ".lock").write_text("")  # the lock a killed process leaves (the OS released it)
+    code, _, err = run(capsys, "train", "--resume", str(run_dir))
+    assert code == 0, err
+    assert not list((run_dir / "ckpt").glob(".*")) and steps_logged(run_dir) == list(range(1, 7))
