@@ -189,13 +189,18 @@ def _study(sub) -> None:
     d.add_argument("--steps", type=int, default=0, help="budget: optimiser steps per member (times its share)")
     d.add_argument("--minutes", type=float, default=0.0,
                    help="budget: wall-clock minutes per member, times its share (CPU scale: 15 by default, about "
-                        "3 h on 2 cores)")
+                        "3 h on 2 cores; GPU scale: by default each member its preset's steps, the reference's)")
     d.add_argument("--scale", default="cpu", help="cpu (the paper's task at the sizes 2 CPU cores train) or gpu "
                                                   "(the paper's task and models)")
     d.add_argument("--models", default="", help="comma-separated subset of neox,lstm,mamba,armt,trm,hrm,urm "
                                                 "(default: the scale's)")
     d.add_argument("--regimes", default="", help="comma-separated subset of fixed,per-k,depth,act,constant,cot,oo,"
-                                                 "grpo,grpo-scratch,recursion (default: the scale's)")
+                                                 "grpo,grpo-control,grpo-scratch,recursion (default: the scale's)")
+    d.add_argument("--per-k", action="store_true",
+                   help="the fixed-depth models trained one per k (NAME-k1 .. -k4, the paper's main comparison) "
+                        "instead of one model for every k (k given as a token: the reference's adaptive variant)")
+    d.add_argument("--dry-run", action="store_true",
+                   help="print the members in training order with their resolved settings; train nothing")
     _every_member(d)
     d.set_defaults(func="study")
 

@@ -235,14 +235,17 @@ def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 
 
 def cmd_study(args) -> int:
-    from ponder.study import STUDY_MODELS, REGIMES, format_study, study_ca1d
+    from ponder.study import STUDY_MODELS, REGIMES, dry_run, format_study, study_ca1d
 
     if args.steps > 0 and args.minutes > 0:
         raise UserError("ponder study: give one budget per member, --steps N or --minutes M")
     regimes = _names(args.regimes, REGIMES, "regimes") if args.regimes else ()
     models = _names(args.models, STUDY_MODELS, "models") if args.models else ()
+    if args.dry_run:
+        print(dry_run(args.out, args.steps, args.minutes, models, regimes, args.scale, args.set or [], args.per_k))
+        return 0
     study = study_ca1d(args.out, args.steps, args.minutes, models, regimes, args.scale, args.set or [],
-                       args.max_examples, force=args.force)
+                       args.max_examples, force=args.force, per_k=args.per_k)
     print(format_study(study))
     print(f"wrote {Path(args.out) / 'study.json'}, study.txt, study.png, study-curves.png")
     _report(Path(args.out))

@@ -19,7 +19,7 @@ evaluation of the same checkpoint with the same settings is read back, not rerun
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,12 @@ class Member:
     preset: str
     overrides: tuple[str, ...]
     share: float = 1.0  # this member's budget as a multiple of the common --steps / --minutes (`ponder study`)
+    steps_of: str = ""  # a control: train exactly as many steps as that (earlier) member did, whatever the budget
 
     def budget(self, steps: int, minutes: float) -> list[str]:
-        """The overrides of this member's budget: its share of `steps` or of `minutes`."""
+        """The overrides of this member's budget: its share of `steps` or of `minutes` (neither: its config's own)."""
+        if not steps and not minutes:
+            return []
         if steps:
             return [f"train.steps={max(1, round(steps * self.share))}", "train.max_minutes=0"]
         return [f"train.max_minutes={minutes * self.share:g}", "train.steps=100000000"]
@@ -93,6 +96,15 @@ def _configs(members: list[Member], common: list[str], budget: tuple[int, float]
 
 
 BUDGET_KEYS = ("train.steps", "train.max_minutes")  # what `--steps` / `--minutes` set: a larger one extends a member
+
+
+def _steps_as(cfg: Config, member: Member, rows: list[dict]) -> Config:
+    """A control member's config: its budget is the steps its original member (trained before it) took."""
+    steps = next((r["steps"] for r in rows if r["name"] == member.steps_of), None)
+    if steps is None:
+        raise UserError(f"compare: member {member.name} trains as many steps as {member.steps_of}, which must be a "
+                        f"member trained before it")
+    return replace(cfg, train=replace(cfg.train, steps=steps, max_minutes=0.0))
 
 
 def _train_member(cfg: Config, run_dir: Path) -> dict:
@@ -160,12 +172,15 @@ def weight_count(cfg: Config, run_dir: Path) -> int:
 
 
 def compare(members: list[Member], out: str | Path, common: list[str] = (), steps: int = 0, minutes: float = 0.0,
-            data: str | None = None, eval_steps: int = 0, max_examples: int = 0, force: bool = False) -> dict:
+            data: str | None = None, eval_steps: int = 0, max_examples: int = 0, force: bool = False,
+            own_budgets: bool = False) -> dict:
     """Train every member on one dataset with one budget, evaluate all alike; write compare.json/.txt/.png into
-    `out` (a folder ponder made, or an empty one; another only with `force`, beside what is there)."""
+    `out` (a folder ponder made, or an empty one; another only with `force`, beside what is there). own_budgets:
+    no common budget (steps = minutes = 0), each member trains its own config's (`ponder study --scale gpu`: the
+    reference scripts' iterations)."""
     if not members:
         raise UserError("compare: give at least one member NAME=PRESET[,key=value,...]")
-    if (steps > 0) == (minutes > 0):
+    if (steps > 0) == (minutes > 0) and not (own_budgets and not steps and not minutes):
         raise UserError("compare: give one budget, --steps N or --minutes M")
     out = Path(out)
     budget = (steps, minutes)
@@ -185,6 +200,8 @@ def compare(members: list[Member], out: str | Path, common: list[str] = (), step
     rows = []
     for member in members:
         cfg, run_dir = cfgs[member.name], out / member.name
+        if member.steps_of:
+            cfg = _steps_as(cfg, member, rows)
         print(f"== {member.name}: {member.preset} {' '.join(member.overrides)}".rstrip())
         record = _train_member(cfg, run_dir)
         res = _evaluate_member(run_dir, eval_steps, max_examples)

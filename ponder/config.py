@@ -53,7 +53,7 @@ RANGES: dict[str, tuple] = {
     "data.ca1d.test_rules": (0, BIG),
     "data.arc.num_aug": (0, 10**6), "data.arc.max_tasks": (0, 10**6), "data.arc.canvas": (1, 30),
     "train.steps": (1, BIG), "train.max_minutes": (0, 1e9), "train.batch_size": (1, 2**24), "train.lr": (0, 1e3),
-    "train.lr_warmup_steps": (0, BIG), "train.lr_min_ratio": (0, 1), "train.beta1": (0, 1), "train.beta2": (0, 1),
+    "train.lr_warmup_steps": (0, BIG), "train.lr_decay_span": (0, 1e6, "above"), "train.lr_min_ratio": (0, 1), "train.beta1": (0, 1), "train.beta2": (0, 1),
     "train.weight_decay": (0, 1e3), "train.puzzle_emb_lr": (0, 1e3), "train.puzzle_emb_weight_decay": (0, 1e3),
     "train.halt_loss_weight": (0, 1e6), "train.ema_rate": (0, 1), "train.grad_clip": (0, 1e12),
     "train.seed": (0, 2**62), "train.threads": (0, 4096), "train.log_every": (0, BIG), "train.eval_every": (0, BIG),
@@ -239,8 +239,10 @@ class Ca1dConfig:
     #                         "segments" (the reference's repeat-state layout for ARMT/Mamba: [sep s_t sep s_t+1]
     #                         per transition, then [gen s_c-1 sep target]; 2 (W + 1) tokens per segment), "cot"
     #                         (chain of thought: gen then sep s_c .. sep s_c-1+n written out, teacher-forced in
-    #                         training, generated at test time; n = max_k, or k) or "oo" (the same positions masked:
-    #                         all n future states predicted in parallel, the non-CoT baseline)
+    #                         training, generated at test time; n = max_k, or k), "oo" (the same positions masked:
+    #                         all n future states predicted in parallel, the non-CoT baseline) or "generate" (the
+    #                         causal layout with the answer written after gen instead of masks: teacher-forced in
+    #                         training, generated token by token at test time; the policy GRPO samples from)
     train_size: int = 950000  # train examples
     test_size: int = 100000  # test examples (rules disjoint from the train rules)
     train_rules: int = 0  # distinct train rules (examples cycle over them); 0 = a fresh rule for every example
@@ -252,8 +254,8 @@ class Ca1dConfig:
     def __post_init__(self) -> None:
         _in_range(self, "data.ca1d")
         _check(self.width >= 2 * self.radius + 1, "data.ca1d.width must be >= 2 * radius + 1")
-        _check(self.layout in ("puzzle", "causal", "segments", "cot", "oo"),
-               f"data.ca1d.layout must be puzzle, causal, segments, cot or oo, got {self.layout!r}")
+        _check(self.layout in ("puzzle", "causal", "segments", "cot", "oo", "generate"),
+               f"data.ca1d.layout must be puzzle, causal, segments, cot, oo or generate, got {self.layout!r}")
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,9 @@ class TrainConfig:
     lr_warmup_steps: int = 2000  # linear warm-up from 0
     lr_min_ratio: float = 1.0  # decay towards lr * ratio after warm-up; 1.0 = constant (official default)
     lr_decay: str = "cosine"  # the decay's shape: cosine, or linear (the 1dCA reference's HF linear schedule)
+    lr_decay_span: float = 1.0  # the schedule's length as a multiple of train.steps: the decay reaches lr *
+    #                             lr_min_ratio at step span x steps (the 1dCA reference scripts: 2, num_training_steps
+    #                             = 2 x iters, so their lr ends near half its peak; follows a --steps budget)
     lr_counter: str = "before"  # "before": the n-th update uses lr(n) (TRM/HRM count the step before the update);
     #                             "after": lr(n-1), the first update at lr 0 (official URM counts after the update)
     beta1: float = 0.9
@@ -344,6 +349,11 @@ class TrainConfig:
     #                 curriculum stage, or GRPO from a supervised model. Every tensor of it must fit this model by name
     #                 and shape (ACT's per-layer wrapper maps onto the plain layer); tensors it lacks (ACT's halting
     #                 units) keep their fresh initialisation. "" = from scratch; a resumed run ignores it
+
+    @property
+    def decay_steps(self) -> int:
+        """The lr schedule's length in steps (lr_decay_span x steps)."""
+        return max(1, round(self.lr_decay_span * self.steps))
 
     def __post_init__(self) -> None:
         _in_range(self, "train")
@@ -594,6 +604,14 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
     raise UserError(f"config key '{name}' expects {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
+def value_at(cfg: Config, key: str) -> Any:
+    """The value of a dotted key ("train.lr") or section ("model", as a dict) of a config."""
+    node: Any = to_dict(cfg)
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def changed_keys(a: Config, b: Config, keys: tuple[str, ...]) -> list[str]:
     """The dotted keys under `keys` (sections such as "model" or fields such as "train.batch_size") whose values
     differ between two configs, field by field: changed_keys(a, b, ("model",)) -> ["model.hidden"]."""
@@ -603,15 +621,9 @@ def changed_keys(a: Config, b: Config, keys: tuple[str, ...]) -> list[str]:
             return {k: v for key, sub in value.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
         return {prefix: value}
 
-    def lookup(cfg: Config, key: str) -> Any:
-        node: Any = to_dict(cfg)
-        for part in key.split("."):
-            node = node[part]
-        return node
-
     out = []
     for key in keys:
-        old, new = leaves(lookup(a, key), key), leaves(lookup(b, key), key)
+        old, new = leaves(value_at(a, key), key), leaves(value_at(b, key), key)
         out += [k for k in old if old[k] != new[k]]
     return out
 

@@ -45,7 +45,7 @@ def generation_start(cfg: Config, task: Task, model) -> int | None:
     start = task.prompt_length()
     if start is None or not model.generates:
         raise UserError(f"eval.decode=greedy needs a causal sequence model (model.family neox, lstm, mamba) on a "
-                        f"layout with a prompt (data.ca1d.layout causal or cot); got {cfg.model.family} on this data")
+                        f"layout with a prompt (data.ca1d.layout causal, generate or cot); got {cfg.model.family} on this data")
     return start
 
 

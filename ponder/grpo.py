@@ -126,6 +126,9 @@ def check_setup(cfg: Config, task, model) -> int:
                         f"got {cfg.model.family}")
     if task.policy_refusal():
         raise UserError(task.policy_refusal())
+    if cfg.grpo.sampling == "parallel" and task.teacher_forced:
+        raise UserError("grpo.sampling=parallel reads the answer positions' inputs, which this layout fills with the "
+                        "true answer: use grpo.sampling=autoregressive (or data.ca1d.layout=causal, the masks)")
     if cfg.train.batch_size % cfg.grpo.group_size:
         raise UserError(f"train.batch_size={cfg.train.batch_size} (completions per step) must be divisible by "
                         f"grpo.group_size={cfg.grpo.group_size}")

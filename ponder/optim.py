@@ -184,12 +184,13 @@ class SignSGD:
 def set_lr(step: int, tc, opt, emb_opt=None) -> float:
     """Step `step`'s learning rate (train.lr on the schedule of `lr_at`) set on every parameter group of `opt`, and
     the sparse puzzle table's (train.puzzle_emb_lr, same schedule) on `emb_opt`; returns the dense one."""
-    lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
+    lr = lr_at(step, tc.lr, tc.lr_warmup_steps, tc.decay_steps, tc.lr_min_ratio, tc.lr_counter,
+               tc.lr_decay)
     for group in opt.param_groups:
         group["lr"] = lr
     if emb_opt is not None:
-        emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter,
-                           tc.lr_decay)
+        emb_opt.lr = lr_at(step, tc.puzzle_emb_lr, tc.lr_warmup_steps, tc.decay_steps, tc.lr_min_ratio,
+                           tc.lr_counter, tc.lr_decay)
     return lr
 
 

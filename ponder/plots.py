@@ -199,10 +199,12 @@ def plot_study(study: dict, path: Path) -> None:
         _accuracy_axes(ax, "k (steps ahead of the last given state)", "exact match on unseen rules (%)", log2=False)
         ax.set_xticks([1, 2, 3, 4])
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no line hidden
-        ax.set_title(f"1dCA study ({study['scale']}): " + _budget_text(study["budget"]))
+        ax.set_title(f"1dCA study ({study['scale']}): " + budget_text(study["budget"]))
 
 
-def _budget_text(b: dict) -> str:
+def budget_text(b: dict) -> str:
+    if not b["steps"] and not b["minutes"]:
+        return "every member its own preset's steps (the reference scripts' iterations)"
     return "every member " + (f"{b['steps']} steps" if b["steps"] else f"{b['minutes']:g} min") + " x its share"
 
 
@@ -229,7 +231,7 @@ def plot_study_curves(study: dict, path: Path) -> None:
             ax.set_title(f"k = {k}", fontsize=10)
         axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.suptitle(f"1dCA study ({study['scale']}): learning curves (periodic evaluations), "
-                     + _budget_text(study["budget"]), fontsize=10)
+                     + budget_text(study["budget"]), fontsize=10)
 
 
 def draw_sheet(sheet, palette: tuple[str, ...], path: Path) -> None:

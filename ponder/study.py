@@ -1,23 +1,29 @@
 """`ponder study ca1d`: the 1dCA-Reasoning study's table in one command ("Beyond Memorization", section 7 of
 ../shared/reference/ca1d.md), with ponder's recursive models beside the study's ways to get depth:
 
-    fixed      the fixed-depth models: GPT-NeoX, LSTM, Mamba, ARMT (segments + memory), k mixed
-    per-k      GPT-NeoX trained on one k alone (the paper's protocol; the control of mixing k)
-    depth      GPT-NeoX with more layers (the depth sweep)
-    act        GPT-NeoX with per-token ACT over its layers (model.act=layer)
-    constant   GPT-NeoX with every layer repeated a constant act_max_hop times (the reference's "CD")
-    cot        GPT-NeoX trained on the written-out future states s_c .. s_c+3 (teacher-forced), answering by
-               generating them (token-level chain of thought: supervised intermediate states)
-    oo         GPT-NeoX predicting all four future states in parallel from masks (the non-CoT baseline of cot)
-    grpo       GPT-NeoX trained by GRPO on the reward of its final answer only, from the `neox` member's checkpoint
-               (the reference's from-checkpoint variant; `grpo-scratch` from random weights)
-    recursion  TRM, HRM, URM: latent recursion with deep supervision (ponder's; the study did not test it)
+    fixed         the fixed-depth models: GPT-NeoX, LSTM, Mamba, ARMT (segments + memory), one model for every k
+                  (k given as a token: the reference's adaptive variant); with --per-k one model per k instead
+                  (`<family>-k1` .. `-k4`: the paper's main comparison)
+    per-k         GPT-NeoX trained on one k alone (the paper's protocol; the control of mixing k)
+    depth         GPT-NeoX with more layers (the depth sweep)
+    act           GPT-NeoX with per-token ACT over the whole layer stack (model.act=model, at most act_hops hops:
+                  the reference's GPT-NeoX ACT scripts)
+    constant      GPT-NeoX with the whole stack repeated a constant act_max_hop times (the reference's "CD")
+    cot           GPT-NeoX trained on the written-out future states s_c .. s_c+3 (teacher-forced), answering by
+                  generating them (token-level chain of thought: supervised intermediate states)
+    oo            GPT-NeoX predicting all four future states in parallel from masks (the non-CoT baseline of cot)
+    grpo          GPT-NeoX trained by GRPO on the reward of its final answer only, sampled token by token, from a
+                  supervised GPT-NeoX that writes its answer after GEN (`neox-gen`, the generate layout: the
+                  reference's from-checkpoint variant; `grpo-scratch` from random weights)
+    grpo-control  GRPO's control: the same start trained with the supervised loss for as many steps and prompts
+    recursion     TRM, HRM, URM: latent recursion with deep supervision (ponder's; the study did not test it)
 
 Every member is a `ponder compare` member: one data split (the same rules and orbits, written in each member's
-layout or asked at its k), one evaluator, a budget of --minutes (or --steps) times the member's share in its scale;
-resumable, extended by a larger budget (finished members train on from their checkpoints), and a member whose
-settings changed is refused. k is drawn from 1..4 per example (one model per member answers every k) except in the
-per-k members. The table: exact match and bit accuracy per k, weights, training examples drawn, wall time, mean ACT
+layout or asked at its k), one evaluator, a budget of --minutes (or --steps) times the member's share in its scale
+(no budget at the GPU scale: every member its preset's steps, the reference scripts' iterations; GRPO's control as
+many steps as GRPO took); resumable, extended by a larger budget (finished members train on from their
+checkpoints), and a member whose settings changed is refused. k is drawn from 1..4 per example (one model per
+member answers every k) except in the per-k members. The table: exact match and bit accuracy per k, weights, training examples drawn, wall time, mean ACT
 hops or supervision steps, and the non-learned baselines (copy, periodic, oracle) on the same test examples; as
 text, JSON and PNGs (accuracy per k; the learning curves: test exact per k against the training examples drawn).
 """
@@ -31,12 +37,13 @@ from pathlib import Path
 
 from ponder import UserError, checkpoint, plots
 from ponder.compare import Member, compare
-from ponder.config import PRESET_DIR, from_dict, load_yaml
+from ponder.config import PRESET_DIR, from_dict, load_yaml, resolve, value_at
 from ponder.evaluate import exact_by_group, scores_of
 from ponder.files import atomic_write_text, entry
 from ponder.run import config_from_checkpoint, read_metrics
 
-REGIMES = ("fixed", "per-k", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-scratch", "recursion")
+REGIMES = ("fixed", "per-k", "depth", "act", "constant", "cot", "oo", "grpo", "grpo-control", "grpo-scratch",
+           "recursion")
 STUDY_MODELS = ("neox", "lstm", "mamba", "armt", "trm", "hrm", "urm")
 KS = (1, 2, 3, 4)
 
@@ -57,11 +64,12 @@ class Scale:
     shares: dict[str, float] = dataclasses.field(default_factory=dict)  # member name or regime -> its budget as a
     #                                                                     multiple of --minutes / --steps (default 1)
     minutes: float = 0.0  # the default --minutes (0: a budget must be given)
-    starts: dict[str, str] = dataclasses.field(default_factory=lambda: {"grpo": "neox"})  # member name or regime ->
+    starts: dict[str, str] = dataclasses.field(default_factory=dict)  # member name or regime ->
     #                                       the member whose weights it starts from (train.init; trained before it)
     control_ks: tuple[int, ...] = (2,)  # the per-k members: GPT-NeoX trained on that k alone (the paper's protocol)
     stages: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # curriculum stages: a GPT-NeoX
     #   member of that name and overrides, trained first whenever a chosen member starts from it (`starts`)
+    act_hops: tuple[int, ...] = (4,)  # most hops of the ACT members (one member each; the reference: 2 and 4)
 
 
 def load_scale(name: str) -> Scale:
@@ -75,38 +83,47 @@ def load_scale(name: str) -> Scale:
 SCALES = {name: load_scale(name) for name in ("cpu", "gpu")}
 
 
-def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str, ...]) -> list[tuple[Member, str]]:
+def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str, ...],
+            per_k: bool = False) -> list[tuple[Member, str]]:
     """(compare member, regime) of every model x regime asked for, in training order: a member that starts from
-    another's weights (`Scale.starts`: grpo from neox; at the CPU scale the GPT-NeoX members from neox-k1) after it."""
+    another's weights (`Scale.starts`: grpo from neox-gen; at the CPU scale the GPT-NeoX members from neox-k1) after
+    it.
+    per_k: the fixed-depth models trained one per k (the paper's main comparison: `<family>-k1` .. `-k4`) instead
+    of one model for every k (k mixed with a shift token: the reference's adaptive variant)."""
     def seq(family: str, *extra: str) -> tuple[str, tuple[str, ...]]:
         return scale.sequence[family], (f"model.family={family}", *extra, *scale.family_overrides.get(family, ()))
 
     layout = scale.layouts
+    causal = "data.ca1d.layout=causal"
+    fixed = [f for f in ("neox", "lstm", "mamba", "armt") if f in models]
     chosen: list[tuple[str, str, str, tuple[str, ...]]] = []  # (name, regime, preset, overrides)
-    if "neox" in models and "per-k" in regimes:  # the paper's protocol: one model trained on one k
-        causal = "data.ca1d.layout=causal"
+    if per_k and "fixed" in regimes:  # the paper's protocol for every fixed-depth model
+        chosen += [(f"{f}-k{k}", "per-k", *seq(f, f"data.ca1d.layout={layout[f]}", f"data.ca1d.k={k}"))
+                   for f in fixed for k in KS]
+    elif "neox" in models and "per-k" in regimes:  # GPT-NeoX on one k alone: the control of mixing k
         chosen += [(f"neox-k{k}", "per-k", *seq("neox", causal, f"data.ca1d.k={k}")) for k in scale.control_ks]
-    if "fixed" in regimes or "grpo" in regimes:  # grpo starts from neox's checkpoint
-        for family in ("neox", "lstm", "mamba", "armt"):
-            if family in models and ("fixed" in regimes or family == "neox"):
-                chosen.append((family, "fixed", *seq(family, f"data.ca1d.layout={layout[family]}")))
+    if "fixed" in regimes and not per_k:  # one model for every k (k given as a token)
+        chosen += [(f, "fixed", *seq(f, f"data.ca1d.layout={layout[f]}")) for f in fixed]
     if "neox" in models:
-        causal = "data.ca1d.layout=causal"
         if "depth" in regimes:
             chosen += [(f"neox-L{n}", "depth", *seq("neox", causal, f"model.n_layers={n}")) for n in scale.depth]
-        if "act" in regimes:
-            chosen.append(("neox-act", "act", *seq("neox", causal, "model.act=layer", "train.grad_clip=0.1")))
+        if "act" in regimes:  # the reference's GPT-NeoX ACT scripts: the whole stack iterated, at most act_hops hops
+            chosen += [(f"neox-act{h}" if len(scale.act_hops) > 1 else "neox-act", "act",
+                        *seq("neox", causal, "model.act=model", f"model.act_max_hop={h}")) for h in scale.act_hops]
         if "constant" in regimes:
-            chosen.append(("neox-cd", "constant", *seq("neox", causal, "model.act=layer", "model.act_halting=constant",
-                                                        "model.act_max_hop=4", "train.grad_clip=0.1")))
+            chosen.append(("neox-cd", "constant", *seq("neox", causal, "model.act=model",
+                                                        "model.act_halting=constant")))
         if "cot" in regimes:
             chosen.append(("neox-cot", "cot", *seq("neox", "data.ca1d.layout=cot")))
         if "oo" in regimes:
             chosen.append(("neox-oo", "oo", *seq("neox", "data.ca1d.layout=oo")))
+        generate = "data.ca1d.layout=generate"  # the answer written after GEN: GRPO's prompts, its start's layout
         if "grpo" in regimes:
-            chosen.append(("neox-grpo", "grpo", *seq("neox", causal, "train.regime=grpo")))
+            chosen.append(("neox-grpo", "grpo", *seq("neox", generate, "train.regime=grpo")))
+        if "grpo-control" in regimes:  # the supervised loss from the same start, for as many steps and prompts
+            chosen.append(("neox-grpo-control", "grpo-control", *seq("neox", generate)))
         if "grpo-scratch" in regimes:
-            chosen.append(("neox-grpo-scratch", "grpo-scratch", *seq("neox", causal, "train.regime=grpo")))
+            chosen.append(("neox-grpo-scratch", "grpo-scratch", *seq("neox", generate, "train.regime=grpo")))
     for name, overrides in scale.stages.items():  # a curriculum stage, where a member chosen starts from it
         if any(start_of(scale, member, regime) == name for member, regime, *_ in chosen):
             regime = next(r for m, r, *_ in chosen if start_of(scale, m, r) == name)
@@ -119,14 +136,21 @@ def members(out: Path, scale: Scale, models: tuple[str, ...], regimes: tuple[str
     names = {name for name, *_ in chosen}
     out_members = []
     for name, regime, preset, overrides in chosen:
-        extra = scale.member_overrides.get(name, scale.member_overrides.get(regime, ()))
-        share = scale.shares.get(name, scale.shares.get(regime, 1.0))
+        # a curriculum stage has its own settings (by name only); a member of one k its family's share
+        stage = name in scale.stages
+        extra = scale.member_overrides.get(name, () if stage else scale.member_overrides.get(regime, ()))
+        group = name.split("-")[0] if regime == "per-k" else regime
+        share = scale.shares.get(name, 1.0 if stage else scale.shares.get(group, 1.0))
         start = start_of(scale, name, regime)
         if start and start not in names:
             raise UserError(f"study ca1d: member {name} starts from {start}'s weights at this scale; include {start} "
                             f"(--models and --regimes)")
         init = (f"train.init={out / start}",) if start else ()
-        out_members.append((Member(name, preset, tuple(overrides) + init + tuple(extra), share), regime))
+        steps_of = "neox-grpo" if regime == "grpo-control" else ""
+        if steps_of and steps_of not in names:
+            raise UserError("study ca1d: grpo-control is GRPO's control (as many steps and prompts as neox-grpo); "
+                            "include grpo in --regimes")
+        out_members.append((Member(name, preset, tuple(overrides) + init + tuple(extra), share, steps_of), regime))
     return _after_their_starts(out_members, scale)
 
 
@@ -135,6 +159,8 @@ def start_of(scale: Scale, name: str, regime: str) -> str:
     scratch unless `starts` names its own start)."""
     if name in scale.stages and name not in scale.starts:
         return ""
+    if regime == "grpo-control":  # GRPO's control starts where GRPO does
+        return start_of(scale, "neox-grpo", "grpo")
     return scale.starts.get(name, scale.starts.get(regime, ""))
 
 
@@ -144,7 +170,8 @@ def _after_their_starts(chosen: list[tuple[Member, str]], scale: Scale) -> list[
     waiting = list(chosen)
     while waiting:
         done = {m.name for m, _ in placed} | {""}
-        ready = next((w for w in waiting if start_of(scale, w[0].name, w[1]) in done), None)
+        ready = next((w for w in waiting if start_of(scale, w[0].name, w[1]) in done and
+                      (w[0].steps_of or "") in done), None)
         if ready is None:
             raise UserError(f"study ca1d: the members {', '.join(m.name for m, _ in waiting)} start from each other")
         placed.append(ready)
@@ -160,29 +187,15 @@ def _per_k(result: dict, k: int) -> tuple[float, float] | None:
 
 def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tuple[str, ...] = (),
                regimes: tuple[str, ...] = (), scale: str = "cpu", common: list[str] = (),
-               max_examples: int = 0, force: bool = False) -> dict:
+               max_examples: int = 0, force: bool = False, per_k: bool = False) -> dict:
     """Train and evaluate every member (via `ponder compare`), then write study.json / study.txt / study.png and
-    study-curves.png (into a folder ponder made, or an empty one; another only with `force`, beside what is there). Empty models / regimes: the scale's defaults; no budget: the scale's --minutes."""
-    if scale not in SCALES:
-        raise UserError(f"study ca1d: --scale must be {' or '.join(SCALES)}, got {scale!r}")
-    plan = SCALES[scale]
-    models, regimes = tuple(models) or plan.models, tuple(regimes) or plan.regimes
-    bad = [m for m in models if m not in STUDY_MODELS] + [r for r in regimes if r not in REGIMES]
-    if bad:
-        raise UserError(f"study ca1d: unknown model or regime {', '.join(bad)}; models: {', '.join(STUDY_MODELS)}; "
-                        f"regimes: {', '.join(REGIMES)}")
-    if not steps and not minutes:
-        if not plan.minutes:
-            raise UserError(f"study ca1d --scale {scale}: give a budget per member, --steps N or --minutes M")
-        minutes = plan.minutes
+    study-curves.png (into a folder ponder made, or an empty one; another only with `force`, beside what is there).
+    Empty models / regimes: the scale's defaults; no budget: the scale's --minutes, or (--scale gpu) every member's
+    own preset's steps, the reference scripts' iterations. per_k: one fixed-depth model per k (`members`)."""
+    plan, chosen, steps, minutes = plan_study(out, steps, minutes, models, regimes, scale, common, per_k)
     out = Path(out)
-    chosen = members(out.resolve(), plan, tuple(models), tuple(regimes))
-    if not chosen:
-        raise UserError("study ca1d: no member for these --models and --regimes")
-    # the user's --set overrides come last, after the scale's per-family and per-member settings
-    chosen = [(Member(m.name, m.preset, (*m.overrides, *common), m.share), r) for m, r in chosen]
     report = compare([m for m, _ in chosen], out, list(plan.common), steps, minutes, max_examples=max_examples,
-                     force=force)
+                     force=force, own_budgets=True)
     regime_of = {m.name: r for m, r in chosen}
     share_of = {m.name: m.share for m, _ in chosen}
     before: dict[str, int] = {}  # member -> examples drawn by the members its weights come from (before its own)
@@ -212,6 +225,55 @@ def study_ca1d(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tu
     plots.plot_study(study, entry(out, "study.png"))
     plots.plot_study_curves(study, entry(out, "study-curves.png"))
     return study
+
+
+def plan_study(out: str | Path, steps: int, minutes: float, models: tuple[str, ...], regimes: tuple[str, ...],
+               scale: str, common: list[str] = (), per_k: bool = False
+               ) -> tuple[Scale, list[tuple[Member, str]], int, float]:
+    """(the scale, its (member, regime) in training order with the user's overrides last, steps, minutes)."""
+    if scale not in SCALES:
+        raise UserError(f"study ca1d: --scale must be {' or '.join(SCALES)}, got {scale!r}")
+    plan = SCALES[scale]
+    models, regimes = tuple(models) or plan.models, tuple(regimes) or plan.regimes
+    bad = [m for m in models if m not in STUDY_MODELS] + [r for r in regimes if r not in REGIMES]
+    if bad:
+        raise UserError(f"study ca1d: unknown model or regime {', '.join(bad)}; models: {', '.join(STUDY_MODELS)}; "
+                        f"regimes: {', '.join(REGIMES)}")
+    if not steps and not minutes:
+        minutes = plan.minutes  # 0 at the GPU scale: every member its preset's steps
+    chosen = members(Path(out).resolve(), plan, tuple(models), tuple(regimes), per_k)
+    if not chosen:
+        raise UserError("study ca1d: no member for these --models and --regimes")
+    # the user's --set overrides come last, after the scale's per-family and per-member settings
+    chosen = [(dataclasses.replace(m, overrides=(*m.overrides, *common)), r) for m, r in chosen]
+    return plan, chosen, steps, minutes
+
+
+SETTINGS = ("model.family", "model.n_layers", "model.hidden", "model.act", "model.act_max_hop", "model.act_halting",
+            "data.ca1d.layout", "data.ca1d.k", "train.regime", "train.steps", "train.max_minutes",
+            "train.batch_size", "train.lr", "train.lr_warmup_steps", "train.lr_decay", "train.lr_decay_span",
+            "train.lr_min_ratio", "train.optimizer", "train.beta1", "train.beta2", "train.weight_decay",
+            "train.grad_clip", "grpo.sampling", "grpo.group_size", "grpo.beta")  # what --dry-run prints
+
+
+def dry_run(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tuple[str, ...] = (),
+            regimes: tuple[str, ...] = (), scale: str = "cpu", common: list[str] = (), per_k: bool = False) -> str:
+    """The members a study would train, in order, each with its resolved settings (SETTINGS): nothing is trained,
+    built or written."""
+    plan, chosen, steps, minutes = plan_study(out, steps, minutes, models, regimes, scale, common, per_k)
+    lines = [f"1dCA study ({scale}), {len(chosen)} members in training order; budget: "
+             + plots.budget_text({"steps": steps, "minutes": minutes})]
+    for m, regime in chosen:
+        cfg = resolve(m.preset, [*plan.common, *m.overrides, *m.budget(steps, minutes)])
+        start = start_of(plan, m.name, regime)
+        values = [f"{key}={value_at(cfg, key)}" for key in SETTINGS
+                  if not (key.startswith("model.act_") and cfg.model.act == "off")
+                  and not (key.startswith("grpo.") and cfg.train.regime != "grpo")]
+        lines.append(f"{m.name} ({regime}; preset {m.preset}; share {m.share:g}"
+                     + (f"; from {start}" if start else "")
+                     + (f"; steps: as many as {m.steps_of}" if m.steps_of else "") + ")")
+        lines.append("    " + " ".join(values))
+    return "\n".join(lines)
 
 
 def _baseline_member(rows: list[dict]) -> str:
@@ -252,13 +314,11 @@ def baselines(run: Path, max_examples: int = 0) -> dict[str, dict[str, float]]:
 
 def format_study(study: dict) -> str:
     rows = study["members"]
-    b = study["budget"]
-    budget = f"{b['steps']} steps" if b["steps"] else f"{b['minutes']:g} min"
     head = (f"{'member':>17} | {'regime':>9} | {'from':>8} | {'weights':>9} | {'examples':>9} | {'min':>5} | "
             + " | ".join(f"{'EM k=' + str(k):>7}" for k in KS) + " | "
             + " | ".join(f"{'bit k=' + str(k):>7}" for k in KS) + f" | {'depth':>5}")
     lines = [f"1dCA study ({study['scale']}): exact match (EM) and bit accuracy per k on {rows[0]['n']} test examples "
-             f"of unseen rules; budget {budget} per member (times its share)", head, "-" * len(head)]
+             f"of unseen rules; budget: {plots.budget_text(study['budget'])}", head, "-" * len(head)]
 
     def pct(d: dict, k: int) -> str:
         v = d.get(str(k))

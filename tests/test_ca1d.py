@@ -91,13 +91,20 @@ def consistent(task: Ca1dTask, inputs: np.ndarray, labels: np.ndarray) -> tuple[
 
 
 @pytest.mark.parametrize("layout, k, seq_len", [("puzzle", 1, 221), ("puzzle", 0, 221), ("causal", 2, 231),
-                                                  ("causal", 0, 232), ("segments", 1, 420), ("segments", 0, 420)])
+                                                  ("causal", 0, 232), ("segments", 1, 420), ("segments", 0, 420),
+                                                  ("generate", 3, 231), ("generate", 0, 232)])
 def test_layouts_and_examples(layout: str, k: int, seq_len: int) -> None:
     task = Ca1dTask(Ca1dConfig(layout=layout, k=k, **SMALL))
     arrays = task.build("test", seed=1)
     assert arrays.inputs.shape == (200, seq_len) == (200, task.metadata().seq_len)
     labelled = arrays.labels != 0
     assert (labelled.sum(1) == 20).all() and labelled[:, -20:].all()  # the 20 target cells, nothing else
+    if layout == "generate":  # the answer written after GEN: the causal layout's examples with the masks filled in
+        causal = Ca1dTask(Ca1dConfig(layout="causal", k=k, **SMALL)).build("test", seed=1)
+        assert (arrays.labels == causal.labels).all() and (arrays.inputs[:, :-20] == causal.inputs[:, :-20]).all()
+        assert (arrays.inputs[:, -20:] == arrays.labels[:, -20:]).all() and task.teacher_forced
+        assert task.prompt_length() == seq_len - 20  # generated from GEN on, as GRPO samples
+        arrays = causal
     assert (arrays.inputs[:, -20:] == MASK).all()  # predicted in parallel from masks: the target is never an input
     ks = task.steps_ahead(arrays.inputs)
     assert set(ks.tolist()) == ({1, 2, 3, 4} if k == 0 else {k})

@@ -103,12 +103,14 @@ def test_generation_with_the_kv_cache_equals_recomputing_the_prefix():
     assert torch.equal(cached, seq[:, prompt.shape[1]:])
 
 
-def test_cot_evaluation_never_sees_the_target_states():
-    """Scrambling every future input token changes nothing: the answer is generated from the prompt alone. A
-    teacher-forced pass (eval.decode=parallel) is refused on this layout."""
-    task = _task("cot")
+@pytest.mark.parametrize("layout", ["cot", "generate"])
+def test_teacher_forced_evaluation_never_sees_the_target_states(layout):
+    """Scrambling every input token after the prompt changes nothing: the answer is generated from the prompt alone
+    (chain of thought, and the generate layout's answer after GEN). A teacher-forced pass (eval.decode=parallel) is
+    refused on these layouts."""
+    task = _task(layout)
     arrays = task.build("test", 0)
-    cfg = resolve("ca1d-seq-cpu", ["data.ca1d.layout=cot", "data.ca1d.width=6", "data.ca1d.context=3",
+    cfg = resolve("ca1d-seq-cpu", [f"data.ca1d.layout={layout}", "data.ca1d.width=6", "data.ca1d.context=3",
                                    "data.ca1d.max_k=3", "data.ca1d.k=0"])  # the model below is a tiny one
     model = _cot_model(task)
     meta = task.metadata()
@@ -126,7 +128,12 @@ def test_cot_evaluation_never_sees_the_target_states():
     with torch.no_grad():
         own = model.generate(torch.from_numpy(np.asarray(arrays.inputs)[:, :start].astype(np.int64)),
                              task.seq_len - start)
-    assert np.array_equal(a["_kept_predictions"][:, 0, start:], own.numpy())
+    if layout == "cot":  # the generated states are the predictions; the generate layout reads the answer cells
+        assert np.array_equal(a["_kept_predictions"][:, 0, start:], own.numpy())
+    else:
+        assert np.array_equal(a["_kept_predictions"][:, 0, task.target_pos], task.decode(arrays.inputs, own.numpy())
+                              [:, task.target_pos])
+        assert a["groups"].keys() == {"k=1", "k=2", "k=3"}  # scored per k, as the causal layout
     from ponder import UserError
 
     with pytest.raises(UserError, match="teacher"):
@@ -253,7 +260,10 @@ def test_grpo_with_parallel_sampling_is_evaluated_from_masks(tmp_path, capsys):
 def test_grpo_refuses_what_it_cannot_run(tmp_path, capsys):
     base = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.steps=1"]
     code, _, err = run(capsys, *base, "data.ca1d.layout=cot", "--out", str(tmp_path / "a"))
-    assert code == 2 and "causal layout" in err
+    assert code == 2 and "causal or generate layout" in err
+    code, _, err = run(capsys, *base, "data.ca1d.layout=generate", "grpo.sampling=parallel", "--out",
+                       str(tmp_path / "d"))
+    assert code == 2 and "true answer" in err  # parallel sampling would read the answer written in the inputs
     code, _, err = run(capsys, *base, "train.batch_size=10", "grpo.group_size=4", "--out", str(tmp_path / "b"))
     assert code == 2 and "divisible by grpo.group_size" in err
     code, _, err = run(capsys, *base, "train.init=" + str(tmp_path / "nothing"), "--out", str(tmp_path / "c"))
@@ -263,14 +273,15 @@ def test_grpo_refuses_what_it_cannot_run(tmp_path, capsys):
 def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp_path, capsys):
     out = tmp_path / "study"
     args = ["study", "ca1d", "--out", str(out), "--models", "neox,trm", "--regimes",
-            "fixed,per-k,cot,oo,grpo,recursion", "--set", "data.ca1d.train_size=200", "--set", "data.ca1d.test_size=24",
+            "fixed,per-k,cot,oo,grpo,grpo-control,recursion", "--set", "data.ca1d.train_size=200", "--set", "data.ca1d.test_size=24",
             "--set", "model.hidden=32", "--set", "model.n_heads=2", "--set", "eval.batch_size=12",
             "--set", "train.eval_every=1", "--set", "eval.max_examples=24"]
     code, text, err = run(capsys, *args, "--steps", "2")
     assert code == 0, err
     study = json.loads((out / "study.json").read_text())
     names = [r["name"] for r in study["members"]]
-    assert names == ["neox-k1", "neox-k2", "neox", "neox-oo", "neox-grpo", "neox-cot-k1", "neox-cot", "trm"]
+    assert names == ["neox-k1", "neox-k2", "neox", "neox-oo", "neox-cot-k1", "neox-cot", "neox-gen", "neox-grpo",
+                     "neox-grpo-control", "trm"]
     assert (out / "study.png").exists() and (out / "study-curves.png").exists()
     assert "EM k=1" in (out / "study.txt").read_text() and "oracle" in (out / "study.txt").read_text()
     page = (out / "report.html").read_text()  # the study's page shows the learning curves, inlined
@@ -279,7 +290,8 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     rows = {r["name"]: r for r in study["members"]}
     for name, r in rows.items():
         ks = {"1"} if name in ("neox-k1", "neox-cot-k1") else {"2"} if name == "neox-k2" else {"1", "2", "3", "4"}
-        assert set(r["exact"]) == ks and r["steps"] == max(1, round(2 * r["share"])) and r["examples_seen"] > 0
+        steps = rows["neox-grpo"]["steps"] if name == "neox-grpo-control" else max(1, round(2 * r["share"]))
+        assert set(r["exact"]) == ks and r["steps"] == steps and r["examples_seen"] > 0
         assert len(r["curve"]["examples"]) == r["steps"] and set(r["curve"]["exact"]) == ks  # eval_every=1
         assert r["curve"]["examples"][-1] == r["examples_before"] + r["examples_seen"]
     assert rows["neox-k1"]["share"] == 2.0 and rows["neox-grpo"]["steps"] == 1  # the CPU scale's shares
@@ -291,13 +303,18 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
                 res["task_metrics"][f"exact k={k}"]
             assert exact == want, (name, k)
     # the k = 1 curricula: the GPT-NeoX members of its shape start from neox-k1's weights (chain of thought from its
-    # own k = 1 stage in the cot layout), grpo from neox's, and their curves count the examples drawn before them
+    # own k = 1 stage in the cot layout), grpo and its control from neox-gen's (the answer written after GEN), and
+    # their curves count the examples drawn before them
     assert {n: r["start"] for n, r in rows.items()} == {"neox-k1": "", "neox-k2": "neox-k1", "neox": "neox-k1",
                                                         "neox-cot-k1": "", "neox-cot": "neox-cot-k1",
-                                                        "neox-oo": "neox-k1", "neox-grpo": "neox", "trm": ""}
+                                                        "neox-oo": "neox-k1", "neox-gen": "neox-k1",
+                                                        "neox-grpo": "neox-gen", "neox-grpo-control": "neox-gen",
+                                                        "trm": ""}
     k1 = rows["neox-k1"]["examples_seen"]
     assert rows["neox"]["examples_before"] == k1 and rows["neox"]["curve"]["examples"][0] > k1
-    assert rows["neox-grpo"]["examples_before"] == k1 + rows["neox"]["examples_seen"]
+    assert rows["neox-grpo"]["examples_before"] == k1 + rows["neox-gen"]["examples_seen"]
+    assert rows["neox-grpo-control"]["examples_before"] == rows["neox-grpo"]["examples_before"]
+    assert rows["neox-grpo-control"]["examples_seen"] == rows["neox-grpo"]["examples_seen"]  # as many prompts
     from ponder.checkpoint import find, load_meta
 
     assert load_meta(find(out / "neox"))["init"].startswith(str((out / "neox-k1").resolve()))
@@ -313,7 +330,7 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     # one dataset per layout and per k, of the same orbits
     dirs = {p.name for p in out.iterdir() if p.name.startswith("data")}
     assert dirs == {"data", "data-k=2", "data-k=0", "data-k=0-layout=cot", "data-k=0-layout=oo",
-                    "data-k=0-layout=puzzle", "data-layout=cot"}
+                    "data-k=0-layout=puzzle", "data-layout=cot", "data-k=0-layout=generate"}
     causal, _ = read_split(out / "data-k=0", "test")
     cot, _ = read_split(out / "data-k=0-layout=cot", "test")
     c = resolve("ca1d-seq-cpu").data.ca1d
@@ -334,14 +351,15 @@ def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp
     assert code == 0, err
     longer = {r["name"]: r for r in json.loads((out / "study.json").read_text())["members"]}
     assert longer["neox-k1"]["steps"] == 8 and longer["neox"]["steps"] == 4 and longer["neox-grpo"]["steps"] == 3
+    assert longer["neox-grpo-control"]["steps"] == 3  # its control follows GRPO
     assert longer["neox"]["curve"]["examples"][:2] == rows["neox"]["curve"]["examples"]
 
 
 def test_study_rejects_unknown_names(capsys):
     code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--steps", "1", "--regimes", "magic")
     assert code == 2 and "magic" in err
-    code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--scale", "gpu", "--regimes", "cot")
-    assert code == 2 and "give a budget" in err  # the GPU scale has no default budget (the CPU scale's is 15 min)
+    code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--steps", "1", "--regimes", "grpo-control")
+    assert code == 2 and "include grpo" in err  # a control without what it controls
     code, _, err = run(capsys, "study", "ca1d", "--out", "x", "--steps", "1", "--minutes", "1")
     assert code == 2 and "one budget" in err
 

@@ -200,7 +200,7 @@ def _train_lm(cfg: Config, run_dir: Path, resume: bool, progress: bool, until: i
         for step in loop:
             r_bar = mean_recurrence_at(step - 1, lc.mean_recurrence, tc.steps, lc.curriculum_fraction, lc.curriculum)
             depth = sample_depth(r_bar, lc.backprop_depth, step, lc.depth_seed)
-            scale = lr_at(step, 1.0, tc.lr_warmup_steps, tc.steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
+            scale = lr_at(step, 1.0, tc.lr_warmup_steps, tc.decay_steps, tc.lr_min_ratio, tc.lr_counter, tc.lr_decay)
             for o, base_lr in zip(opt.optimizers, (lc.muon_lr, lc.adam_lr), strict=True):
                 for group in o.param_groups:
                     group["lr"] = base_lr * scale

@@ -19,6 +19,10 @@ Two token layouts over one vocabulary (PAD 0, cells 0/1 -> 1/2, SEP 3, GEN 4, MA
   [K] GEN then W MASK tokens; 10*21 + 1 + 20 = 231 tokens (232 with the K token, present in the mixed-k mode as the
   reference's `ca_adaptive` shift token). The target cells are predicted in parallel from the masks: no teacher
   forcing inside the target.
+- `generate` (the reference's runner without `--predict_from_mask`, the layout of its GRPO prompt and target): the
+  causal layout with the answer s_{c-1+k} written after GEN instead of W MASK tokens, teacher-forced in training
+  (cell j predicted from the true cells before it), generated token by token at test time (`prompt_length`: up to
+  GEN). A supervised model of this layout is the token-by-token policy that GRPO samples and trains.
 - `segments` (the reference's `--repeat_state` layout for ARMT and Mamba): one transition per segment of 2 (W + 1)
   tokens, SEP s_t SEP s_{t+1} for t = 0..c-2, then GEN s_{c-1} SEP and W MASK tokens; 10*42 = 420 tokens. In the
   mixed-k mode the K token takes the place of that last SEP (the segment keeps its length).
@@ -38,7 +42,7 @@ no test rule is a training rule or its mirror image (`draw_rules`, `rule_images`
 states, shifted or mirrored, are a training example's is drawn again (`build`). `baseline_predictions` are the
 non-learned reference points (copy the last state, continue the visible period, the oracle inference).
 
-GRPO (`ponder.grpo`) reads the causal layout as prompt (up to GEN) and answer; `reward` scores a sampled completion
+GRPO (`ponder.grpo`) reads the causal or generate layout as prompt (up to GEN) and answer; `reward` scores a sampled completion
 by the fraction of target cells right, the answer read from its first W tokens or, with free reasoning tokens, from
 the W tokens after its last SEP; PAD ends a completion (the reference's eos).
 """
@@ -214,7 +218,7 @@ class Ca1dTask(Task):
             self.state_pos = 1 + np.arange(c * w).reshape(c, w)  # position of cell j of state t
             self.target_pos = 1 + np.arange(c * w, (c + 1) * w)
             self.gen_pos = None
-        elif cfg.layout == "causal":
+        elif cfg.layout in ("causal", "generate"):
             self.state_pos = np.arange(c)[:, None] * (w + 1) + 1 + np.arange(w)
             self.k_pos = c * (w + 1) if cfg.k == 0 else None  # the reference's shift token, before GEN
             self.gen_pos = c * (w + 1) + (1 if self.k_pos is not None else 0)
@@ -235,11 +239,11 @@ class Ca1dTask(Task):
 
     @property
     def teacher_forced(self) -> bool:  # type: ignore[override]
-        return self.cfg.layout == "cot"
+        return self.cfg.layout in ("cot", "generate")
 
     def prompt_length(self) -> int | None:
-        """Tokens up to GEN (the causal and cot layouts): what a generated answer starts after."""
-        return self.gen_pos + 1 if self.cfg.layout in ("causal", "cot", "oo") else None
+        """Tokens up to GEN (the causal, generate and cot layouts): what a generated answer starts after."""
+        return self.gen_pos + 1 if self.cfg.layout in ("causal", "generate", "cot", "oo") else None
 
     def metadata(self) -> Metadata:
         """One vocabulary for every k and layout of a max_k (K tokens for k = 1..max_k), so that a model trained at
@@ -366,7 +370,7 @@ class Ca1dTask(Task):
             inputs[:, self.k_pos] = K_BASE + np.asarray(k) - 1
         if self.gen_pos is not None:
             inputs[:, self.gen_pos] = GEN
-        inputs[:, self.target_pos] = MASK
+        inputs[:, self.target_pos] = target + CELL0 if self.teacher_forced else MASK  # generate: written out
         labels = np.zeros_like(inputs)
         labels[:, self.target_pos] = target + CELL0
         return inputs, labels
@@ -383,8 +387,9 @@ class Ca1dTask(Task):
         return self.target_pos
 
     def policy_refusal(self) -> str | None:
-        if self.cfg.layout != "causal":
-            return "train.regime=grpo reads prompts and targets of the causal layout: set data.ca1d.layout=causal"
+        if self.cfg.layout not in ("causal", "generate"):
+            return ("train.regime=grpo reads prompts and targets of the causal or generate layout: set "
+                    "data.ca1d.layout=generate")
         return None
 
     def strata(self, inputs: np.ndarray) -> np.ndarray | None:
@@ -525,10 +530,10 @@ class Ca1dTask(Task):
 
     def decode(self, inputs: np.ndarray, completion: np.ndarray, reasoning: bool = False) -> np.ndarray:
         """(B, L) predictions from tokens generated after the prompt: cot writes them where the future states go;
-        the causal layout reads the answer (`answer_cells`) into the target positions."""
+        the causal and generate layouts read the answer (`answer_cells`) into the target positions."""
         preds = np.zeros(np.asarray(inputs).shape, np.int64)
         start = self.prompt_length()
-        if self.cfg.layout == "causal":
+        if self.cfg.layout in ("causal", "generate"):
             cells = self.answer_cells(completion, reasoning)
             preds[:, self.target_pos] = np.where(cells >= 0, cells + CELL0, PAD)
         else:
