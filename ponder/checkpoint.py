@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -292,19 +293,25 @@ def build_to_fit(build, weights: dict[str, torch.Tensor], where: str | Path) -> 
     return model
 
 
+def unwrapped(name: str) -> list[str]:
+    """The plain model's names a tensor inside per-token ACT's wrappers may have had: without the per-layer wrapper
+    (model.act=layer: `layers.3.layer.mlp` -> `layers.3.mlp`) or the whole-stack one (model.act=model, one module
+    holding the layers: `layers.0.layers.3.mlp` -> `layers.3.mlp`)."""
+    stack = re.sub(r"\.0\.layers\.(\d+)\.", r".\1.", name, count=1)
+    return [n for n in (name.replace(".layer.", ".", 1), stack) if n != name]
+
+
 def warm_start(model: torch.nn.Module, path: str | Path) -> dict:
     """train.init: fill `model` from the weights of another run or checkpoint (its EMA weights if it has them).
-    Every tensor of the checkpoint must fit one of the model by name and shape, where a model name with a wrapper
-    segment ".layer." (ACT's per-layer wrapper) also matches the name without it; the model's tensors the checkpoint
-    lacks keep their initialisation. Returns {"init": checkpoint, "init_examples": what it had drawn, "fresh":
+    Every tensor of the checkpoint must fit one of the model by name and shape, where a name inside ACT's wrappers
+    also matches the plain model's (`unwrapped`); the model's tensors the checkpoint lacks keep their initialisation. Returns {"init": checkpoint, "init_examples": what it had drawn, "fresh":
     names left fresh}."""
     ckpt = find(path)
     weights = load_weights(ckpt, ema=True)
     own = model.state_dict()
     source = {}  # model name -> checkpoint name
     for name in own:
-        plain = name.replace(".layer.", ".", 1)
-        match = name if name in weights else plain if plain in weights else None
+        match = next((n for n in (name, *unwrapped(name)) if n in weights), None)
         if match is not None:
             source[name] = match
     unplaced = sorted(set(weights) - set(source.values()))

@@ -129,6 +129,9 @@ def check_setup(cfg: Config, task, model) -> int:
     if cfg.grpo.sampling == "parallel" and task.teacher_forced:
         raise UserError("grpo.sampling=parallel reads the answer positions' inputs, which this layout fills with the "
                         "true answer: use grpo.sampling=autoregressive (or data.ca1d.layout=causal, the masks)")
+    if cfg.train.ema:
+        raise UserError("train.regime=grpo samples from, trains and saves the weights themselves, with no moving "
+                        "average: set train.ema=false")
     if cfg.train.batch_size % cfg.grpo.group_size:
         raise UserError(f"train.batch_size={cfg.train.batch_size} (completions per step) must be divisible by "
                         f"grpo.group_size={cfg.grpo.group_size}")

@@ -170,9 +170,10 @@ def test_grpos_control_is_grpo_with_the_supervised_loss(scale):
     assert control.train.init == grpo.train.init and grpo.train.init.endswith("neox-gen")
     assert control.train.batch_size == grpo.train.batch_size // grpo.grpo.group_size
     for key in ("lr", "lr_warmup_steps", "lr_decay", "lr_decay_span", "lr_min_ratio", "optimizer", "beta1", "beta2",
-                "weight_decay", "grad_clip", "seed", "dtype", "eval_every"):
+                "weight_decay", "grad_clip", "seed", "dtype", "eval_every", "ema"):
         assert getattr(control.train, key) == getattr(grpo.train, key), key
     assert control.model == grpo.model and control.data == grpo.data and grpo.data.ca1d.layout == "generate"
+    assert not control.train.ema  # GRPO evaluates the weights themselves; the control's are not averaged either
     names = [m.name for m, _ in chosen]
     assert names.index("neox-gen") < names.index("neox-grpo") < names.index("neox-grpo-control")
 

@@ -226,7 +226,7 @@ SMALL = ["data.ca1d.train_size=200", "data.ca1d.test_size=24", "train.max_minute
 def test_grpo_trains_from_the_cli_and_resumes_exactly(tmp_path, capsys):
     """GRPO with the KL penalty and two iterations per batch: 4 steps straight equal 2 + --resume 2, bit for bit
     (the sampling generator, the reference weights and the optimiser are in the checkpoint)."""
-    args = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.batch_size=16", "grpo.group_size=4",
+    args = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.ema=false", "train.batch_size=16", "grpo.group_size=4",
             "grpo.beta=0.01", "grpo.iterations=2", "train.checkpoint_every=2"]
     assert run(capsys, *args, "train.steps=4", "--out", str(tmp_path / "a"))[0] == 0
     assert run(capsys, *args, "train.steps=2", "--out", str(tmp_path / "b"))[0] == 0
@@ -246,7 +246,7 @@ def test_grpo_trains_from_the_cli_and_resumes_exactly(tmp_path, capsys):
 def test_grpo_with_parallel_sampling_is_evaluated_from_masks(tmp_path, capsys):
     """grpo.sampling=parallel: the answer cells drawn from one pass over the masks (the policy of a model trained
     from masks); evaluated the same way, in one pass."""
-    args = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.batch_size=16", "grpo.group_size=4",
+    args = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.ema=false", "train.batch_size=16", "grpo.group_size=4",
             "grpo.sampling=parallel", "train.steps=2", "--out", str(tmp_path / "p")]
     assert run(capsys, *args)[0] == 0
     last = json.loads((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()[-1])
@@ -258,9 +258,11 @@ def test_grpo_with_parallel_sampling_is_evaluated_from_masks(tmp_path, capsys):
 
 
 def test_grpo_refuses_what_it_cannot_run(tmp_path, capsys):
-    base = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.steps=1"]
+    base = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.ema=false", "train.steps=1"]
     code, _, err = run(capsys, *base, "data.ca1d.layout=cot", "--out", str(tmp_path / "a"))
     assert code == 2 and "causal or generate layout" in err
+    code, _, err = run(capsys, *base, "train.ema=true", "--out", str(tmp_path / "e"))
+    assert code == 2 and "set train.ema=false" in err  # it would be ignored: the policy is the weights themselves
     code, _, err = run(capsys, *base, "data.ca1d.layout=generate", "grpo.sampling=parallel", "--out",
                        str(tmp_path / "d"))
     assert code == 2 and "true answer" in err  # parallel sampling would read the answer written in the inputs
@@ -395,7 +397,7 @@ def test_grpo_scores_each_completion_against_its_own_prompt_and_pushes_the_polic
     monkeypatch.setattr(G, "batch_tensors", batch)
     monkeypatch.setattr(Ca1dTask, "reward", reward)
     monkeypatch.setattr(G, "token_logprobs", logprobs)
-    args = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.batch_size=16", "grpo.group_size=4",
+    args = ["train", "ca1d-seq-cpu", *SMALL, "train.regime=grpo", "train.ema=false", "train.batch_size=16", "grpo.group_size=4",
             "grpo.temperature=0.001", "train.lr=1e-2", "train.steps=1", "--out", str(tmp_path / "g")]
     assert run(capsys, *args)[0] == 0
     group = 4

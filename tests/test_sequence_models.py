@@ -225,6 +225,40 @@ def test_resume_is_bit_identical_with_noisy_act(tmp_path):
         assert torch.equal(wa[k], wb[k]), k
 
 
+@pytest.mark.parametrize("family, act", [("neox", "layer"), ("neox", "model"), ("lstm", "model"), ("mamba", "layer"),
+                                         ("armt", "model")])
+def test_a_plain_checkpoint_starts_an_act_model_layer_for_layer(tmp_path, family, act):
+    """train.init from a model without ACT (the CPU study's ACT member starts from neox-k1): every tensor lands in
+    the layer it came from, only the halting units start fresh, so with exactly one hop the ACT model computes what
+    the plain one does."""
+    from ponder import checkpoint
+    from ponder.cli import main
+
+    layout = "segments" if family == "armt" else "causal"
+    small = [f"model.family={family}", "model.hidden=16", "model.n_layers=3", "model.n_heads=2",
+             f"data.ca1d.layout={layout}", "data.ca1d.k=0", "data.ca1d.train_size=32", "data.ca1d.test_size=8",
+             "train.batch_size=8", "train.steps=2", "train.max_minutes=0", "train.eval_every=0"]
+    assert main(["train", "ca1d-seq-cpu", *small, "--out", str(tmp_path / "plain")]) == 0
+    cfg = resolve("ca1d-seq-cpu", small)
+    one_hop = resolve("ca1d-seq-cpu", [*small, f"model.act={act}", "model.act_halting=constant",
+                                       "model.act_max_hop=1"])
+    four = resolve("ca1d-seq-cpu", [*small, f"model.act={act}", "model.act_max_hop=4"])
+    meta = checkpoint.load_meta(checkpoint.find(tmp_path / "plain"))
+    plain = build_model(cfg.model, meta["vocab_size"], meta["seq_len"], 1)
+    plain.load_state_dict(checkpoint.load_weights(checkpoint.find(tmp_path / "plain"), ema=True))
+    adaptive = build_model(one_hop.model, meta["vocab_size"], meta["seq_len"], 1)
+    info = checkpoint.warm_start(adaptive, str(tmp_path / "plain"))
+    assert info["fresh"] == []  # constant depth: no halting unit, nothing left fresh
+    x = torch.randint(1, meta["vocab_size"], (2, meta["seq_len"]))
+    with torch.no_grad():
+        want = plain(plain.initial_state(2, "cpu"), x, torch.zeros(2, dtype=torch.long)).logits
+        got = adaptive(adaptive.initial_state(2, "cpu"), x, torch.zeros(2, dtype=torch.long)).logits
+    torch.testing.assert_close(got, want)
+    halting = build_model(four.model, meta["vocab_size"], meta["seq_len"], 1)
+    fresh = checkpoint.warm_start(halting, str(tmp_path / "plain"))["fresh"]
+    assert fresh and all("halting" in name for name in fresh)  # the halting units, and only they
+
+
 def test_armt_refuses_a_sequence_its_segments_do_not_divide():
     from ponder import UserError
 
