@@ -107,7 +107,7 @@ def test_data_train_eval_and_bad_checkpoint(capsys, tmp_path):
     (["data", "maze", "--out", "x", "--size", "9", "--min-path", "70"], "min_path"),
     (["data", "maze", "--out", "x", "--csv", "/no/such/maze.csv"], "/no/such/maze.csv"),
     (["data", "ca1d", "--out", "x", "--radius", "1"], "--train-rules 204 --test-rules 52"),
-    (["data", "ca1d", "--out", "x", "--layout", "diagonal"], "data.ca1d.layout must be puzzle, causal, segments, cot or oo"),
+    (["data", "ca1d", "--out", "x", "--layout", "diagonal"], "data.ca1d.layout must be puzzle, causal, segments, cot, oo or generate"),
     (["data", "chess", "--out", "x"], "invalid choice"),
 ])
 def test_bad_task_data_exits_2(capsys, argv, needle):
