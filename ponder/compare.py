@@ -47,6 +47,11 @@ class Member:
         return [f"train.max_minutes={minutes * self.share:g}", "train.steps=100000000"]
 
 
+    def config(self, common: list[str], steps: int, minutes: float, *extra: str) -> Config:
+        """This member's resolved config: its preset, the common overrides, its own, its budget, then `extra`."""
+        return resolve(self.preset, [*common, *self.overrides, *self.budget(steps, minutes), *extra])
+
+
 def parse_member(text: str) -> Member:
     """`NAME=PRESET[,key=value,...]` -> Member."""
     name, sep, rest = text.partition("=")
@@ -84,8 +89,7 @@ def _configs(members: list[Member], common: list[str], budget: tuple[int, float]
     cfgs = {}
     for m in members:
         path = data or (data_dirs or {}).get(m.name)
-        cfgs[m.name] = resolve(m.preset, [*common, *m.overrides, *m.budget(*budget),
-                                          *([f"data.path={path}"] if path else [])])
+        cfgs[m.name] = m.config(common, *budget, *([f"data.path={path}"] if path else []))
     first, data0 = names[0], to_dict(cfgs[names[0]].data)
     for name, cfg in cfgs.items():
         same = to_dict(cfg.data) == data0 if data else _examples(cfg) == _examples(cfgs[first])

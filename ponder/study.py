@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ponder import UserError, checkpoint, plots
 from ponder.compare import Member, compare
-from ponder.config import PRESET_DIR, from_dict, load_yaml, resolve, value_at
+from ponder.config import PRESET_DIR, from_dict, load_yaml, value_at
 from ponder.evaluate import exact_by_group, scores_of
 from ponder.files import atomic_write_text, entry
 from ponder.run import config_from_checkpoint, read_metrics
@@ -264,7 +264,7 @@ def dry_run(out: str | Path, steps: int = 0, minutes: float = 0.0, models: tuple
     lines = [f"1dCA study ({scale}), {len(chosen)} members in training order; budget: "
              + plots.budget_text({"steps": steps, "minutes": minutes})]
     for m, regime in chosen:
-        cfg = resolve(m.preset, [*plan.common, *m.overrides, *m.budget(steps, minutes)])
+        cfg = m.config(list(plan.common), steps, minutes)
         start = start_of(plan, m.name, regime)
         values = [f"{key}={value_at(cfg, key)}" for key in SETTINGS
                   if not (key.startswith("model.act_") and cfg.model.act == "off")
