@@ -65,9 +65,13 @@ def _data(sub) -> None:
         t.add_argument("--seed", type=int, default=0, help="seed: same arguments -> byte-identical files")
         t.add_argument("--force", action="store_true", help="rebuild over an existing dataset")
         for f in dataclasses.fields(section):
-            kind = {"int": int, "str": str, "float": float, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+            kind = {"int": int, "str": str, "float": float, "bool": bool, "tuple[str, ...]": tuple}[
+                f.type if isinstance(f.type, str) else f.type.__name__]
             flag = "--" + f.name.replace("_", "-")
-            if kind is bool:
+            if kind is tuple:  # a list of paths
+                t.add_argument(flag, dest=f.name, nargs="+", metavar="PATH", default=None,
+                               help=f"{docs.get(f.name, '')} (default none)")
+            elif kind is bool:
                 t.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                help=f"{docs.get(f.name, '')} (default {f.default})")
             else:

@@ -44,7 +44,8 @@ RANGES: dict[str, tuple] = {
     "data.seed": (0, 2**62),
     "data.sudoku.train_size": (1, BIG), "data.sudoku.test_size": (1, BIG), "data.sudoku.num_aug": (0, 10**6),
     "data.sudoku.min_blanks": (0, 81), "data.sudoku.max_blanks": (0, 81), "data.sudoku.min_rating": (0, BIG),
-    "data.sudoku.test_min_blanks": (-1, 81), "data.sudoku.test_max_blanks": (-1, 81),
+    "data.sudoku.test_min_blanks": (-1, 81), "data.sudoku.test_max_blanks": (-1, 81), "data.sudoku.generated": (0, BIG),
+    "eval.vote": (0, 1024),
     "data.maze.size": (3, 64), "data.maze.min_path": (1, 4096), "data.maze.loops": (0, 1),
     "data.maze.train_size": (1, BIG), "data.maze.test_size": (1, BIG),
     "data.ca1d.radius": (1, 4), "data.ca1d.k": (0, 16), "data.ca1d.max_k": (1, 16), "data.ca1d.width": (3, 4096),
@@ -200,6 +201,9 @@ class SudokuConfig:
     test_min_blanks: int = -1  # generated test puzzles: fewest blanks (-1 = min_blanks); another value draws the
     #                            test puzzles from their own stream, never sharing a solution grid with a train one
     test_max_blanks: int = -1  # generated test puzzles: most blanks (-1 = max_blanks)
+    exclude: tuple[str, ...] = ()  # CSVs kept out of training like the test set: no training puzzle's solution grid
+    #                                is a symmetry of one of theirs (e.g. magictour, evaluated later as unseen)
+    generated: int = 0  # with `csv`: this many generated puzzles (min/max_blanks) join its training rows
 
     def __post_init__(self) -> None:
         _in_range(self, "data.sudoku")
@@ -377,6 +381,9 @@ class EvalConfig:
     plot: bool = True  # write the accuracy-vs-steps PNG
     halt_threshold: float = 0.0  # adaptive halting stops a puzzle at its first halt logit > this (0: the paper's
     #                              sigmoid(q) > 0.5); higher = fewer early stops, more steps, less accuracy lost
+    vote: int = 0  # > 1: also solve every test input in vote - 1 random symmetric versions (Sudoku: relabelling,
+    #                 band/stack/row/column permutation, transposition) and report the voted answer's accuracy
+    #                 beside the single-pass one (test-time augmentation, as ARC's; K times the work)
     decode: str = "auto"  # the causal sequence models: "parallel" (one pass over the inputs, answers read at masked
     #                       positions), "greedy" (the answer generated token by token from the prompt, with a KV
     #                       cache where the model has one) or "auto" (greedy for a teacher-forced layout, cot, and

@@ -189,7 +189,69 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
         result["_outputs"] = raw
     if len(final):
         result["_final"] = (final, final_q)
+    if cfg.eval.vote > 1:  # reported beside the single-pass figures, never in place of them
+        if task.versions(np.random.default_rng(0), np.asarray(arrays.inputs[:1])) is None:
+            raise UserError(f"eval.vote={cfg.eval.vote}: {task.name} has no test-time symmetries to vote over")
+        result["vote"] = evaluate_votes(cfg, model, task, arrays, meta, device, max_steps, n)
     return result
+
+
+def _vote(candidates: np.ndarray, valid: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """(B, K, L) answers to one input each in K versions, mapped back to its frame -> (B, L) the winner: among the
+    rule-abiding answers if any (`valid`, (B, K)), the one given most often, ties to the higher summed confidence
+    (sigmoid of the halting logit, (B, K)), then to the earlier version."""
+    same = np.all(candidates[:, :, None] == candidates[:, None], axis=3)  # (B, K, K)
+    count = same.sum(2)
+    support = (same * confidence[:, None]).sum(2)  # summed confidence of the identical answers, < K
+    k = candidates.shape[1]
+    score = (valid.astype(np.float64) * (k + 1) + count) * (k + 1) + support
+    return candidates[np.arange(len(candidates)), score.argmax(1)]
+
+
+@torch.inference_mode()
+def evaluate_votes(cfg: Config, model, task: Task, arrays: PuzzleArrays, meta: Metadata, device, max_steps: int,
+                   n: int) -> dict:
+    """Test-time augmentation (eval.vote = K): every test input is solved as itself and in K - 1 random symmetric
+    versions (`Task.versions`, seeded by data.seed and the batch), each answer is mapped back and the K vote
+    (`_vote`) after every supervision step. Exact and cell accuracy of the voted answer per step."""
+    k = cfg.eval.vote
+    exact, cell = np.zeros((n, max_steps), bool), np.zeros((n, max_steps), np.float32)
+    world = distributed.world()
+    batch = max(1, cfg.eval.batch_size // k)  # K rows per input: the same memory as a plain evaluation batch
+    batches = range(0, n, batch)
+    for b, lo in progress(enumerate(batches), len(batches), f"voting over {k} versions of {n} examples",
+                          enabled=world.main):
+        if b % world.size != world.rank:
+            continue
+        idx = np.arange(lo, min(n, lo + batch))
+        inputs, labels, pids = batch_tensors(arrays, idx, meta.ignore_label_id, device)
+        original = inputs.cpu().numpy()
+        rng = np.random.default_rng([cfg.data.seed, 0x766F7465, b])
+        versions, undo = [original], [lambda preds: preds]
+        for _ in range(k - 1):
+            version, back = task.versions(rng, original)
+            versions.append(version)
+            undo.append(back)
+        many = torch.from_numpy(np.concatenate(versions)).long().to(device)
+        state = model.initial_state(len(many), device)
+        mask = labels != IGNORE
+        for s in range(max_steps):
+            with runtime.autocast(cfg.train.dtype, device):
+                out = model(state, many, pids.repeat(k))
+            state = out.state
+            preds = out.logits.argmax(-1).cpu().numpy().reshape(k, len(idx), -1)
+            answers = np.stack([back(p) for back, p in zip(undo, preds)], axis=1)  # (B, K, L) in the input's frame
+            valid = np.stack([task.score(original, a, labels.numpy()).get("valid", np.zeros(len(idx)))
+                              for a in answers.transpose(1, 0, 2)], axis=1)
+            halt = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue
+            confidence = torch.sigmoid(halt.float()).cpu().numpy().reshape(k, len(idx)).T
+            winner = torch.from_numpy(_vote(answers, valid, confidence)).to(labels.device)
+            correct = (winner == labels) & mask
+            exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
+            cell[idx, s] = (correct.sum(-1) / mask.sum(-1).clamp_min(1)).cpu().numpy()
+    if world.parallel:
+        exact, cell = distributed.sum_rows(exact).astype(bool), distributed.sum_rows(cell)
+    return {"k": k, "exact": exact.mean(0).tolist(), "cell": cell.mean(0).tolist()}
 
 
 @torch.inference_mode()
@@ -260,8 +322,9 @@ def format_table(result: dict) -> str:
     A one-pass model (the 1dCA sequence models) gets one row and no adaptive-halting row."""
     groups = result.get("groups", {})
     one_pass = result.get("one_pass", False)
+    vote = result.get("vote")
     head = f"{'one pass' if one_pass else 'supervision steps':>18} | {'exact':>7} | {'cell':>7}" + "".join(
-        f" | {g:>7}" for g in groups)
+        f" | {g:>7}" for g in groups) + (f" | {'voted':>7}" if vote else "")
     which = "held-out" if result.get("split", "test") == "test" else f"{result['split']}-split"
     how = "answers generated token by token" if result.get("decode") == "greedy" else "one pass"
     title = (f"evaluation on {result['n']} {which} examples (a sequence model: {how})" if one_pass else
@@ -271,12 +334,16 @@ def format_table(result: dict) -> str:
         mark = "" if one_pass else "  <- N_sup" if s == result["n_supervision"] else (
             "  (beyond training)" if s > result["n_supervision"] else "")
         per = "".join(f" | {100 * g['exact'][s - 1]:6.1f}%" for g in groups.values())
+        per += f" | {100 * vote['exact'][s - 1]:6.1f}%" if vote else ""
         lines.append(f"{'' if one_pass else s:>18} | {100 * e:6.1f}% | {100 * c:6.1f}%{per}{mark}")
     if not one_pass:
         a = result["adaptive"]
         per = "".join(f" | {100 * g['adaptive']['exact']:6.1f}%" for g in groups.values())
         lines.append(f"{'adaptive halting':>18} | {100 * a['exact']:6.1f}% | {100 * a['cell']:6.1f}%{per}  "
                      f"(mean {a['mean_steps']:.2f} steps)")
+    if vote:
+        lines.append(f"voted: exact accuracy of the answer most of {vote['k']} symmetric versions of each input give "
+                     "(rule-abiding answers first), after each step")
     if "act_hops" in result:  # per-token ACT: mean hops per token, per unit (layer) and per group
         h = result["act_hops"]
         per = "".join(f" | {g['act_hops']['mean']:7.2f}" for g in groups.values())

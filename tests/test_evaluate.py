@@ -145,3 +145,50 @@ def test_per_group_results_are_read_through_the_evaluator():
     cot = {"n_supervision": 1, "task_metrics": {"exact k=3": 0.25, "cell k=3": 0.9}}
     assert scores_of(cot, "k=3") == (0.25, 0.9)
     assert exact_by_group({"eval_exact": 0.4, **group_exact(strata), **group_exact(cot)}) == {"k=1": 0.7, "k=3": 0.25}
+
+
+class Solver(torch.nn.Module):
+    """Answers each Sudoku input by the exact solver (`right`: only inputs whose first cell is a given; the others
+    get the input back, blanks and all), with a halting logit of +1."""
+
+    def __init__(self, right: str = "all"):
+        super().__init__()
+        self.right = right
+
+    def initial_state(self, batch_size, device):
+        return Counter(torch.zeros(batch_size, dtype=torch.long))
+
+    def forward(self, state, inputs, puzzle_ids):
+        from ponder.tasks.sudoku import solve
+
+        rows = inputs.numpy()
+        answers = np.array([solve(r - 1, 9).solutions[0] + 1 if self.right == "all" or r[0] > 1 else r for r in rows])
+        logits = torch.nn.functional.one_hot(torch.as_tensor(answers.astype(np.int64)), 11).float()
+        return StepOutput(Counter(state.step + 1), logits, torch.ones(len(rows)))
+
+
+def test_votes_over_symmetric_versions():
+    from ponder.evaluate import _vote
+    from ponder.tasks.sudoku import SudokuTask, generate
+
+    # The rule: valid answers first, then the most frequent, then the most confident, then the earlier version.
+    a, b, c = np.array([1, 1]), np.array([2, 2]), np.array([3, 3])
+    picks = _vote(np.array([[a, b, b, c], [a, b, b, c], [c, c, b, b], [c, c, b, b]]),
+                  np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+                  np.array([[.5, .5, .5, .5], [.1, .9, .9, .9], [.1, .1, .9, .9], [.5, .5, .5, .5]]))
+    assert picks.tolist() == [[2, 2], [1, 1], [2, 2], [3, 3]]  # the last: b and c tie, c comes first
+
+    rng = np.random.default_rng(5)
+    pairs = [generate(rng, 9, 40, 45)[:2] for _ in range(6)]
+    puzzles, solutions = np.stack([p for p, _ in pairs]) + 1, np.stack([s for _, s in pairs]) + 1
+    arrays, meta = from_pairs(puzzles, solutions), Metadata(seq_len=81, vocab_size=11)
+    task = SudokuTask(resolve("sudoku9-cpu").data.sudoku)
+    cfg = resolve("sudoku9-cpu", ["eval.vote=5", "eval.max_steps=2", "eval.batch_size=10", "train.dtype=float32"])
+    solved = evaluate_model(cfg, Solver(), arrays, meta, "cpu", task=task)
+    assert solved["exact"] == [1.0, 1.0] and solved["vote"] == {"k": 5, "exact": [1.0, 1.0], "cell": [1.0, 1.0]}
+    assert "voted" in format_table(solved)
+    some = evaluate_model(cfg, Solver(right="first given"), arrays, meta, "cpu", task=task)
+    single = float((puzzles[:, 0] > 1).mean())
+    assert some["exact"][0] == single and 1.0 >= some["vote"]["exact"][0] > single  # one valid version wins the vote
+    assert "vote" not in evaluate_model(resolve("sudoku9-cpu", ["eval.max_steps=1"]), Solver(), arrays, meta, "cpu",
+                                        task=task)

@@ -3,6 +3,7 @@ and the determinism and layout of built splits."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,8 @@ from hypothesis import strategies as st
 from ponder import UserError
 from ponder.config import DataConfig, SudokuConfig
 from ponder.tasks import build_dataset
-from ponder.tasks.sudoku import (SudokuTask, augment_grids, generate, geometry, is_unique, is_valid_solution,
-                                 load_csv, solve, valid_solutions)
+from ponder.tasks.sudoku import (SudokuTask, augment_grids, generate, geometry, grid_classes, is_unique,
+                                 is_valid_solution, load_csv, solve, valid_solutions)
 from ponder.tasks.sudoku import random_transforms
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sudoku"
@@ -338,7 +339,8 @@ def test_build_from_csv() -> None:
     path = str(data_file("magictour-top1465.csv"))
     cfg = SudokuConfig(csv=path, train_size=20, test_size=15, num_aug=2)
     train, test = SudokuTask(cfg).build("train", 0), SudokuTask(cfg).build("test", 0)
-    assert train.inputs.shape == (60, 81) and test.inputs.shape == (15, 81)
+    # One of the 20 training rows is a symmetric copy of a test puzzle's grid (magictour holds such twins): dropped.
+    assert train.inputs.shape == (19 * 3, 81) and test.inputs.shape == (15, 81)
     assert np.array_equal(train.inputs, SudokuTask(cfg).build("train", 0).inputs)
     questions, answers, _ = load_csv(path)
     known = {q.tobytes(): a for q, a in zip(questions + 1, answers + 1)}
@@ -375,3 +377,149 @@ def test_score_and_render(generated) -> None:
     assert "solved" in task.render(inputs[0], preds[0], labels[0])
     assert "solution" in task.render(inputs[0], labels=labels[0])
     assert np.array_equal(task.grid(inputs[0]), puzzles[0].reshape(4, 4))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Held out by symmetry class: no augmentation of an unseen puzzle is trained on
+
+
+LINE_ORDERS = np.array([[band[k] * 3 + rows[k][i] for k in range(3) for i in range(3)]
+                        for band in itertools.permutations(range(3))
+                        for rows in itertools.product(itertools.permutations(range(3)), repeat=3)])  # (1296, 9)
+
+
+def same_class(a: np.ndarray, b: np.ndarray) -> bool:
+    """Exhaustively: is some symmetry of the 9x9 grid `a` (transpose x 1,296 row orders x 1,296 column orders x the
+    relabelling the first row then fixes) equal to `b`? Independent of `grid_classes`."""
+    a, b = a.reshape(9, 9).astype(np.int64) - 1, b.reshape(9, 9).astype(np.int64) - 1
+    for grid in (a, a.T):
+        for rows in LINE_ORDERS:
+            moved = grid[rows][:, LINE_ORDERS].transpose(1, 0, 2)  # (1296 column orders, 9, 9)
+            relabel = np.zeros((len(moved), 9), np.int64)
+            np.put_along_axis(relabel, moved[:, 0], np.broadcast_to(b[0], relabel.shape), axis=1)
+            if np.any(np.all(np.take_along_axis(relabel, moved.reshape(len(moved), 81), axis=1) == b.reshape(81), 1)):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_grid_classes_are_invariant_and_tell_grids_apart(size: int) -> None:
+    rng = np.random.default_rng(size)
+    solutions = np.stack([generate(rng, size, max_blanks=1)[1] for _ in range(40)])
+    classes = grid_classes(solutions, size)
+    for seed in range(3):
+        moved = augment_grids(np.random.default_rng(seed), solutions, solutions, size)[1]
+        assert not np.array_equal(moved, solutions) and np.array_equal(grid_classes(moved, size), classes)
+    if size == 9:  # 5.5e9 classes: 40 random grids are 40 classes
+        assert len(set(classes.tolist())) == 40
+    with pytest.raises(ValueError, match="complete grids"):
+        grid_classes(np.zeros((1, size * size), np.uint8), size)
+
+
+def test_grid_class_matches_are_true_symmetries_on_the_public_list() -> None:
+    """tdoku-hard holds symmetric copies: the fingerprint's matches there are real (checked exhaustively), and two
+    grids of different fingerprints are not symmetric."""
+    _, answers, _ = load_csv(data_file("tdoku-hard.csv"))
+    answers = answers[:4000]
+    classes = grid_classes(answers, 9)
+    order = np.argsort(classes, kind="stable")
+    twins = [(i, j) for i, j in zip(order[:-1], order[1:])
+             if classes[i] == classes[j] and not np.array_equal(answers[i], answers[j])]
+    assert twins, "the first 4,000 rows hold symmetric copies"
+    i, j = twins[0]
+    assert same_class(answers[i], answers[j])
+    assert not same_class(answers[i], answers[i + 1 if i + 1 != j else i + 2])
+    moved = augment_grids(np.random.default_rng(0), answers[:1], answers[:1], 9)[1][0]
+    assert same_class(answers[0], moved)
+
+
+def write_grids_csv(path: Path, puzzles: np.ndarray, solutions: np.ndarray) -> str:
+    text = "".join(f"planted,{''.join(map(str, p)).replace('0', '.')},{''.join(map(str, s))},0\n"
+                   for p, s in zip(puzzles, solutions))
+    path.write_text("source,question,answer,rating\n" + text)
+    return str(path)
+
+
+def test_csv_training_never_holds_a_symmetry_of_an_unseen_grid(tmp_path: Path) -> None:
+    """A planted leak: symmetric copies of CSV rows (new givens on a moved solution grid, and moved puzzles) and of
+    an excluded file's rows. The row split alone puts copies on both sides; the built training set holds none."""
+    questions, answers, _ = load_csv(data_file("magictour-top1465.csv"))
+    rng = np.random.default_rng(0)
+    base_q, base_a = questions[:60], answers[:60]
+    copy_q, copy_a = augment_grids(rng, base_q[:20], base_a[:20], 9)
+    copy_q[10:] = np.where(rng.random((10, 81)) < 0.5, copy_a[10:], 0)  # other givens, the same (moved) grid
+    excluded_q, excluded_a = questions[100:110], answers[100:110]
+    leak_q, leak_a = augment_grids(rng, excluded_q, excluded_a, 9)
+    csv = write_grids_csv(tmp_path / "list.csv", np.concatenate([base_q, copy_q, leak_q]),
+                    np.concatenate([base_a, copy_a, leak_a]))
+    exclude = write_grids_csv(tmp_path / "unseen.csv", excluded_q, excluded_a)
+    cfg = SudokuConfig(csv=csv, train_size=75, test_size=15, num_aug=0)
+    task = SudokuTask(cfg)
+    rows = task._csv.split("train", 0, csv, "", 75, 15)[1]
+    test = task.build("test", 0).labels - 1
+    key = {a.tobytes(): i for i, a in enumerate(np.concatenate([base_a, copy_a, leak_a]))}
+    twin = {i: 60 + i for i in range(20)} | {60 + i: i for i in range(20)}
+    held = {key[a.tobytes()] for a in test}
+    straddling = [key[a.tobytes()] for a in rows if twin.get(key[a.tobytes()]) in held]
+    assert straddling, "the plant must put a copy on each side of the row split"
+
+    train = task.build("train", 0).labels - 1
+    trained = {key[a.tobytes()] for a in train}
+    assert not any(twin.get(i) in held for i in trained)
+    assert trained & set(range(80, 90)), "without `exclude` the excluded file's copies are trained on"
+    excluding = SudokuTask(SudokuConfig(csv=csv, train_size=75, test_size=15, num_aug=0, exclude=(exclude,)))
+    trained = {key[a.tobytes()] for a in excluding.build("train", 0).labels - 1}
+    assert not trained & set(range(80, 90)) and len(trained) == len(train) - len(set(range(80, 90)) & {
+        key[a.tobytes()] for a in train})
+    mixed = SudokuTask(SudokuConfig(csv=csv, train_size=75, test_size=15, num_aug=0, generated=7, min_blanks=30,
+                                    max_blanks=40)).build("train", 0)
+    assert len(mixed.inputs) == len(train) + 7 and np.all((mixed.inputs[-7:] == 1).sum(1) >= 30)
+
+
+def test_sudoku_hard_preset_split(tmp_path: Path) -> None:
+    """The preset's split: 1,000 held-out rows of tdoku-hard, its training rows minus every symmetric copy of a
+    held-out grid or a magictour one (checked by fingerprint here, by exhaustive search above)."""
+    data_file("tdoku-hard.csv")
+    from ponder.config import resolve
+    cfg = resolve("sudoku-hard-cpu", ["data.sudoku.generated=0"])
+    sudoku = SudokuConfig(**{**vars(cfg.data.sudoku), "csv": str(DATA / "tdoku-hard.csv"),
+                             "exclude": (str(DATA / "magictour-top1465.csv"),)})
+    task = SudokuTask(sudoku)
+    train, test = task.build("train", 0).labels - 1, task.build("test", 0).labels - 1
+    _, magictour, _ = load_csv(DATA / "magictour-top1465.csv")
+    assert len(test) == 1000 and 38000 < len(train) < 39000
+    assert not np.isin(grid_classes(train, 9), grid_classes(np.concatenate([test, magictour]), 9)).any()
+    # The preset's paths are relative to the repository root, with ../shared beside it.
+    assert cfg.data.sudoku.csv == "../shared/data/sudoku/tdoku-hard.csv"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Test-time symmetries and rule conflicts
+
+
+def test_versions_round_trip_and_keep_puzzles_valid(generated) -> None:
+    task = SudokuTask(SudokuConfig(size=9))
+    puzzles, solutions = generated[9]
+    version, back = task.versions(np.random.default_rng(1), puzzles + 1)
+    solved, _ = task.versions(np.random.default_rng(1), solutions + 1)  # the same symmetries
+    assert not np.array_equal(version, puzzles + 1)
+    assert np.array_equal(back(version), puzzles + 1) and np.array_equal(back(solved), solutions + 1)
+    assert task.score(version, solved, solved)["valid"].all()
+    assert all(is_unique(v - 1, 9) for v in version)
+
+
+def test_rule_conflicts_name_the_broken_cells(generated) -> None:
+    task = SudokuTask(SudokuConfig(size=9))
+    puzzles, solutions = generated[9]
+    inputs, preds = puzzles + 1, solutions + 1
+    assert not task.conflicts(inputs, preds).any()
+    wrong = preds.copy()
+    blank = int(np.flatnonzero(puzzles[0] == 0)[0])
+    wrong[0, blank] = wrong[0, blank] % 9 + 2  # another digit: it repeats in the cell's row, column and box
+    given = int(np.flatnonzero(puzzles[1])[0])
+    wrong[1, given] = 0  # PAD: no digit, and a changed given
+    broken = task.conflicts(inputs, wrong)
+    peers = set(geometry(9).peers[blank])
+    assert broken[0, blank] and broken[0].sum() >= 2 and set(np.flatnonzero(broken[0])) - {blank} <= peers
+    assert np.flatnonzero(broken[1]).tolist() == [given] and not broken[2:].any()
+    assert task.score(inputs, wrong, preds)["rule_breaking_cells"][1] == pytest.approx(1 / 81)

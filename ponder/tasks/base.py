@@ -10,6 +10,7 @@ evaluator and the dataset builder call them without asking whether a task has th
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,12 @@ class Task(abc.ABC):
         """The puzzle identifier `ponder solve` gives the user's puzzle (models with a learned per-puzzle embedding):
         0, the blank, unless the task names its puzzles (ARC: the task's own, learned in training)."""
         return 0
+
+    def versions(self, rng: np.random.Generator, inputs: np.ndarray) -> tuple[np.ndarray, Callable] | None:
+        """Test-time augmentation (`eval.vote`): one random answer-preserving symmetry of every input (B, L) tokens,
+        and the function that takes predictions (B, L) on those versions back to the inputs' own frame. None: the
+        task has none (ARC votes over the versions stored in its dataset instead, `aggregate`)."""
+        return None
 
     def prompt_length(self) -> int | None:
         """Where a generated answer starts (causal models decoding token by token); None: answered in one pass."""

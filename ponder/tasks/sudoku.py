@@ -27,6 +27,7 @@ Design choices:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -443,6 +444,70 @@ def augment_grids(rng: np.random.Generator, puzzles: np.ndarray, solutions: np.n
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Symmetry classes
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic is the point)."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+def _hash_rows(values: np.ndarray) -> np.ndarray:
+    """(..., k) integers -> (...) uint64, a hash of each sequence along the last axis (order matters)."""
+    h = np.full(values.shape[:-1], 0x9E3779B97F4A7C15, np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(values.shape[-1]):
+            h = _mix(h ^ values[..., k].astype(np.uint64) + np.uint64(k))
+    return h
+
+
+def _line_structure(grids: np.ndarray, per_band: int) -> np.ndarray:
+    """(N, n, n) complete grids (digits 0..n-1) -> (N,) uint64 describing their rows up to the symmetries.
+
+    For two rows r1, r2 the map "column of a digit in r1 -> column of the same digit in r2" is a permutation of the
+    columns; its cycle type does not change under a relabelling (it follows digits, not their names) or a column
+    permutation (which conjugates it). Each row's signature is the sorted list of (cycle type, same band?) towards
+    the other rows; a band's is the sorted list of its rows' signatures, and the grid's the sorted list of its
+    bands': the same under any permutation of rows within bands and of bands."""
+    count, n, _ = grids.shape
+    position = np.argsort(grids, axis=2)  # [b, r, d] = column of digit d in row r (each row holds every digit once)
+    first, second = np.triu_indices(n, 1)
+    perm = np.take_along_axis(position[:, second], grids[:, first], axis=2)  # (N, pairs, n)
+    length, current, home = np.zeros_like(perm), perm, np.arange(n)
+    for k in range(1, n + 1):  # the length of the cycle through each column
+        length[(current == home) & (length == 0)] = k
+        current = np.take_along_axis(perm, current, axis=2)
+    cycle_type = (np.int64(n + 1) ** (length - 1)).sum(-1)  # how many columns lie on cycles of each length, in base n+1
+    code = cycle_type * 2 + (first // per_band == second // per_band)
+    towards = np.full((count, n, n), -1, np.int64)
+    towards[:, first, second] = towards[:, second, first] = code
+    rows = _hash_rows(np.sort(towards, axis=2))  # (N, n)
+    bands = _hash_rows(np.sort(rows.reshape(count, n // per_band, per_band), axis=2))
+    return _hash_rows(np.sort(bands, axis=1))
+
+
+def grid_classes(solutions: np.ndarray, size: int) -> np.ndarray:
+    """(N, n*n) complete grids -> (N,) uint64: a fingerprint of each grid's symmetry class, equal for two grids that
+    a relabelling, row/column permutation within bands/stacks, band/stack permutation or (square boxes) a transpose
+    maps onto each other, i.e. for any `augment_grids` of a grid. Different classes share a fingerprint only by a
+    hash collision (~N^2 / 2^64) or when their row and column structures coincide, so a split that keeps the
+    fingerprints of its test grids out of training keeps every symmetry of a test puzzle out (and a little more)."""
+    geo = geometry(size)
+    grids = _check_grids(solutions, size).reshape(-1, size, size).astype(np.int64) - 1
+    if len(grids) and grids.min() < 0:
+        raise ValueError("grid_classes takes complete grids (no blanks)")
+    rows = _line_structure(grids, geo.box_rows)
+    cols = _line_structure(grids.transpose(0, 2, 1).copy(), geo.box_cols)
+    pair = np.stack([rows, cols], axis=1)
+    if geo.box_rows == geo.box_cols:  # a transpose swaps the two
+        pair = np.sort(pair, axis=1)
+    return _hash_rows(pair)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The task
 
 PAD, BLANK = 0, 1  # tokens; digit d is token d + 1 (official layout)
@@ -479,7 +544,9 @@ class SudokuTask(Task):
         if split not in ("train", "test"):
             raise UserError(f"unknown split {split!r}; expected 'train' or 'test'")
         cfg = self.cfg
-        if cfg.csv or (split == "test" and cfg.test_csv):  # a public test set also beside generated training
+        if cfg.csv and split == "train":
+            puzzles, solutions = self._csv_training(seed)
+        elif cfg.csv or (split == "test" and cfg.test_csv):  # a public test set also beside generated training
             puzzles, solutions = self._csv.split(split, seed, cfg.csv, cfg.test_csv, cfg.train_size, cfg.test_size)
         elif split == "test" and self._test_generator is not None:  # other blank counts: their own stream
             _, train_solutions = self._generator.split("train", seed, cfg.train_size, 0)
@@ -507,6 +574,22 @@ class SudokuTask(Task):
         groups = np.repeat(np.arange(len(puzzles)), 1 + copies)
         return from_pairs(out_p.reshape(-1, puzzles.shape[1]) + 1, out_s.reshape(-1, puzzles.shape[1]) + 1, groups)
 
+    def _csv_training(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows of `csv` (plus `generated` puzzles) whose solution grid is no symmetry of a test grid
+        or of one in the `exclude` files: no augmentation of an unseen puzzle is ever trained on. Public lists hold
+        symmetric copies (tdoku-hard: 2,854 of its 39,420 distinct grids), so the row split alone would leak."""
+        cfg = self.cfg
+        puzzles, solutions = self._csv.split("train", seed, cfg.csv, cfg.test_csv, cfg.train_size, cfg.test_size)
+        unseen = [self._csv.split("test", seed, cfg.csv, cfg.test_csv, cfg.train_size, cfg.test_size)[1]]
+        unseen += [self._csv.read(path)[1] for path in cfg.exclude]  # every file read (and checked) before generating
+        if cfg.generated:
+            extra = self._generator.split("train", seed, cfg.generated, 0)
+            puzzles, solutions = np.concatenate([puzzles, extra[0]]), np.concatenate([solutions, extra[1]])
+        keep = ~np.isin(grid_classes(solutions, self.size), grid_classes(np.concatenate(unseen), self.size))
+        if not keep.any():
+            raise UserError(f"{cfg.csv}: every training puzzle is a symmetry of a test or excluded one")
+        return puzzles[keep], solutions[keep]
+
     # -- training and evaluation helpers
 
     def augment(self, rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -518,12 +601,39 @@ class SudokuTask(Task):
         token_map = np.concatenate([fixed, relabel + 1], axis=1)  # (B, n+2): token t -> new token
         return _apply(inputs, token_map, source), _apply(labels, token_map, source)
 
+    def versions(self, rng: np.random.Generator, inputs: np.ndarray) -> tuple[np.ndarray, Callable]:
+        """A random relabelling / band, stack, row, column permutation / transposition of every puzzle (B, n*n)
+        tokens, and the inverse map for predictions on them (PAD and blank map to themselves both ways)."""
+        count, cells = inputs.shape
+        relabel, source = random_transforms(rng, count, self.size)
+        token_map = np.concatenate([np.broadcast_to(np.array([PAD, BLANK]), (count, 2)), relabel + 1], axis=1)
+        back_map, back_source = np.empty_like(token_map), np.empty_like(source)
+        np.put_along_axis(back_map, token_map, np.arange(token_map.shape[1])[None], axis=1)
+        np.put_along_axis(back_source, source, np.arange(cells)[None], axis=1)
+        # Predictions may hold any token of the vocabulary; those outside the map (none here) would be clipped.
+        return _apply(inputs, token_map, source), lambda preds: _apply(np.asarray(preds), back_map, back_source)
+
     def score(self, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         """valid: the prediction is a complete grid obeying the rules and keeping every given. It can differ from the
         label only if the puzzle has several solutions (never for the unique puzzles built here)."""
         preds, inputs = np.asarray(preds).astype(np.int64), np.asarray(inputs).astype(np.int64)
         keeps_givens = np.all((inputs <= BLANK) | (preds == inputs), axis=1)
-        return {"valid": (valid_solutions(preds - 1, self.size) & keeps_givens).astype(np.float32)}
+        return {"valid": (valid_solutions(preds - 1, self.size) & keeps_givens).astype(np.float32),
+                "rule_breaking_cells": self.conflicts(inputs, preds).mean(1, dtype=np.float32)}
+
+    def conflicts(self, inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
+        """(B, n*n) tokens -> (B, n*n) bool: the cells of a prediction that break a rule: no digit, a digit that
+        appears twice in one of the cell's row, column or box, or a changed given."""
+        geo, n = geometry(self.size), self.size
+        digits = np.asarray(preds).astype(np.int64) - 1  # 1..n for digits
+        is_digit = (digits >= 1) & (digits <= n)
+        onehot = (digits[:, :, None] == np.arange(1, n + 1)) & is_digit[:, :, None]  # (B, cells, n)
+        per_unit = onehot[:, np.array(geo.units)].sum(2)  # (B, 3n units, n) how often each digit is in each unit
+        units_of = np.stack([np.array(geo.row), n + np.array(geo.col), 2 * n + np.array(geo.box)], axis=1)  # (cells, 3)
+        batch = np.arange(len(digits))[:, None, None]
+        twice = per_unit[batch, units_of[None], np.clip(digits - 1, 0, n - 1)[:, :, None]] > 1  # (B, cells, 3)
+        given = np.asarray(inputs).astype(np.int64) > BLANK
+        return ~is_digit | twice.any(2) | (given & (np.asarray(preds) != np.asarray(inputs)))
 
     def parse(self, text: str, **options) -> np.ndarray:
         """A puzzle as text: its n*n cells row by row, digits 1-n and '.', '0' or '_' for blanks; whitespace and the
