@@ -196,7 +196,7 @@ def evaluate_model(cfg: Config, model, arrays: PuzzleArrays, meta: Metadata, dev
     return result
 
 
-def _vote(candidates: np.ndarray, valid: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+def vote_answers(candidates: np.ndarray, valid: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     """(B, K, L) answers to one input each in K versions, mapped back to its frame -> (B, L) the winner: among the
     rule-abiding answers if any (`valid`, (B, K)), the one given most often, ties to the higher summed confidence
     (sigmoid of the halting logit, (B, K)), then to the earlier version."""
@@ -213,7 +213,7 @@ def evaluate_votes(cfg: Config, model, task: Task, arrays: PuzzleArrays, meta: M
                    n: int) -> dict:
     """Test-time augmentation (eval.vote = K): every test input is solved as itself and in K - 1 random symmetric
     versions (`Task.versions`, seeded by data.seed and the batch), each answer is mapped back and the K vote
-    (`_vote`) after every supervision step. Exact and cell accuracy of the voted answer per step."""
+    (`vote_answers`) after every supervision step. Exact and cell accuracy of the voted answer per step."""
     k = cfg.eval.vote
     exact, cell = np.zeros((n, max_steps), bool), np.zeros((n, max_steps), np.float32)
     world = distributed.world()
@@ -245,7 +245,7 @@ def evaluate_votes(cfg: Config, model, task: Task, arrays: PuzzleArrays, meta: M
                               for a in answers.transpose(1, 0, 2)], axis=1)
             halt = out.q_halt if out.q_continue is None else out.q_halt - out.q_continue
             confidence = torch.sigmoid(halt.float()).cpu().numpy().reshape(k, len(idx)).T
-            winner = torch.from_numpy(_vote(answers, valid, confidence)).to(labels.device)
+            winner = torch.from_numpy(vote_answers(answers, valid, confidence)).to(labels.device)
             correct = (winner == labels) & mask
             exact[idx, s] = (correct.sum(-1) == mask.sum(-1)).cpu().numpy()
             cell[idx, s] = (correct.sum(-1) / mask.sum(-1).clamp_min(1)).cpu().numpy()

@@ -168,12 +168,12 @@ class Solver(torch.nn.Module):
 
 
 def test_votes_over_symmetric_versions():
-    from ponder.evaluate import _vote
+    from ponder.evaluate import vote_answers
     from ponder.tasks.sudoku import SudokuTask, generate
 
     # The rule: valid answers first, then the most frequent, then the most confident, then the earlier version.
     a, b, c = np.array([1, 1]), np.array([2, 2]), np.array([3, 3])
-    picks = _vote(np.array([[a, b, b, c], [a, b, b, c], [c, c, b, b], [c, c, b, b]]),
+    picks = vote_answers(np.array([[a, b, b, c], [a, b, b, c], [c, c, b, b], [c, c, b, b]]),
                   np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]),
                   np.array([[.5, .5, .5, .5], [.1, .9, .9, .9], [.1, .1, .9, .9], [.5, .5, .5, .5]]))
     assert picks.tolist() == [[2, 2], [1, 1], [2, 2], [3, 3]]  # the last: b and c tie, c comes first
