@@ -596,17 +596,20 @@ class SudokuTask(Task):
         """On-the-fly augmentation of token batches (B, n*n); PAD and blank tokens keep their meaning."""
         assert inputs.ndim == 2 and inputs.shape == labels.shape and inputs.shape[1] == self.size ** 2, \
             f"expected inputs and labels of shape (B, {self.size ** 2}), got {inputs.shape} and {labels.shape}"
-        relabel, source = random_transforms(rng, len(inputs), self.size)
-        fixed = np.broadcast_to(np.array([PAD, BLANK]), (len(inputs), 2))
-        token_map = np.concatenate([fixed, relabel + 1], axis=1)  # (B, n+2): token t -> new token
+        token_map, source = self._token_transforms(rng, len(inputs))
         return _apply(inputs, token_map, source), _apply(labels, token_map, source)
+
+    def _token_transforms(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` random symmetries on tokens: (token map (B, n+2), PAD and blank fixed; source cells (B, n*n))."""
+        relabel, source = random_transforms(rng, count, self.size)
+        fixed = np.broadcast_to(np.array([PAD, BLANK]), (count, 2))
+        return np.concatenate([fixed, relabel + 1], axis=1), source
 
     def versions(self, rng: np.random.Generator, inputs: np.ndarray) -> tuple[np.ndarray, Callable]:
         """A random relabelling / band, stack, row, column permutation / transposition of every puzzle (B, n*n)
         tokens, and the inverse map for predictions on them (PAD and blank map to themselves both ways)."""
         count, cells = inputs.shape
-        relabel, source = random_transforms(rng, count, self.size)
-        token_map = np.concatenate([np.broadcast_to(np.array([PAD, BLANK]), (count, 2)), relabel + 1], axis=1)
+        token_map, source = self._token_transforms(rng, count)
         back_map, back_source = np.empty_like(token_map), np.empty_like(source)
         np.put_along_axis(back_map, token_map, np.arange(token_map.shape[1])[None], axis=1)
         np.put_along_axis(back_source, source, np.arange(cells)[None], axis=1)
