@@ -28,17 +28,23 @@ from ponder.tasks.batches import Sampler, batch_tensors
 from ponder.tasks.dataset import read_split
 
 
-def preflight(cfg: Config, data: bool = True) -> torch.device:
-    """What can be checked before a run directory is named or written: the device, the compile backend and, with
-    `data`, a given dataset path (the CLI calls it before printing the run directory)."""
+def preflight(cfg: Config, new_run: bool = True) -> torch.device:
+    """What can be checked before a run directory is named or written: the device, the compile backend and, for a
+    `new_run` (not a resume), a given dataset path and the train.init run or checkpoint (the trainer calls it before
+    printing the run directory)."""
     device = runtime.resolve_device(cfg.train.device)
     runtime.check_compile_backend(cfg.train.compile)
     if cfg.train.compile != "off":  # auto's probe runs once per process: the trainer reuses its answer
         refusal = runtime.compile_refusal(cfg.train.compile, runtime.resolve_dtype(cfg.train.dtype, device)[0], device)
         if refusal:
             raise UserError(refusal)
-    if data and cfg.data.path:
+    if new_run and cfg.data.path:
         prepare_data(cfg.data, Path("."))  # checks that the folder holds a dataset; builds nothing
+    if new_run and cfg.train.init:  # a new run's warm start: found now, not after minutes of building data
+        try:
+            checkpoint.find(cfg.train.init)
+        except UserError as err:
+            raise UserError(f"train.init: {err}") from None
     return device
 
 
@@ -48,7 +54,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     `until` stops this call at that step (checkpointed), as Ctrl-C would. train.regime=grpo trains by reinforcement
     from the answer's reward instead (`ponder.grpo`, same run layer)."""
     world = distributed.init(cfg.train.device)  # torchrun: join the group (ponder.distributed); else one process
-    device = preflight(cfg, data=not resume)  # bad device, backend or data path: fail before any write
+    device = preflight(cfg, new_run=not resume)  # bad device, backend, data or init path: fail before any write
     if cfg.train.batch_size % world.size:
         raise UserError(f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by the number "
                         f"of processes ({world.size})")

@@ -270,6 +270,9 @@ def test_grpo_refuses_what_it_cannot_run(tmp_path, capsys):
     assert code == 2 and "divisible by grpo.group_size" in err
     code, _, err = run(capsys, *base, "train.init=" + str(tmp_path / "nothing"), "--out", str(tmp_path / "c"))
     assert code == 2 and "Traceback" not in err
+    # Refused before the run directory or its data are written (a curriculum stage's missing first stage).
+    assert f"train.init: {tmp_path / 'nothing'}: no such checkpoint or run directory" in err
+    assert not (tmp_path / "c").exists()
 
 
 def test_study_trains_every_member_resumes_extends_and_refuses_a_changed_one(tmp_path, capsys):
