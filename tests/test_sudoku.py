@@ -16,7 +16,7 @@ from ponder.config import DataConfig, SudokuConfig
 from ponder.tasks import build_dataset
 from ponder.tasks.sudoku import (SudokuTask, augment_grids, generate, geometry, grid_classes, is_unique,
                                  is_valid_solution, load_csv, solve, valid_solutions)
-from ponder.tasks.sudoku import random_transforms
+from ponder.tasks.sudoku import random_transforms, singles_fill
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sudoku"
 SIZES = (4, 6, 9)
@@ -491,6 +491,71 @@ def test_sudoku_hard_preset_split(tmp_path: Path) -> None:
     assert not np.isin(grid_classes(train, 9), grid_classes(np.concatenate([test, magictour]), 9)).any()
     # The preset's paths are relative to the repository root, with ../shared beside it.
     assert cfg.data.sudoku.csv == "../shared/data/sudoku/tdoku-hard.csv"
+
+
+@pytest.mark.slow
+def test_curriculum_first_stage_holds_no_hard_test_grid() -> None:
+    """The curriculum's first stage (`sudoku9-cpu`, 12,000 generated puzzles: ~70 s to build) shares no symmetry
+    class with the held-out tdoku-hard 1,000 nor with magictour, so neither stage trains on a test puzzle."""
+    data_file("tdoku-hard.csv")
+    from ponder.config import resolve
+    first = resolve("sudoku9-cpu", []).data.sudoku
+    hard = resolve("sudoku-hard-cpu", ["data.sudoku.generated=0"]).data.sudoku
+    test = SudokuTask(SudokuConfig(**{**vars(hard), "csv": str(DATA / "tdoku-hard.csv"), "exclude": ()}))
+    _, magictour, _ = load_csv(DATA / "magictour-top1465.csv")
+    held_out = grid_classes(np.concatenate([test.build("test", 0).labels - 1, magictour]), 9)
+    train = SudokuTask(first).build("train", 0).labels - 1
+    assert len(train) == 12000 and not np.isin(grid_classes(train, 9), held_out).any()
+
+
+def naive_singles_fill(puzzle: np.ndarray) -> float:
+    """The share of blanks that naked and hidden singles fix, by the textbook definition (independent of the solver's
+    bit masks): fill a cell with one candidate, or a digit with one place left in a row, column or box; repeat."""
+    grid = puzzle.reshape(9, 9).astype(int).copy()
+    units = ([[(r, c) for c in range(9)] for r in range(9)] + [[(r, c) for r in range(9)] for c in range(9)]
+             + [[(3 * (b // 3) + i, 3 * (b % 3) + j) for i in range(3) for j in range(3)] for b in range(9)])
+
+    def candidates(r: int, c: int) -> set[int]:
+        box = grid[3 * (r // 3):3 * (r // 3) + 3, 3 * (c // 3):3 * (c // 3) + 3]
+        return set(range(1, 10)) - set(grid[r]) - set(grid[:, c]) - set(box.reshape(-1))
+
+    changed = True
+    while changed:
+        changed = False
+        for r, c in zip(*np.nonzero(grid == 0)):
+            if len(cands := candidates(r, c)) == 1:
+                grid[r, c], changed = cands.pop(), True
+        for unit in units:
+            for digit in set(range(1, 10)) - {grid[r, c] for r, c in unit}:
+                places = [(r, c) for r, c in unit if grid[r, c] == 0 and digit in candidates(r, c)]
+                if len(places) == 1:
+                    grid[places[0]], changed = digit, True
+    blanks = puzzle == 0
+    return float((grid.reshape(-1)[blanks] != 0).mean()) if blanks.any() else 1.0
+
+
+def test_singles_fill_counts_what_propagation_fixes(generated) -> None:
+    puzzles, solutions = generated[9]
+    one_blank = solutions[:1].copy()
+    one_blank[0, 40] = 0
+    assert singles_fill(one_blank, 9).tolist() == [1.0]
+    assert singles_fill(np.zeros((1, 81), np.uint8), 9).tolist() == [0.0]
+    # Minimal generated puzzles, and solutions with 50-70% of their cells blanked at random (singles stall part-way
+    # on the sparser ones: where the two definitions could part).
+    rng = np.random.default_rng(0)
+    blanked = [solutions * (rng.random(solutions.shape) > share) for share in (0.5, 0.6, 0.65, 0.7)]
+    fills = []
+    for grids in (puzzles, *blanked):
+        fills += singles_fill(grids, 9).tolist()
+        assert np.allclose(singles_fill(grids, 9), [naive_singles_fill(g) for g in grids])
+    assert any(0 < f < 1 for f in fills) and 1.0 in fills
+
+
+def test_tdoku_hard_starts_with_no_single() -> None:
+    """What bench/sudoku_hardness.py reports: tdoku's hardest list gives propagation nothing to place."""
+    questions, _, _ = load_csv(data_file("tdoku-hard.csv"))
+    assert np.all(singles_fill(questions[:20], 9) == 0)
+    assert [naive_singles_fill(q) for q in questions[:3]] == [0.0, 0.0, 0.0]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -226,6 +226,21 @@ def is_unique(grid: np.ndarray, size: int) -> bool:
     return len(solve(grid, size, limit=2).solutions) == 1
 
 
+def singles_fill(puzzles: np.ndarray, size: int) -> np.ndarray:
+    """(N, n*n) puzzles (0 = blank) -> (N,) float: the share of each puzzle's blanks that naked and hidden singles
+    fix, applied until nothing changes (no guess, no other technique). 1.0 = solved by propagation alone; a model
+    that has learned only the rules' direct consequences gets no further (`bench/sudoku_hardness.py`)."""
+    geo = geometry(size)
+    shares = []
+    for grid in _check_grids(puzzles, size).reshape(len(puzzles), -1).tolist():
+        cand, queue = _candidates(grid, geo)
+        _propagate(cand, queue, geo)
+        blanks = [c for c, d in enumerate(grid) if not d]
+        fixed = sum(1 for c in blanks if cand[c] and not cand[c] & (cand[c] - 1))
+        shares.append(fixed / len(blanks) if blanks else 1.0)
+    return np.array(shares)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Generator
 
